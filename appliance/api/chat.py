@@ -1,0 +1,69 @@
+"""`POST /api/v1/chat`: a thin adapter over `Gateway.chat` / `Gateway.chat_stream`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
+
+from appliance.api.schemas import ChatRequestIn
+from appliance.gateway import Actor, ChatInput
+from appliance.inference.base import Message
+from appliance.middleware import request_id_of
+from appliance.services import Services
+
+
+def actor_of(request: Request[Any, Any, Any]) -> Actor:
+    """The caller. Until sign-in lands the server only listens on loopback: a local caller."""
+    source = request.client.host if request.client else None
+    return Actor(id="local", role="staff", source=source)
+
+
+class ChatController(Controller):
+    """Chat completions through the policy path."""
+
+    path = "/api/v1/chat"
+    tags = ["chat"]
+
+    @post(
+        "/",
+        summary="Chat with a model through the PII policy",
+        description=(
+            "Detects PII in every message, applies the default policy (identifiers become typed "
+            "placeholders such as `<PERSON_1>`), sends the result to the model and returns the "
+            "answer with a privacy receipt. With `stream: true` the answer arrives as "
+            "server-sent events: `delta` events, then `done` with message, receipt and usage."
+        ),
+        status_code=200,
+    )
+    async def chat(
+        self, request: Request[Any, Any, Any], data: ChatRequestIn, services: Services
+    ) -> Response[Any]:
+        """Run one chat request."""
+        chat = ChatInput(
+            messages=[Message(role=m.role, content=m.content) for m in data.messages],
+            model=data.model,
+            max_tokens=data.max_tokens,
+            temperature=data.temperature,
+        )
+        actor = actor_of(request)
+        request_id = request_id_of(request)
+        if not data.stream:
+            result = await services.gateway.chat(actor, chat, request_id=request_id)
+            return Response(
+                {
+                    "message": {"role": result.message.role, "content": result.message.content},
+                    "receipt": result.receipt,
+                    "usage": result.usage,
+                }
+            )
+        stream = await services.gateway.chat_stream(actor, chat, request_id=request_id)
+
+        async def events() -> AsyncIterator[ServerSentEventMessage]:
+            async for name, payload in stream.events:
+                yield ServerSentEventMessage(event=name, data=json.dumps(payload))
+
+        return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})

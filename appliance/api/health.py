@@ -1,0 +1,48 @@
+"""`/healthz` (the process answers) and `/readyz` (it can serve requests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from litestar import Controller, get
+from litestar.response import Response
+
+from appliance.db.engine import ping
+from appliance.services import Services
+
+
+class HealthController(Controller):
+    """Liveness and readiness probes."""
+
+    tags = ["health"]
+
+    @get("/healthz", summary="Liveness: the process answers", sync_to_thread=False)
+    def healthz(self) -> dict[str, str]:
+        """Answers without touching the database, the detector or a model."""
+        return {"status": "ok"}
+
+    @get("/readyz", summary="Readiness: database, PII detector and a backend")
+    async def readyz(self, services: Services) -> Response[dict[str, Any]]:
+        """503 until the database answers, the detector is loaded and a backend is healthy."""
+        checks: dict[str, Any] = {}
+        try:
+            await anyio.to_thread.run_sync(ping, services.engine)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"failed: {type(exc).__name__}"
+        checks["detector"] = services.detector.status
+        backends: dict[str, str] = {}
+        for backend in services.registry.backends:
+            health = await backend.health()
+            backends[backend.name] = "ok" if health.ok else f"failed: {health.detail}"
+        checks["backends"] = backends
+        ready = (
+            checks["database"] == "ok"
+            and checks["detector"] == "ready"
+            and any(v == "ok" for v in backends.values())
+        )
+        return Response(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )

@@ -1,0 +1,28 @@
+"""`GET /api/v1/models`: the models the appliance can route to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, get
+
+from appliance.services import Services
+
+
+class ModelsController(Controller):
+    """Model listing."""
+
+    path = "/api/v1/models"
+    tags = ["models"]
+
+    @get("/", summary="List models", sync_to_thread=False)
+    def list_models(self, services: Services) -> dict[str, Any]:
+        """Every registered model with its backend and context length."""
+        return {
+            "default": services.settings.default_model,
+            "models": [
+                {"name": m.name, "backend": m.backend, "context_length": m.context_length}
+                | m.details
+                for m in services.registry.models()
+            ],
+        }

@@ -1,0 +1,94 @@
+"""`create_app()`: the only place that wires settings, services, routes, handlers and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from appliance import __version__
+from appliance.api.chat import ChatController
+from appliance.api.health import HealthController
+from appliance.api.models import ModelsController
+from appliance.config import Settings
+from appliance.db.engine import ensure_migrated, make_engine
+from appliance.error_handlers import EXCEPTION_HANDLERS
+from appliance.errors import ApplianceError
+from appliance.inference.base import Backend
+from appliance.middleware import request_id_middleware
+from appliance.pii.detector import load_detector
+from appliance.services import Services, embedded_backend
+from appliance.ui.pages import PagesController
+
+log = logging.getLogger("appliance")
+
+
+async def _load_detector(services: Services) -> None:
+    """Load and warm Presidio off the event loop; readiness waits for it."""
+    try:
+        detector = await anyio.to_thread.run_sync(load_detector, services.settings.spacy_model)
+    except ApplianceError as exc:
+        services.detector.set_failed(exc.message)
+        log.error("PII detector failed to load", extra={"detail": exc.message})
+        return
+    services.detector.set_ready(detector)
+    log.info("PII detector ready", extra={"detail": services.settings.spacy_model})
+
+
+def create_app(
+    settings: Settings | None = None, *, backends: list[Backend] | None = None
+) -> Litestar:
+    """Build the app. Refuses an unmigrated database and invalid policies before serving."""
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url)
+    ensure_migrated(engine)
+    services = Services.build(
+        settings, engine, backends if backends is not None else [embedded_backend(settings)]
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        task = asyncio.create_task(_load_detector(services))
+        try:
+            yield
+        finally:
+            task.cancel()
+            engine.dispose()
+
+    static_dir = settings.web_dir / "static"
+    static_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Litestar(
+        route_handlers=[
+            HealthController,
+            ChatController,
+            ModelsController,
+            PagesController,
+            create_static_files_router(
+                path="/static", directories=[static_dir], include_in_schema=False
+            ),
+        ],
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_id_middleware],
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        template_config=TemplateConfig(
+            directory=Path(settings.web_dir / "templates"), engine=JinjaTemplateEngine
+        ),
+        openapi_config=OpenAPIConfig(title="Appliance API", version=__version__, path="/schema"),
+        debug=False,
+        logging_config=None,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,1 @@
+"""The audit trail: one row per audited action, counts and decisions only."""

@@ -1,0 +1,1 @@
+"""Identity: local accounts, passwords, and (later) SSO, sessions and API keys."""

@@ -1,0 +1,1 @@
+"""Model backends behind one small protocol, and the registry that names their models."""

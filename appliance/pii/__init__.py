@@ -1,0 +1,1 @@
+"""PII detection (Presidio) and what is done to each finding."""

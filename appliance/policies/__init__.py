@@ -1,0 +1,1 @@
+"""PII policies: schema, loading from YAML, lookup."""

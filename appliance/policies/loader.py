@@ -1,0 +1,111 @@
+"""Load policies from YAML files, reporting the file, line and field of any error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from appliance.errors import PolicyError, PolicyNotFound
+from appliance.policies.schema import LoadedPolicy, Policy
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at pydantic location `loc`, as deep as it exists."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            if match is None:
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_policy(text: str, *, source: str) -> LoadedPolicy:
+    """Validate policy YAML `text`; `source` names it in error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise PolicyError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}:1: a policy must be a mapping of fields")
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        field = ".".join(str(p) for p in loc) or "(root)"
+        line = _line_of(root, loc)
+        raise PolicyError(f"{source}:{line}: field '{field}': {first['msg']}", field=field) from exc
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    version = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return LoadedPolicy(policy=policy, version=version, source=source)
+
+
+def load_policy_file(path: Path) -> LoadedPolicy:
+    """Load and validate one policy file; its name must match the file name."""
+    loaded = parse_policy(path.read_text(encoding="utf-8"), source=str(path))
+    if loaded.policy.name != path.stem:
+        raise PolicyError(
+            f"{path}:1: field 'name': '{loaded.policy.name}' does not match the file name "
+            f"'{path.stem}'",
+            field="name",
+        )
+    return loaded
+
+
+class PolicyStore:
+    """The policies loaded at start-up, by name."""
+
+    def __init__(self, policies: dict[str, LoadedPolicy], *, default: str) -> None:
+        if default not in policies:
+            raise PolicyError(
+                f"default policy '{default}' is not among the loaded policies "
+                f"({', '.join(sorted(policies)) or 'none'})",
+                field="default_policy",
+            )
+        self._policies = policies
+        self.default_name = default
+
+    @classmethod
+    def from_directory(cls, directory: Path, *, default: str) -> PolicyStore:
+        """Load every `*.yaml` file in `directory`; any invalid file stops the load."""
+        if not directory.is_dir():
+            raise PolicyError(f"policies directory {directory} does not exist")
+        policies: dict[str, LoadedPolicy] = {}
+        for path in sorted(directory.glob("*.yaml")):
+            loaded = load_policy_file(path)
+            policies[loaded.policy.name] = loaded
+        return cls(policies, default=default)
+
+    def names(self) -> list[str]:
+        """Names of all loaded policies."""
+        return sorted(self._policies)
+
+    def get(self, name: str | None = None) -> LoadedPolicy:
+        """The named policy, or the default one."""
+        key = name or self.default_name
+        try:
+            return self._policies[key]
+        except KeyError:
+            raise PolicyNotFound(
+                f"policy '{key}' does not exist; available: {', '.join(self.names())}",
+                field="policy",
+            ) from None

@@ -1,0 +1,33 @@
+"""The start page and its status partial. Pages extend base.html; partials start with `_`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from appliance.services import Services
+
+
+class PagesController(Controller):
+    """Pages for people."""
+
+    include_in_schema = False
+
+    @get("/", sync_to_thread=False)
+    def index(self, services: Services) -> Template:
+        """The start page."""
+        return Template(
+            template_name="index.html",
+            context={"policy": services.policies.get().ref, "models": services.registry.names()},
+        )
+
+    @get("/ui/status")
+    async def status(self, request: Request[Any, Any, Any], services: Services) -> Template:
+        """Readiness as a partial, refreshed by htmx."""
+        backends = {b.name: (await b.health()).ok for b in services.registry.backends}
+        return Template(
+            template_name="_status.html",
+            context={"detector": services.detector.status, "backends": backends},
+        )
