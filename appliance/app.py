@@ -10,20 +10,24 @@ from pathlib import Path
 
 import anyio
 from litestar import Litestar
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from litestar.types import Scope
 
 from appliance import __version__
 from appliance.api.chat import ChatController
 from appliance.api.health import HealthController
 from appliance.api.models import ModelsController
+from appliance.audit.store import AuditRecord
 from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
-from appliance.error_handlers import EXCEPTION_HANDLERS
+from appliance.error_handlers import EXCEPTION_HANDLERS, describe
 from appliance.errors import ApplianceError
+from appliance.gateway import CHAT_ACTION
 from appliance.inference.base import Backend
 from appliance.middleware import request_id_middleware
 from appliance.pii.detector import load_detector
@@ -43,6 +47,34 @@ async def _load_detector(services: Services) -> None:
         return
     services.detector.set_ready(detector)
     log.info("PII detector ready", extra={"detail": services.settings.spacy_model})
+
+
+_AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
+    """Audit API requests refused before they reached the gateway (bad body, too large...).
+
+    Runs before the error response is sent, so the row is committed first, as for every request.
+    """
+    if getattr(exc, "audited", False) or scope["type"] != ScopeType.HTTP:
+        return
+    if not scope["path"].startswith("/api/") or scope.get("method") not in _AUDITED_METHODS:
+        return
+    services: Services = scope["litestar_app"].state.services
+    status, error = describe(exc)
+    client = scope.get("client")
+    action = CHAT_ACTION if scope["path"].rstrip("/") == "/api/v1/chat" else "api.request"
+    await services.audit.append(
+        AuditRecord(
+            actor="local",
+            source=client[0] if client else None,
+            action=action,
+            outcome=str(error["code"]),
+            request_id=str(scope.get("state", {}).get("request_id", "")) or None,
+            status_code=status,
+        )
+    )
 
 
 def create_app(
@@ -82,6 +114,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware],
         lifespan=[lifespan],
+        after_exception=[_audit_refusal],
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(
             directory=Path(settings.web_dir / "templates"), engine=JinjaTemplateEngine

@@ -13,7 +13,6 @@ from appliance.errors import ApplianceError, BackendBusy
 log = logging.getLogger("appliance.errors")
 
 _HTTP_CODES = {
-    400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -24,97 +23,64 @@ _HTTP_CODES = {
 }
 
 
-def _json(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> Response[Any]:
-    return Response(
-        content=body, status_code=status, headers=headers or {}, media_type="application/json"
-    )
-
-
-def appliance_error(_: Request[Any, Any, Any], exc: ApplianceError) -> Response[Any]:
-    """Our own errors carry their status and code."""
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BackendBusy) else None
-    return _json(exc.status_code, exc.to_dict(), headers)
-
-
 def _field_of(key: str) -> str:
     return key.removeprefix("body.") if key else "body"
 
 
-def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    """Litestar's body validation: 422 naming the first bad field (400 for unparseable JSON)."""
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    if not extra:
-        return _json(
-            400,
-            {
-                "error": {
-                    "code": "malformed_body",
-                    "field": "body",
-                    "message": f"the request body could not be read: {exc.detail}",
-                }
-            },
-        )
-    first = extra[0]
-    field = _field_of(str(first.get("key") or ""))
-    message = str(first.get("message") or "invalid value")
-    return _json(
-        422,
-        {
-            "error": {
-                "code": "invalid_input",
-                "field": field,
-                "message": f"{field}: {message}",
-                "errors": [
-                    {"field": _field_of(str(e.get("key") or "")), "message": str(e.get("message"))}
-                    for e in extra
-                ],
-            }
-        },
-    )
-
-
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Framework errors (unknown route, wrong method, body too large...)."""
-    status = exc.status_code
-    message = exc.detail
-    if status == 413:
-        message = "the request body is larger than the configured limit (max_body_bytes)"
-    code = _HTTP_CODES.get(status, "error" if status < 500 else "internal_error")
-    body: dict[str, Any] = {"code": code, "message": message}
-    if status == 400:
+def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The status and the `error` object for any exception; the one mapping the app uses."""
+    if isinstance(exc, ApplianceError):
+        return exc.status_code, exc.to_dict()["error"]
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        errors = [
+            {"field": _field_of(str(e.get("key") or "")), "message": str(e.get("message"))}
+            for e in exc.extra
+        ]
+        first = errors[0]
+        return 422, {
+            "code": "invalid_input",
+            "field": first["field"],
+            "message": f"{first['field']}: {first['message']}",
+            "errors": errors,
+        }
+    if isinstance(exc, HTTPException) and exc.status_code == 400:
         # Litestar raises a plain 400 when the body cannot be decoded at all.
-        body = {
+        return 400, {
             "code": "malformed_body",
             "field": "body",
-            "message": f"the request body is not valid JSON ({message})",
+            "message": f"the request body is not valid JSON ({exc.detail})",
         }
-    return _json(status, {"error": body}, dict(exc.headers or {}))
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        message = exc.detail
+        if exc.status_code == 413:
+            message = "the request body is larger than the configured limit (max_body_bytes)"
+        return exc.status_code, {
+            "code": _HTTP_CODES.get(exc.status_code, "error"),
+            "message": message,
+        }
+    return 500, {"code": "internal_error", "message": "internal error"}
 
 
-def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A bug: log the type (never the message, which may quote input) and answer 500."""
-    request_id = request.scope.get("state", {}).get("request_id", "")
-    log.error(
-        "unhandled error",
-        exc_info=(type(exc), exc, None),
-        extra={"request_id": request_id, "path": request.url.path},
+def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The one exception handler: JSON error body, `Retry-After` when a queue is full."""
+    status, body = describe(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, BackendBusy):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, HTTPException) and exc.headers:
+        headers.update(exc.headers)
+    if status == 500:
+        request_id = request.scope.get("state", {}).get("request_id", "")
+        # The type only: a third-party message may quote input text.
+        log.error(
+            "unhandled error",
+            exc_info=(type(exc), exc, None),
+            extra={"request_id": request_id, "path": request.url.path},
+        )
+        body["message"] = f"internal error (request id {request_id})"
+    return Response(
+        content={"error": body}, status_code=status, headers=headers, media_type="application/json"
     )
-    return _json(
-        500,
-        {
-            "error": {
-                "code": "internal_error",
-                "message": f"internal error (request id {request_id})",
-            }
-        },
-    )
 
 
-EXCEPTION_HANDLERS: Any = {
-    ApplianceError: appliance_error,
-    ValidationException: validation_error,
-    HTTPException: http_error,
-    Exception: unexpected_error,
-}
+EXCEPTION_HANDLERS: Any = {Exception: handle}

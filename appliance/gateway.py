@@ -188,8 +188,9 @@ class Gateway:
         entities = [rule.entity for rule in policy.policy.entities]
         try:
             with anyio.fail_after(self.detector_timeout_s):
+                # Abandoned on timeout: the analysis thread finishes on its own, unused.
                 return await anyio.to_thread.run_sync(
-                    lambda: detector.analyze(text, entities=entities)
+                    lambda: detector.analyze(text, entities=entities), abandon_on_cancel=True
                 )
         except TimeoutError as exc:
             raise DetectorUnavailable(
@@ -242,6 +243,8 @@ class Gateway:
         else:
             outcome, status = "internal_error", 500
         audit_id = await self.audit.append(trace.record(outcome=outcome, status=status))
+        # Read by the app's after_exception hook so the refusal is not audited twice.
+        exc.audited = True  # type: ignore[attr-defined]
         if isinstance(exc, ApplianceError):
             exc.extra.setdefault("receipt", trace.receipt(audit_id, outcome=outcome))
 

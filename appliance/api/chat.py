@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 
 from appliance.api.schemas import ChatRequestIn
@@ -40,7 +42,10 @@ class ChatController(Controller):
         status_code=200,
     )
     async def chat(
-        self, request: Request[Any, Any, Any], data: ChatRequestIn, services: Services
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ChatRequestIn],
+        services: NamedDependency[Services],
     ) -> Response[Any]:
         """Run one chat request."""
         chat = ChatInput(

@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.response import Response
 
 from appliance.db.engine import ping
@@ -23,7 +24,7 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", summary="Readiness: database, PII detector and a backend")
-    async def readyz(self, services: Services) -> Response[dict[str, Any]]:
+    async def readyz(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
         """503 until the database answers, the detector is loaded and a backend is healthy."""
         checks: dict[str, Any] = {}
         try:

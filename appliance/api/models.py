@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 
 from appliance.services import Services
 
@@ -16,7 +17,7 @@ class ModelsController(Controller):
     tags = ["models"]
 
     @get("/", summary="List models", sync_to_thread=False)
-    def list_models(self, services: Services) -> dict[str, Any]:
+    def list_models(self, services: NamedDependency[Services]) -> dict[str, Any]:
         """Every registered model with its backend and context length."""
         return {
             "default": services.settings.default_model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.response import Template
 
 from appliance.services import Services
@@ -16,7 +17,7 @@ class PagesController(Controller):
     include_in_schema = False
 
     @get("/", sync_to_thread=False)
-    def index(self, services: Services) -> Template:
+    def index(self, services: NamedDependency[Services]) -> Template:
         """The start page."""
         return Template(
             template_name="index.html",
@@ -24,7 +25,9 @@ class PagesController(Controller):
         )
 
     @get("/ui/status")
-    async def status(self, request: Request[Any, Any, Any], services: Services) -> Template:
+    async def status(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+    ) -> Template:
         """Readiness as a partial, refreshed by htmx."""
         backends = {b.name: (await b.health()).ok for b in services.registry.backends}
         return Template(

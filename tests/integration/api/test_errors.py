@@ -1,0 +1,79 @@
+"""Bad input gets a clear error naming the field, and is audited; nothing reaches a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningAppliance
+from tests.integration.api.test_chat import audit_rows
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": ""}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "hi"}], "temperature": 9}, "temperature"),
+        ({"messages": [{"role": "user", "content": "hi"}], "policy": "none"}, "policy"),
+    ],
+)
+def test_invalid_body_is_422_naming_the_field(
+    appliance: RunningAppliance, body: dict[str, Any], field: str
+) -> None:
+    response = httpx.post(f"{appliance.url}/api/v1/chat", json=body, timeout=30)
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["field"] == field
+    assert field in error["message"]
+    assert appliance.backend.requests == []
+    rows = audit_rows(appliance)
+    assert [(r.outcome, r.status_code) for r in rows] == [("invalid_input", 422)]
+
+
+def test_malformed_json_is_400(appliance: RunningAppliance) -> None:
+    response = httpx.post(
+        f"{appliance.url}/api/v1/chat",
+        content=b'{"messages": [',
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "body"
+    assert response.json()["error"]["code"] == "malformed_body"
+
+
+def test_body_over_the_limit_is_413(start_appliance: Any) -> None:
+    app: RunningAppliance = start_appliance(max_body_bytes=2_000)
+    big = {"messages": [{"role": "user", "content": "x" * 5_000}]}
+
+    response = httpx.post(f"{app.url}/api/v1/chat", json=big, timeout=30)
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert "max_body_bytes" in response.json()["error"]["message"]
+    assert app.backend.requests == []
+    assert [r.status_code for r in audit_rows(app)] == [413]
+
+    small = httpx.post(
+        f"{app.url}/api/v1/chat",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        timeout=60,
+    )
+    assert small.status_code == 200
+
+
+def test_unknown_route_uses_the_error_shape(appliance: RunningAppliance) -> None:
+    response = httpx.get(f"{appliance.url}/api/v1/nothing-here", timeout=10)
+
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}

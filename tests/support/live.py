@@ -1,0 +1,58 @@
+"""Run the real app under uvicorn on a loopback port, in a thread of the test process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+import httpx
+import uvicorn
+from litestar import Litestar
+
+
+class LiveServer:
+    """The app served on 127.0.0.1 with a free port; `url` is its base address."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+            )
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the app did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Poll /readyz until it answers 200."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = httpx.get(f"{self.url}/readyz", timeout=5)
+            if last.status_code == 200:
+                return
+            if "failed" in str(last.json()["checks"].get("detector")):
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"not ready: {last.text if last else 'no answer'}")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
