@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from appliance.app import create_app
@@ -76,6 +77,8 @@ class RunningAppliance:
     services: Services
     backend: RecordingBackend
     server: LiveServer
+    client: httpx.Client
+    """An HTTP client for the app: base URL set, credentials (once sign-in exists) attached."""
 
 
 @pytest.fixture
@@ -84,6 +87,7 @@ def start_appliance(
 ) -> Iterator[Callable[..., RunningAppliance]]:
     """Start the real app (migrated database, real detector, real models) with settings."""
     servers: list[LiveServer] = []
+    clients: list[httpx.Client] = []
 
     def start(*, wait_ready: bool = True, **overrides: Any) -> RunningAppliance:
         settings = make_settings(database_url=database_url, **overrides)
@@ -94,9 +98,13 @@ def start_appliance(
         servers.append(server)
         if wait_ready:
             server.wait_ready()
-        return RunningAppliance(server.url, app.state.services, backend, server)
+        client = httpx.Client(base_url=server.url, timeout=120)
+        clients.append(client)
+        return RunningAppliance(server.url, app.state.services, backend, server, client)
 
     yield start
+    for client in clients:
+        client.close()
     for server in servers:
         server.__exit__(None, None, None)
 

@@ -16,7 +16,7 @@ PERSONAL = f"Write a short note to {NAME} ({EMAIL}, phone {PHONE}) about his mee
 
 
 def chat(app: RunningAppliance, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{app.url}/api/v1/chat", json=body, timeout=120, **kwargs)
+    return app.client.post("/api/v1/chat", json=body, timeout=120, **kwargs)
 
 
 def audit_rows(app: RunningAppliance) -> list[AuditEvent]:
@@ -85,7 +85,7 @@ def test_text_without_identifiers_passes_unchanged(appliance: RunningAppliance) 
 
 def test_streaming_sends_deltas_then_the_receipt(appliance: RunningAppliance) -> None:
     body = {"messages": [{"role": "user", "content": PERSONAL}], "stream": True, "max_tokens": 20}
-    with httpx.stream("POST", f"{appliance.url}/api/v1/chat", json=body, timeout=120) as response:
+    with appliance.client.stream("POST", "/api/v1/chat", json=body, timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         received = list(events(response))

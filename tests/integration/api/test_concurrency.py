@@ -25,12 +25,12 @@ def _wait_until(condition: Any, timeout: float = 60) -> None:
 def test_healthz_answers_while_a_generation_runs(appliance: RunningAppliance) -> None:
     gate = appliance.backend.inner.gate("smollm2-135m")  # type: ignore[attr-defined]
     body = {"messages": [LONG], "stream": True, "max_tokens": 400}
-    with httpx.stream("POST", f"{appliance.url}/api/v1/chat", json=body, timeout=120) as response:
+    with appliance.client.stream("POST", "/api/v1/chat", json=body, timeout=120) as response:
         stream = events(response)
         assert next(stream)[0] == "delta"
         assert gate.busy
 
-        health = httpx.get(f"{appliance.url}/healthz", timeout=5)
+        health = appliance.client.get("/healthz", timeout=5)
 
         # Answered while the model was still generating this request.
         assert health.status_code == 200
@@ -46,20 +46,20 @@ def test_full_queue_gets_503_with_retry_after(start_appliance: Any) -> None:
     body = {"messages": [LONG], "stream": True, "max_tokens": 300}
     waiting_result: list[httpx.Response] = []
 
-    with httpx.stream("POST", f"{app.url}/api/v1/chat", json=body, timeout=120) as first:
+    with app.client.stream("POST", "/api/v1/chat", json=body, timeout=120) as first:
         stream = events(first)
         assert next(stream)[0] == "delta"
         with ThreadPoolExecutor(1) as pool:
             queued = pool.submit(
-                httpx.post,
-                f"{app.url}/api/v1/chat",
+                app.client.post,
+                "/api/v1/chat",
                 json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
                 timeout=120,
             )
             _wait_until(lambda: gate.waiting == 1)
 
-            refused = httpx.post(
-                f"{app.url}/api/v1/chat",
+            refused = app.client.post(
+                "/api/v1/chat",
                 json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
                 timeout=30,
             )
@@ -75,12 +75,12 @@ def test_full_queue_gets_503_with_retry_after(start_appliance: Any) -> None:
 def test_a_dropped_stream_frees_the_model(appliance: RunningAppliance) -> None:
     gate = appliance.backend.inner.gate("smollm2-135m")  # type: ignore[attr-defined]
     body = {"messages": [LONG], "stream": True, "max_tokens": 500}
-    with httpx.stream("POST", f"{appliance.url}/api/v1/chat", json=body, timeout=120) as response:
+    with appliance.client.stream("POST", "/api/v1/chat", json=body, timeout=120) as response:
         assert next(events(response))[0] == "delta"
     # The client went away mid-stream: generation stops and the model is free again.
     _wait_until(lambda: not gate.busy, timeout=30)
-    after = httpx.post(
-        f"{appliance.url}/api/v1/chat",
+    after = appliance.client.post(
+        "/api/v1/chat",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         timeout=60,
     )

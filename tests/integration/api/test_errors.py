@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import RunningAppliance
@@ -27,7 +26,7 @@ from tests.integration.api.test_chat import audit_rows
 def test_invalid_body_is_422_naming_the_field(
     appliance: RunningAppliance, body: dict[str, Any], field: str
 ) -> None:
-    response = httpx.post(f"{appliance.url}/api/v1/chat", json=body, timeout=30)
+    response = appliance.client.post("/api/v1/chat", json=body, timeout=30)
 
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -40,8 +39,8 @@ def test_invalid_body_is_422_naming_the_field(
 
 
 def test_malformed_json_is_400(appliance: RunningAppliance) -> None:
-    response = httpx.post(
-        f"{appliance.url}/api/v1/chat",
+    response = appliance.client.post(
+        "/api/v1/chat",
         content=b'{"messages": [',
         headers={"content-type": "application/json"},
         timeout=30,
@@ -56,7 +55,7 @@ def test_body_over_the_limit_is_413(start_appliance: Any) -> None:
     app: RunningAppliance = start_appliance(max_body_bytes=2_000)
     big = {"messages": [{"role": "user", "content": "x" * 5_000}]}
 
-    response = httpx.post(f"{app.url}/api/v1/chat", json=big, timeout=30)
+    response = app.client.post("/api/v1/chat", json=big, timeout=30)
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
@@ -64,8 +63,8 @@ def test_body_over_the_limit_is_413(start_appliance: Any) -> None:
     assert app.backend.requests == []
     assert [r.status_code for r in audit_rows(app)] == [413]
 
-    small = httpx.post(
-        f"{app.url}/api/v1/chat",
+    small = app.client.post(
+        "/api/v1/chat",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         timeout=60,
     )
@@ -73,7 +72,7 @@ def test_body_over_the_limit_is_413(start_appliance: Any) -> None:
 
 
 def test_unknown_route_uses_the_error_shape(appliance: RunningAppliance) -> None:
-    response = httpx.get(f"{appliance.url}/api/v1/nothing-here", timeout=10)
+    response = appliance.client.get("/api/v1/nothing-here", timeout=10)
 
     assert response.status_code == 404
     assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}

@@ -3,12 +3,12 @@ audited. The detector is broken on purpose here."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-import httpx
 import pytest
 
-from appliance.pii.detector import Finding, PiiDetector
+from appliance.pii.detector import Finding
 from tests.conftest import RunningAppliance
 from tests.integration.api.test_chat import PERSONAL, audit_rows
 
@@ -20,25 +20,25 @@ class BrokenDetector:
         raise RuntimeError("analysis crashed")
 
 
-class SlowDetector:
-    """Wraps the real detector and stalls past the configured timeout."""
+class StalledDetector:
+    """A detector that hangs until released, standing in for an analysis that never ends."""
 
-    def __init__(self, inner: PiiDetector) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.finished = threading.Event()
 
     def analyze(self, text: str, *, entities: list[str] | None) -> list[Finding]:
-        import time
-
-        time.sleep(1.5)
-        return self.inner.analyze(text, entities=entities)
+        self.release.wait(30)
+        self.finished.set()
+        return []
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_analysis_error_fails_closed(appliance: RunningAppliance, stream: bool) -> None:
     appliance.services.detector.set_ready(BrokenDetector())  # type: ignore[arg-type]
 
-    response = httpx.post(
-        f"{appliance.url}/api/v1/chat",
+    response = appliance.client.post(
+        "/api/v1/chat",
         json={"messages": [{"role": "user", "content": PERSONAL}], "stream": stream},
         timeout=30,
     )
@@ -54,13 +54,18 @@ def test_analysis_error_fails_closed(appliance: RunningAppliance, stream: bool) 
 
 def test_analysis_timeout_fails_closed(start_appliance: Any) -> None:
     app: RunningAppliance = start_appliance(detector_timeout_s=0.2)
-    app.services.detector.set_ready(SlowDetector(app.services.detector.get()))  # type: ignore[arg-type]
+    stalled = StalledDetector()
+    app.services.detector.set_ready(stalled)  # type: ignore[arg-type]
 
-    response = httpx.post(
-        f"{app.url}/api/v1/chat",
-        json={"messages": [{"role": "user", "content": PERSONAL}]},
-        timeout=30,
-    )
+    try:
+        response = app.client.post(
+            "/api/v1/chat",
+            json={"messages": [{"role": "user", "content": PERSONAL}]},
+            timeout=30,
+        )
+    finally:
+        stalled.release.set()
+        assert stalled.finished.wait(10)
 
     assert response.status_code == 503
     assert "timed out" in response.json()["error"]["message"]
@@ -72,15 +77,15 @@ def test_detector_that_cannot_load_keeps_the_server_unready(start_appliance: Any
 
     ready = None
     for _ in range(200):
-        ready = httpx.get(f"{app.url}/readyz", timeout=10)
+        ready = app.client.get("/readyz", timeout=10)
         if "failed" in ready.json()["checks"]["detector"]:
             break
     assert ready is not None and ready.status_code == 503
     assert "no_such_spacy_model" in ready.json()["checks"]["detector"]
-    assert httpx.get(f"{app.url}/healthz", timeout=10).status_code == 200
+    assert app.client.get("/healthz", timeout=10).status_code == 200
 
-    response = httpx.post(
-        f"{app.url}/api/v1/chat",
+    response = app.client.post(
+        "/api/v1/chat",
         json={"messages": [{"role": "user", "content": "hello"}]},
         timeout=30,
     )
