@@ -12,7 +12,8 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import anyio
 
@@ -24,10 +25,14 @@ from appliance.errors import (
 )
 from appliance.inference.base import Delta, Generation, GenerationRequest, Message, Usage
 from appliance.inference.registry import Registry
-from appliance.pii.detector import Finding, PiiDetector
-from appliance.pii.redact import PlaceholderBook, Transformed, transform
-from appliance.policies.loader import PolicyStore
+from appliance.inference.router import Route
+from appliance.pii.actions import ActionContext, PlaceholderBook, Transformed, transform
+from appliance.pii.detector import DetectionSpec, Finding, PiiDetector
+from appliance.pii.stream import StreamScanner
+from appliance.pii.vault import PseudonymScope, PseudonymVault
 from appliance.policies.schema import LoadedPolicy
+from appliance.policies.store import PolicyStore
+from appliance.tasks.steps import RoutingSteps, TaskInput, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ class Actor:
     id: str
     role: str
     source: str | None = None
+    key_policy: str | None = None
+    """Policy bound to the API key, if any: it wins over every other assignment."""
+    team: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,9 @@ class ChatInput:
     model: str | None = None
     max_tokens: int | None = None
     temperature: float = 0.0
+    task: str | None = None
+    conversation_id: str | None = None
+    """Scope for pseudonyms when the policy keeps them per conversation."""
 
 
 class DetectorHandle:
@@ -95,12 +106,31 @@ class _Trace:
     policy: LoadedPolicy | None = None
     counts: Counter[str] = field(default_factory=Counter)
     actions: dict[str, str] = field(default_factory=dict)
+    output_counts: Counter[str] = field(default_factory=Counter)
+    output_actions: dict[str, str] = field(default_factory=dict)
+    restored: int = 0
     model: str | None = None
+    context: ActionContext | None = None
+    scope: PseudonymScope | None = None
+    action: str = CHAT_ACTION
+    route: Route | None = None
+    generations: list[Generation] = field(default_factory=list)
+
+    def note(self, transformed: Transformed, direction: Literal["input", "output"]) -> None:
+        counts, actions = (
+            (self.counts, self.actions)
+            if direction == "input"
+            else (self.output_counts, self.output_actions)
+        )
+        for applied in transformed.applied:
+            counts[applied.finding.entity] += 1
+            actions[applied.finding.entity] = applied.action
 
     def outcome(self) -> str:
-        if any(a == "block" for a in self.actions.values()):
+        actions = [*self.actions.values(), *self.output_actions.values()]
+        if "block" in actions:
             return "blocked"
-        if any(a == "redact" for a in self.actions.values()):
+        if any(a != "allow" for a in actions):
             return "redacted"
         return "allowed"
 
@@ -108,10 +138,11 @@ class _Trace:
         return AuditRecord(
             actor=self.actor.id,
             source=self.actor.source,
-            action=CHAT_ACTION,
+            action=self.action,
             outcome=outcome,
             policy=self.policy.ref if self.policy else None,
-            entity_counts=dict(self.counts),
+            entity_counts=dict(self.counts)
+            | {f"output.{k}": v for k, v in self.output_counts.items()},
             model=self.model,
             request_id=self.request_id,
             status_code=status,
@@ -126,8 +157,14 @@ class _Trace:
             ),
             "entities": dict(sorted(self.counts.items())),
             "actions": dict(sorted(self.actions.items())),
+            "output": {
+                "entities": dict(sorted(self.output_counts.items())),
+                "actions": dict(sorted(self.output_actions.items())),
+                "restored": self.restored,
+            },
             "outcome": outcome or self.outcome(),
             "model": self.model,
+            "route": self.route.to_dict() if self.route else None,
             "audit_id": audit_id,
             "request_id": self.request_id,
         }
@@ -171,26 +208,42 @@ class Gateway:
         detector: DetectorHandle,
         registry: Registry,
         audit: AuditLog,
+        vault: PseudonymVault,
+        hash_key: bytes,
         default_model: str,
         max_tokens: int,
         detector_timeout_s: float,
+        routing: RoutingSteps | None = None,
     ) -> None:
+        # Router, escalation, usage and tasks; without it, a plain registry with no tiers.
+        self.routing = routing or RoutingSteps.plain(registry, default_model=default_model)
         self.policies = policies
         self.detector = detector
         self.registry = registry
         self.audit = audit
+        self.vault = vault
+        self.hash_key = hash_key
         self.default_model = default_model
         self.max_tokens = max_tokens
         self.detector_timeout_s = detector_timeout_s
+        self._specs: dict[tuple[str, str], DetectionSpec] = {}
 
-    async def _detect(self, text: str, policy: LoadedPolicy) -> list[Finding]:
+    # -- PII steps, shared by every adapter -------------------------------------------------------
+    def spec(self, policy: LoadedPolicy, direction: Literal["input", "output"]) -> DetectionSpec:
+        """The detection spec of a policy version (built once: it compiles recognizers)."""
+        key = (policy.ref, direction)
+        if key not in self._specs:
+            self._specs[key] = DetectionSpec.for_policy(policy.policy, direction)
+        return self._specs[key]
+
+    async def detect(self, text: str, spec: DetectionSpec) -> list[Finding]:
+        """Findings in `text`; any failure or timeout fails closed (DetectorUnavailable)."""
         detector = self.detector.get()
-        entities = [rule.entity for rule in policy.policy.entities]
         try:
             with anyio.fail_after(self.detector_timeout_s):
                 # Abandoned on timeout: the analysis thread finishes on its own, unused.
                 return await anyio.to_thread.run_sync(
-                    lambda: detector.analyze(text, entities=entities), abandon_on_cancel=True
+                    lambda: detector.analyze(text, spec), abandon_on_cancel=True
                 )
         except TimeoutError as exc:
             raise DetectorUnavailable(
@@ -204,37 +257,180 @@ class Gateway:
                 f"PII detection failed ({type(exc).__name__}); nothing was sent"
             ) from exc
 
+    def action_context(
+        self,
+        policy: LoadedPolicy,
+        *,
+        request_id: str,
+        actor: Actor | None = None,
+        conversation_id: str | None = None,
+    ) -> tuple[ActionContext, PseudonymScope | None]:
+        """Placeholders, hash key and (if the policy pseudonymizes) the vault scope."""
+        scope = None
+        if any(rule.action == "pseudonymize" for rule in policy.policy.entities):
+            rules = policy.policy.pseudonyms
+            if rules.scope == "conversation" and conversation_id and actor is not None:
+                name = f"conv:{actor.id}:{conversation_id}"
+            else:
+                name = f"req:{request_id}"
+            scope = self.vault.scope(name, ttl=timedelta(minutes=rules.ttl_minutes))
+        return ActionContext(PlaceholderBook(), self.hash_key, scope), scope
+
+    async def protect(
+        self,
+        text: str,
+        policy: LoadedPolicy,
+        context: ActionContext,
+        direction: Literal["input", "output"] = "input",
+    ) -> Transformed:
+        """Detect and apply the policy's actions to one text (the vault runs off the loop)."""
+        findings = await self.detect(text, self.spec(policy, direction))
+        return await anyio.to_thread.run_sync(
+            lambda: transform(text, findings, policy.policy, context, direction)
+        )
+
     async def _prepare(self, trace: _Trace, chat: ChatInput) -> GenerationRequest:
         """Everything before the model: policy, model lookup, detection, actions, block."""
-        trace.policy = self.policies.get()
-        model = chat.model or self.default_model
-        self.registry.resolve(model)
-        trace.model = model
-        book = PlaceholderBook()
+        trace.policy = self.policies.resolve(
+            key=trace.actor.id,
+            key_policy=trace.actor.key_policy,
+            team=trace.actor.team,
+            task=chat.task,
+        )
+        trace.route = self.routing.decide(trace.policy, chat)
+        trace.model = trace.route.model
+        trace.context, trace.scope = self.action_context(
+            trace.policy,
+            request_id=trace.request_id,
+            actor=trace.actor,
+            conversation_id=chat.conversation_id,
+        )
         outgoing: list[Message] = []
         for message in chat.messages:
-            findings = await self._detect(message.content, trace.policy)
-            transformed: Transformed = transform(
-                message.content, findings, trace.policy.policy, book
-            )
-            for applied in transformed.applied:
-                trace.counts[applied.finding.entity] += 1
-                trace.actions[applied.finding.entity] = applied.action
+            transformed = await self.protect(message.content, trace.policy, trace.context)
+            trace.note(transformed, "input")
             outgoing.append(Message(role=message.role, content=transformed.text))
-        if trace.outcome() == "blocked":
+        if "block" in trace.actions.values():
             blocked = sorted(e for e, a in trace.actions.items() if a == "block")
             raise PiiBlocked(
                 f"the policy '{trace.policy.policy.name}' blocks requests containing "
                 f"{', '.join(blocked)}; nothing was sent to a model",
                 field="messages",
             )
-        return GenerationRequest(
-            model=model,
+        request = GenerationRequest(
+            model=trace.route.model,
             messages=outgoing,
             max_tokens=chat.max_tokens or self.max_tokens,
             temperature=chat.temperature,
         )
+        # Route checks that need the protected text: context fit, router verdict, external rule.
+        request = await self.routing.after_protect(trace, chat, request)
+        trace.model = trace.route.model
+        return request
 
+    async def _finish_output(self, trace: _Trace, text: str) -> str:
+        """Scan a whole answer with the policy's output rules, then restore pseudonyms."""
+        assert trace.policy is not None and trace.context is not None
+        rules = trace.policy.policy.output
+        if rules.scan:
+            transformed = await self.protect(text, trace.policy, trace.context, "output")
+            trace.note(transformed, "output")
+            if transformed.blocked:
+                entities = ", ".join(sorted({a.finding.entity for a in transformed.blocked}))
+                raise PiiBlocked(
+                    f"the answer contained {entities}, which the policy "
+                    f"'{trace.policy.policy.name}' blocks; the answer was withheld",
+                    field="output",
+                )
+            text = transformed.text
+        return await self._restore(trace, text)
+
+    async def _restore(self, trace: _Trace, text: str) -> str:
+        assert trace.policy is not None
+        if trace.scope is None or not trace.policy.policy.output.restore_pseudonyms:
+            return text
+        scope = trace.scope
+        restored, count = await anyio.to_thread.run_sync(lambda: scope.restore(text))
+        trace.restored += count
+        return restored
+
+    def _stream_scanner(self, trace: _Trace) -> StreamScanner | None:
+        assert trace.policy is not None and trace.context is not None
+        policy, context = trace.policy, trace.context
+        if not policy.policy.output.scan:
+            return None
+        spec = self.spec(policy, "output")
+
+        async def detect(text: str) -> list[Finding]:
+            return await self.detect(text, spec)
+
+        async def apply(text: str, findings: list[Finding]) -> str:
+            transformed = await anyio.to_thread.run_sync(
+                lambda: transform(text, findings, policy.policy, context, "output")
+            )
+            trace.note(transformed, "output")
+            if transformed.blocked:
+                raise PiiBlocked(
+                    f"the answer contained an identifier the policy '{policy.policy.name}' "
+                    "blocks; the rest of the answer was withheld",
+                    field="output",
+                )
+            return await self._restore(trace, transformed.text)
+
+        return StreamScanner(window=policy.policy.output.stream_window, detect=detect, apply=apply)
+
+    # -- PII without a model ------------------------------------------------------------------
+    async def analyze(
+        self, actor: Actor, text: str, *, policy: str | None = None
+    ) -> tuple[LoadedPolicy, list[tuple[Finding, str]]]:
+        """Findings in `text` under the named (or the caller's resolved) policy, with actions."""
+        loaded = self._policy_for(actor, policy)
+        findings = await self.detect(text, self.spec(loaded, "input"))
+        items: list[tuple[Finding, str]] = []
+        for finding in findings:
+            rule = loaded.policy.rule_for(finding.entity, "input")
+            if rule is not None:
+                items.append((finding, rule.action))
+        return loaded, items
+
+    async def redact(
+        self, actor: Actor, text: str, *, policy: str | None = None, request_id: str
+    ) -> dict[str, Any]:
+        """The policy's input actions applied to `text`, as a document (no model involved)."""
+        trace = _Trace(actor=actor, request_id=request_id)
+        trace.policy = self._policy_for(actor, policy)
+        trace.context, trace.scope = self.action_context(
+            trace.policy, request_id=request_id, actor=actor
+        )
+        transformed = await self.protect(text, trace.policy, trace.context)
+        trace.note(transformed, "input")
+        entities = [
+            {
+                "type": a.finding.entity,
+                "start": a.finding.start,
+                "end": a.finding.end,
+                "score": round(a.finding.score, 3),
+                "action": a.action,
+            }
+            for a in transformed.applied
+        ]
+        if transformed.blocked:
+            blocked = sorted({a.finding.entity for a in transformed.blocked})
+            raise PiiBlocked(
+                f"the policy '{trace.policy.policy.name}' blocks {', '.join(blocked)}; "
+                "the text cannot be released",
+                field="text",
+                entities=entities,
+                receipt=trace.receipt(None, outcome="blocked"),
+            )
+        return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(None)}
+
+    def _policy_for(self, actor: Actor, name: str | None) -> LoadedPolicy:
+        if name is not None:
+            return self.policies.get(name)
+        return self.policies.resolve(key=actor.id, key_policy=actor.key_policy, team=actor.team)
+
+    # -- chat ------------------------------------------------------------------------------------
     async def _refuse(self, trace: _Trace, exc: BaseException) -> None:
         """Audit a request that failed, then let the error propagate."""
         if isinstance(exc, ApplianceError):
@@ -253,16 +449,20 @@ class Gateway:
         trace = _Trace(actor=actor, request_id=request_id)
         try:
             request = await self._prepare(trace, chat)
-            backend, _ = self.registry.resolve(request.model)
-            generation: Generation = await backend.generate(request)
+            generation: Generation = await self.routing.generate(trace, request)
+            trace.model = trace.route.model if trace.route else trace.model
+            content = await self._finish_output(trace, generation.content)
         except Exception as exc:
             await self._refuse(trace, exc)
             raise
         audit_id = await self.audit.append(trace.record(outcome=trace.outcome(), status=200))
+        costs = await self.routing.record_usage(trace, audit_id, task=chat.task or "chat")
         return ChatResult(
-            message=Message(role="assistant", content=generation.content),
+            message=Message(role="assistant", content=content),
             receipt=trace.receipt(audit_id),
-            usage=usage_dict(generation.usage) | {"finish_reason": generation.finish_reason},
+            usage=usage_dict(generation.usage)
+            | {"finish_reason": generation.finish_reason}
+            | costs,
         )
 
     async def chat_stream(self, actor: Actor, chat: ChatInput, *, request_id: str) -> ChatStream:
@@ -270,9 +470,7 @@ class Gateway:
         trace = _Trace(actor=actor, request_id=request_id)
         try:
             request = await self._prepare(trace, chat)
-            backend, _ = self.registry.resolve(request.model)
-            deltas = backend.stream(request)
-            first = await anext(deltas)
+            deltas, first = await self.routing.stream(trace, request)
         except StopAsyncIteration:
             first = Delta(content="", finish_reason="stop")
             deltas = _empty()
@@ -284,6 +482,7 @@ class Gateway:
     async def _events(
         self, trace: _Trace, first: Delta, deltas: AsyncIterator[Delta]
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        scanner = self._stream_scanner(trace)
         pieces: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
@@ -292,29 +491,52 @@ class Gateway:
             delta: Delta | None = first
             while delta is not None:
                 if delta.content:
-                    pieces.append(delta.content)
-                    yield "delta", {"content": delta.content}
+                    safe = await scanner.feed(delta.content) if scanner else delta.content
+                    if scanner is None:
+                        safe = await self._restore(trace, safe)
+                    if safe:
+                        pieces.append(safe)
+                        yield "delta", {"content": safe}
                 if delta.usage is not None:
                     usage, finish = delta.usage, delta.finish_reason
                 delta = await anext(deltas, None)
+            if scanner is not None:
+                tail = await scanner.finish()
+                if tail:
+                    pieces.append(tail)
+                    yield "delta", {"content": tail}
             audit_id = await self.audit.append(trace.record(outcome=trace.outcome(), status=200))
             audited = True
+            if usage is not None:
+                trace.generations.append(
+                    Generation(
+                        content="",
+                        model=trace.model or "",
+                        finish_reason=finish or "stop",
+                        usage=usage,
+                    )
+                )
+            costs = await self.routing.record_usage(trace, audit_id, task="chat")
             yield (
                 "done",
                 {
                     "message": {"role": "assistant", "content": "".join(pieces)},
                     "receipt": trace.receipt(audit_id),
-                    "usage": (usage_dict(usage) if usage else {}) | {"finish_reason": finish},
+                    "usage": (usage_dict(usage) if usage else {})
+                    | {"finish_reason": finish}
+                    | costs,
                 },
             )
         except ApplianceError as exc:
+            # Whatever the scanner still holds is dropped: nothing leaves unscanned.
+            outcome = "blocked" if isinstance(exc, PiiBlocked) else exc.code
             audit_id = await self.audit.append(
-                trace.record(outcome=exc.code, status=exc.status_code)
+                trace.record(outcome=outcome, status=exc.status_code)
             )
             audited = True
             yield (
                 "error",
-                exc.to_dict()["error"] | {"receipt": trace.receipt(audit_id, outcome=exc.code)},
+                exc.to_dict()["error"] | {"receipt": trace.receipt(audit_id, outcome=outcome)},
             )
         finally:
             if not audited:
@@ -322,6 +544,31 @@ class Gateway:
                 with anyio.CancelScope(shield=True):
                     await self.audit.append(trace.record(outcome="cancelled", status=499))
             await _aclose(deltas)
+
+    # -- tasks -----------------------------------------------------------------------------------
+    async def run_task(self, actor: Actor, task: TaskInput, *, request_id: str) -> TaskResult:
+        """Run a task template through the same path: policy, PII, route, model, output, audit."""
+        trace = _Trace(actor=actor, request_id=request_id, action=f"task.{task.name}"[:100])
+        try:
+            template, params, chat = self.routing.task_input(task, actor)
+            if chat.task is not None and task.policy and not actor.key_policy:
+                trace.actor = Actor(
+                    id=actor.id,
+                    role=actor.role,
+                    source=actor.source,
+                    key_policy=task.policy,
+                    team=actor.team,
+                )
+            request = await self._prepare(trace, chat)
+            output = await self.routing.run_template(trace, template, params, request)
+            for key in self.routing.text_fields(template, output):
+                output[key] = await self._finish_output(trace, output[key])
+        except Exception as exc:
+            await self._refuse(trace, exc)
+            raise
+        audit_id = await self.audit.append(trace.record(outcome=trace.outcome(), status=200))
+        usage = await self.routing.record_usage(trace, audit_id, task=task.name, summary=True)
+        return TaskResult(output=output, receipt=trace.receipt(audit_id), usage=usage)
 
 
 async def _empty() -> AsyncIterator[Delta]:

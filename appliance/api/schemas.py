@@ -39,3 +39,11 @@ class ChatRequestIn(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(default=None, gt=0, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    conversation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Keeps pseudonyms stable across the requests of one conversation, when the "
+        "policy scopes them per conversation.",
+    )

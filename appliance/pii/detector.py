@@ -3,6 +3,10 @@
 The NLP engine is configured explicitly from settings so that Presidio never tries to download a
 spaCy model, and tldextract (used by the e-mail recognizer) is told to use its bundled suffix list
 instead of fetching one: nothing here touches the network.
+
+Detection runs on normalised views of the text (`normalize.py`) and maps findings back to the
+original; long texts are analysed in overlapping chunks, because Presidio's context enhancement
+rescans the whole document per finding and slows down more than linearly.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ import os
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
 import logging
+import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.errors import DetectorUnavailable
+from appliance.pii.normalize import View, views
+from appliance.pii.recognizers import builtin_recognizers, policy_recognizers
+from appliance.policies.schema import Policy
 
 log = logging.getLogger(__name__)
-
 
 # spaCy labels that are never personal data; left in, Presidio warns on every request.
 _IGNORED_NER_LABELS = frozenset(
@@ -38,6 +46,30 @@ _IGNORED_NER_LABELS = frozenset(
         "FAC",
     }
 )
+# Entities whose values are digit runs: these are also looked for in the compact view, where
+# separators inside digit runs are removed ("4 1 1 1 ...", "212-555-\n0199").
+DIGIT_ENTITIES = frozenset(
+    {
+        "PHONE_NUMBER",
+        "US_SSN",
+        "CREDIT_CARD",
+        "US_BANK_NUMBER",
+        "US_ITIN",
+        "UK_NHS",
+        "US_PASSPORT",
+        "MEDICAL_LICENSE",
+        "IBAN_CODE",
+    }
+)
+CHUNK_CHARS = 2000
+CHUNK_OVERLAP = 200
+_NHS_CONTEXT = re.compile(r"\b(nhs|national health|health service)\b", re.IGNORECASE)
+_NOT_AN_ORGANISATION = re.compile(
+    r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|"
+    r"apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|"
+    r"dec(?:ember)?|mr|mrs|ms|dr|prof|sir|dame|judge|justice)\b[\s\d,./-]*",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +82,43 @@ class Finding:
     score: float
 
 
+@dataclass(frozen=True)
+class DetectionSpec:
+    """What one policy asks the detector for, with its own recognizers built once."""
+
+    entities: tuple[str, ...]
+    thresholds: dict[str, float]
+    allow_list: frozenset[str] = frozenset()
+    recognizers: tuple[Any, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def for_policy(cls, policy: Policy, direction: str = "input") -> DetectionSpec:
+        """The spec for `policy` in `direction` (`input` or `output`)."""
+        names = policy.entity_names("output" if direction == "output" else "input")
+        return cls(
+            entities=tuple(names),
+            thresholds={name: policy.threshold(name) for name in names},
+            allow_list=frozenset(v.strip().casefold() for v in policy.allow_list),
+            recognizers=tuple(policy_recognizers(policy.recognizers)),
+        )
+
+    @classmethod
+    def everything(cls, min_score: float = 0.0) -> DetectionSpec:
+        """Every supported entity above `min_score` (diagnostics and tests)."""
+        return cls(entities=(), thresholds={"*": min_score})
+
+    def threshold(self, entity: str) -> float:
+        return self.thresholds.get(entity, self.thresholds.get("*", 0.0))
+
+
 class PiiDetector:
-    """A loaded Presidio analyzer. Thread-safe for concurrent `analyze` calls."""
+    """A loaded Presidio analyzer with the appliance's recognizers. Thread-safe."""
 
     def __init__(self, spacy_model: str, *, language: str = "en") -> None:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
         if not spacy.util.is_package(spacy_model) and not os.path.isdir(spacy_model):
             raise DetectorUnavailable(
@@ -72,39 +134,184 @@ class PiiDetector:
         )
         self.spacy_model = spacy_model
         self.language = language
-        self._engine: Any = AnalyzerEngine(
-            nlp_engine=provider.create_engine(), supported_languages=[language]
-        )
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        # Loading warns once per recognizer of every other language; only English is configured.
+        presidio_log.setLevel(logging.ERROR)
+        try:
+            self._engine: Any = AnalyzerEngine(
+                nlp_engine=provider.create_engine(), supported_languages=[language]
+            )
+        finally:
+            presidio_log.setLevel(level)
+        for recognizer in builtin_recognizers():
+            self._engine.registry.add_recognizer(recognizer)
         self.supported_entities: frozenset[str] = frozenset(
             self._engine.get_supported_entities(language=language)
         )
+        # Pattern recognizers that also run on the compact view (no NLP needed there).
+        self._digit_recognizers = [
+            r
+            for r in self._engine.registry.get_recognizers(language=language, all_fields=True)
+            if set(r.supported_entities) & DIGIT_ENTITIES and not isinstance(r, SpacyRecognizer)
+        ]
 
     def warm(self) -> None:
         """Run one analysis so the first real request does not pay for lazy initialisation."""
-        self.analyze("Contact Jane Doe at jane@example.org or 212-555-0100.", entities=None)
-
-    def analyze(
-        self, text: str, *, entities: list[str] | None, min_score: float = 0.0
-    ) -> list[Finding]:
-        """Findings in `text` for `entities` (all supported ones when None), overlaps resolved."""
-        wanted = None if entities is None else [e for e in entities if e in self.supported_entities]
-        if wanted is not None and not wanted:
-            return []
-        results = self._engine.analyze(
-            text=text, language=self.language, entities=wanted, score_threshold=min_score
+        self.analyze(
+            "Contact Jane Doe at jane@example.org or 212-555-0100, 1 Main Street.",
+            DetectionSpec.everything(),
         )
-        findings = [Finding(r.entity_type, r.start, r.end, float(r.score)) for r in results]
-        return resolve_overlaps(findings)
+
+    def analyze(self, text: str, spec: DetectionSpec) -> list[Finding]:
+        """Findings in `text` (offsets into `text`) that clear the spec's thresholds."""
+        wanted = [e for e in spec.entities if e in self.supported_entities or _custom(e, spec)]
+        if spec.entities and not wanted:
+            return []
+        entities = wanted or None
+        clean, compact = views(text)
+        raw: list[Finding] = []
+        for offset, chunk in _chunks(clean.text):
+            results = self._engine.analyze(
+                text=chunk,
+                language=self.language,
+                entities=entities,
+                ad_hoc_recognizers=list(spec.recognizers) or None,
+            )
+            raw += _mapped(
+                clean, [(r.entity_type, r.start + offset, r.end + offset, r.score) for r in results]
+            )
+        if compact is not None:
+            raw += _mapped(compact, self._digit_pass(compact.text, entities, spec))
+        raw = [_trim_person(f, text) for f in raw]
+        kept = [
+            f
+            for f in raw
+            if f.score >= spec.threshold(f.entity)
+            and text[f.start : f.end].strip().casefold() not in spec.allow_list
+            and not _false_organisation(f, text)
+        ]
+        return resolve_overlaps(kept, text)
+
+    def _digit_pass(
+        self, text: str, entities: list[str] | None, spec: DetectionSpec
+    ) -> list[tuple[str, int, int, float]]:
+        wanted = set(entities) if entities else set(self.supported_entities)
+        found: list[tuple[str, int, int, float]] = []
+        recognizers = self._digit_recognizers + [
+            r for r in spec.recognizers if set(r.supported_entities) & wanted
+        ]
+        for recognizer in recognizers:
+            targets = [e for e in recognizer.supported_entities if e in wanted]
+            if not targets:
+                continue
+            for result in recognizer.analyze(text=text, entities=targets, nlp_artifacts=None):
+                found.append((result.entity_type, result.start, result.end, result.score))
+        return found
 
 
-def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
-    """Keep one finding per overlapping region: the highest score, then the longest span."""
-    ranked = sorted(findings, key=lambda f: (-f.score, -(f.end - f.start), f.start))
-    kept: list[Finding] = []
-    for finding in ranked:
-        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
-            kept.append(finding)
-    return sorted(kept, key=lambda f: f.start)
+def _custom(entity: str, spec: DetectionSpec) -> bool:
+    return any(entity in r.supported_entities for r in spec.recognizers)
+
+
+def _chunks(text: str) -> Iterator[tuple[int, str]]:
+    """Overlapping windows cut at white space, so a value near a cut is whole in one of them."""
+    if len(text) <= CHUNK_CHARS:
+        yield 0, text
+        return
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + CHUNK_CHARS)
+        if end < len(text):
+            cut = text.rfind(" ", start + CHUNK_CHARS - CHUNK_OVERLAP, end)
+            end = cut if cut > start else end
+        yield start, text[start:end]
+        if end >= len(text):
+            return
+        nxt = end - CHUNK_OVERLAP
+        space = text.find(" ", nxt, end)
+        start = space + 1 if space != -1 else nxt
+
+
+def _mapped(view: View, spans: list[tuple[str, int, int, float]]) -> list[Finding]:
+    findings = []
+    for entity, start, end, score in spans:
+        if end <= start:
+            continue
+        original_start, original_end = view.span_to_original(start, end)
+        findings.append(Finding(entity, original_start, original_end, float(score)))
+    return findings
+
+
+_LEADING_NOT_NAME = re.compile(
+    r"^(?:(?:e-?mail|call|contact|dear|reply|ask|tell|mail|message|hi|hello|thanks|thank|ping|"
+    r"text|write|phone|meet|cc|to|from|per|attn|regards)\b[\s,:]*)+",
+    re.IGNORECASE,
+)
+
+
+def _trim_person(finding: Finding, text: str) -> Finding:
+    """spaCy's small model often takes the verb or greeting before a name into it
+    ("Email Jane Doe", "Dear John Smith"); the name is what gets replaced."""
+    if finding.entity != "PERSON":
+        return finding
+    lead = _LEADING_NOT_NAME.match(text[finding.start : finding.end])
+    if lead is None or finding.start + lead.end() >= finding.end:
+        return finding
+    return Finding(finding.entity, finding.start + lead.end(), finding.end, finding.score)
+
+
+def _false_organisation(finding: Finding, text: str) -> bool:
+    """spaCy's small model calls some dates and titles ORGANIZATION; those are not parties."""
+    return finding.entity == "ORGANIZATION" and bool(
+        _NOT_AN_ORGANISATION.fullmatch(text[finding.start : finding.end].strip())
+    )
+
+
+def _rank(finding: Finding, text: str) -> tuple[float, int]:
+    score = finding.score
+    if finding.entity == "UK_NHS" and not _NHS_CONTEXT.search(
+        text[max(0, finding.start - 60) : finding.start]
+    ):
+        # A 10-digit number with a valid NHS checksum is far more often a phone number; Presidio
+        # scores both, NHS with 1.0. Without NHS context, let the phone reading win.
+        score = min(score, 0.3)
+    return score, finding.end - finding.start
+
+
+def resolve_overlaps(findings: list[Finding], text: str = "") -> list[Finding]:
+    """One finding per overlapping cluster: the best-ranked one (score, then length) names the
+    entity and the span covers the whole cluster, so no part of any finding escapes its action.
+
+    A PERSON inside a wider ORGANIZATION span replaces it first (spaCy's small model often
+    wraps a name and the words before it as an organisation).
+    """
+    persons = [f for f in findings if f.entity == "PERSON"]
+    findings = [
+        f
+        for f in findings
+        if not (
+            f.entity == "ORGANIZATION"
+            and any(p.start >= f.start and p.end <= f.end for p in persons)
+        )
+    ]
+    resolved: list[Finding] = []
+    cluster: list[Finding] = []
+    for finding in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if cluster and finding.start >= max(f.end for f in cluster):
+            resolved.append(_merge(cluster, text))
+            cluster = []
+        cluster.append(finding)
+    if cluster:
+        resolved.append(_merge(cluster, text))
+    return resolved
+
+
+def _merge(cluster: list[Finding], text: str) -> Finding:
+    best = max(cluster, key=lambda f: _rank(f, text))
+    start = min(f.start for f in cluster)
+    end = max(f.end for f in cluster)
+    return Finding(best.entity, start, end, best.score)
 
 
 _cache: dict[str, PiiDetector] = {}
@@ -125,3 +332,7 @@ def load_detector(spacy_model: str) -> PiiDetector:
                 raise DetectorUnavailable(f"PII detector failed to load: {exc}") from exc
             _cache[spacy_model] = detector
         return detector
+
+
+Analyzer = Callable[[str, DetectionSpec], list[Finding]]
+"""What the gateway needs of a detector: text and spec in, findings out."""

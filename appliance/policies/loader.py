@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from appliance.errors import PolicyError, PolicyNotFound
+from appliance.errors import PolicyError
 from appliance.policies.schema import LoadedPolicy, Policy
 
 
@@ -71,41 +71,12 @@ def load_policy_file(path: Path) -> LoadedPolicy:
     return loaded
 
 
-class PolicyStore:
-    """The policies loaded at start-up, by name."""
-
-    def __init__(self, policies: dict[str, LoadedPolicy], *, default: str) -> None:
-        if default not in policies:
-            raise PolicyError(
-                f"default policy '{default}' is not among the loaded policies "
-                f"({', '.join(sorted(policies)) or 'none'})",
-                field="default_policy",
-            )
-        self._policies = policies
-        self.default_name = default
-
-    @classmethod
-    def from_directory(cls, directory: Path, *, default: str) -> PolicyStore:
-        """Load every `*.yaml` file in `directory`; any invalid file stops the load."""
-        if not directory.is_dir():
-            raise PolicyError(f"policies directory {directory} does not exist")
-        policies: dict[str, LoadedPolicy] = {}
-        for path in sorted(directory.glob("*.yaml")):
-            loaded = load_policy_file(path)
-            policies[loaded.policy.name] = loaded
-        return cls(policies, default=default)
-
-    def names(self) -> list[str]:
-        """Names of all loaded policies."""
-        return sorted(self._policies)
-
-    def get(self, name: str | None = None) -> LoadedPolicy:
-        """The named policy, or the default one."""
-        key = name or self.default_name
-        try:
-            return self._policies[key]
-        except KeyError:
-            raise PolicyNotFound(
-                f"policy '{key}' does not exist; available: {', '.join(self.names())}",
-                field="policy",
-            ) from None
+def load_directory(directory: Path) -> dict[str, LoadedPolicy]:
+    """Load every `*.yaml` file in `directory`; any invalid file stops the load."""
+    if not directory.is_dir():
+        raise PolicyError(f"policies directory {directory} does not exist")
+    policies: dict[str, LoadedPolicy] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        loaded = load_policy_file(path)
+        policies[loaded.policy.name] = loaded
+    return policies

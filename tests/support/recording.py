@@ -23,20 +23,39 @@ class RecordingBackend:
         self.name = inner.name
         self.capabilities = inner.capabilities
         self.requests: list[GenerationRequest] = []
+        self.outputs: list[str] = []
+        """What the model really produced, before the gateway scanned it."""
 
     def models(self) -> list[ModelInfo]:
         return self.inner.models()
 
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
-        return await self.inner.generate(request)
+        generation = await self.inner.generate(request)
+        self.outputs.append(generation.content)
+        return generation
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)
-        return self.inner.stream(request)
+        self.outputs.append("")
+        index = len(self.outputs) - 1
+        inner = self.inner.stream(request)
+        try:
+            async for delta in inner:
+                self.outputs[index] += delta.content
+                yield delta
+        finally:
+            await inner.aclose()  # type: ignore[attr-defined]  (frees the model at once)
 
     async def health(self) -> Health:
         return await self.inner.health()
+
+    async def score_choices(
+        self, request: GenerationRequest, choices: list[str]
+    ) -> dict[str, float]:
+        """Constrained-choice scoring, recorded like a generation."""
+        self.requests.append(request)
+        return await self.inner.score_choices(request, choices)  # type: ignore[attr-defined, no-any-return]
 
     def received_text(self) -> str:
         """Everything any model was sent, joined."""

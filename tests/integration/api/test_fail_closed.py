@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from appliance.pii.detector import Finding
+from appliance.pii.detector import DetectionSpec, Finding
 from tests.conftest import RunningAppliance
 from tests.integration.api.test_chat import PERSONAL, audit_rows
 
@@ -16,7 +16,7 @@ from tests.integration.api.test_chat import PERSONAL, audit_rows
 class BrokenDetector:
     """A deliberately failing detector, standing in for a crashed analysis."""
 
-    def analyze(self, text: str, *, entities: list[str] | None) -> list[Finding]:
+    def analyze(self, text: str, spec: DetectionSpec) -> list[Finding]:
         raise RuntimeError("analysis crashed")
 
 
@@ -27,7 +27,7 @@ class StalledDetector:
         self.release = threading.Event()
         self.finished = threading.Event()
 
-    def analyze(self, text: str, *, entities: list[str] | None) -> list[Finding]:
+    def analyze(self, text: str, spec: DetectionSpec) -> list[Finding]:
         self.release.wait(30)
         self.finished.set()
         return []

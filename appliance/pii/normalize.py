@@ -1,0 +1,147 @@
+"""Views of a text for detection, each with a map back to offsets in the original.
+
+People hide identifiers from detectors, on purpose or by copy-paste accident: full-width digits,
+zero-width characters inside an e-mail address, a Cyrillic "о" in a name, a card number typed
+with spaces between every digit, a phone number broken over two lines. Detection runs on
+normalised views; findings are mapped back to the original text, which is what gets transformed.
+
+- `clean` view: NFKC, invisible and bidi control characters removed, Cyrillic and Greek
+  look-alikes folded to Latin. Same words, same layout.
+- `compact` view: the clean view with separators inside digit runs removed (spaces, dots,
+  dashes, slashes, line breaks), so `4 1 1 1 - 1 1 1 1` or `212-555-\n0199` become one run.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# Zero-width, joiners, bidi embeddings/overrides/isolates, soft hyphen, BOM, word joiner,
+# Mongolian vowel separator.
+INVISIBLE = frozenset(
+    [
+        0x00AD,
+        0x180E,
+        0x200B,
+        0x200C,
+        0x200D,
+        0x200E,
+        0x200F,
+        0x2060,
+        0x2061,
+        0x2062,
+        0x2063,
+        0x2064,
+        0xFEFF,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+)
+
+# Cyrillic and Greek letters that render like Latin ones (Unicode confusables, the common set).
+CONFUSABLES = str.maketrans(
+    {
+        "а": "a",
+        "е": "e",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "у": "y",
+        "х": "x",
+        "і": "i",
+        "ј": "j",
+        "ѕ": "s",
+        "һ": "h",
+        "ԁ": "d",
+        "ԛ": "q",
+        "ԝ": "w",
+        "ӏ": "l",
+        "А": "A",
+        "В": "B",
+        "Е": "E",
+        "К": "K",
+        "М": "M",
+        "Н": "H",
+        "О": "O",
+        "Р": "P",
+        "С": "C",
+        "Т": "T",
+        "У": "Y",
+        "Х": "X",
+        "І": "I",
+        "Ј": "J",
+        "Ѕ": "S",
+        "α": "a",
+        "ε": "e",
+        "ι": "i",
+        "κ": "k",
+        "ν": "v",
+        "ο": "o",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "u",
+        "χ": "x",
+        "Α": "A",
+        "Β": "B",
+        "Ε": "E",
+        "Ζ": "Z",
+        "Η": "H",
+        "Ι": "I",
+        "Κ": "K",
+        "Μ": "M",
+        "Ν": "N",
+        "Ο": "O",
+        "Ρ": "P",
+        "Τ": "T",
+        "Υ": "Y",
+        "Χ": "X",
+    }
+)
+
+# A separator between two digits that people use to group or to hide digits.
+_DIGIT_SEPARATOR = re.compile(r"(?<=\d)[ \t.\-/\u00a0]*(?:\r?\n[ \t]*)?[ \t.\-/\u00a0]*(?=\d)")
+
+
+@dataclass(frozen=True)
+class View:
+    """A transformed text and, for each of its characters, the index of its source character."""
+
+    text: str
+    source: tuple[int, ...]
+
+    def span_to_original(self, start: int, end: int) -> tuple[int, int]:
+        """Map a [start, end) span of this view back to the original text."""
+        return self.source[start], self.source[end - 1] + 1
+
+
+def clean_view(text: str) -> View:
+    """NFKC, invisible characters dropped, look-alikes folded; offsets kept per character."""
+    chars: list[str] = []
+    source: list[int] = []
+    for index, char in enumerate(text):
+        if ord(char) in INVISIBLE:
+            continue
+        normal = unicodedata.normalize("NFKC", char).translate(CONFUSABLES)
+        for piece in normal:
+            chars.append(piece)
+            source.append(index)
+    return View("".join(chars), tuple(source))
+
+
+def compact_view(clean: View) -> View:
+    """The clean view with separators inside digit runs removed."""
+    keep = [True] * len(clean.text)
+    for match in _DIGIT_SEPARATOR.finditer(clean.text):
+        for i in range(match.start(), match.end()):
+            keep[i] = False
+    chars = [c for c, k in zip(clean.text, keep, strict=True) if k]
+    source = [s for s, k in zip(clean.source, keep, strict=True) if k]
+    return View("".join(chars), tuple(source))
+
+
+def views(text: str) -> tuple[View, View | None]:
+    """The clean view, and the compact view when it differs from the clean one."""
+    clean = clean_view(text)
+    compact = compact_view(clean)
+    return clean, (compact if compact.text != clean.text else None)
