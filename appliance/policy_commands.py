@@ -74,7 +74,7 @@ def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
     """Run a policy over stdin: findings, then the text as a model would receive it."""
     loaded = _policy_for_test(settings, args.name)
     text = sys.stdin.read()
-    detector = load_detector(settings.spacy_model)
+    detector = load_detector(settings.spacy_model, settings.phone_regions)
     findings = detector.analyze(text, DetectionSpec.for_policy(loaded.policy))
     context = ActionContext(
         PlaceholderBook(), load_or_create_key(settings.data_dir / "keys" / "pii-hash.key")

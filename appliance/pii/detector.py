@@ -61,6 +61,7 @@ DIGIT_ENTITIES = frozenset(
         "IBAN_CODE",
     }
 )
+DEFAULT_PHONE_REGIONS = ("US", "GB")
 CHUNK_CHARS = 2000
 CHUNK_OVERLAP = 200
 _NHS_CONTEXT = re.compile(r"\b(nhs|national health|health service)\b", re.IGNORECASE)
@@ -114,11 +115,17 @@ class DetectionSpec:
 class PiiDetector:
     """A loaded Presidio analyzer with the appliance's recognizers. Thread-safe."""
 
-    def __init__(self, spacy_model: str, *, language: str = "en") -> None:
+    def __init__(
+        self,
+        spacy_model: str,
+        *,
+        language: str = "en",
+        phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
+    ) -> None:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
-        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
 
         if not spacy.util.is_package(spacy_model) and not os.path.isdir(spacy_model):
             raise DetectorUnavailable(
@@ -138,12 +145,24 @@ class PiiDetector:
         level = presidio_log.level
         # Loading warns once per recognizer of every other language; only English is configured.
         presidio_log.setLevel(logging.ERROR)
+        nlp_engine: Any = provider.create_engine()  # a SpacyNlpEngine, as configured above
         try:
             self._engine: Any = AnalyzerEngine(
-                nlp_engine=provider.create_engine(), supported_languages=[language]
+                nlp_engine=nlp_engine, supported_languages=[language]
             )
         finally:
             presidio_log.setLevel(level)
+        # The parser is the slowest stage and Presidio uses no dependency parse (entities,
+        # tokens and lemmas only); tagger, attribute ruler and lemmatizer stay for the lemmas
+        # that context enhancement compares.
+        nlp = nlp_engine.nlp[language]
+        if "parser" in nlp.pipe_names:
+            nlp.disable_pipe("parser")
+        # libphonenumber tries every region per candidate: restrict them to the site's own.
+        self._engine.registry.remove_recognizer("PhoneRecognizer")
+        self._engine.registry.add_recognizer(
+            PhoneRecognizer(supported_regions=phone_regions, supported_language=language)
+        )
         for recognizer in builtin_recognizers():
             self._engine.registry.add_recognizer(recognizer)
         self.supported_entities: frozenset[str] = frozenset(
@@ -318,19 +337,22 @@ _cache: dict[str, PiiDetector] = {}
 _cache_lock = threading.Lock()
 
 
-def load_detector(spacy_model: str) -> PiiDetector:
-    """The process's detector for `spacy_model`, loaded and warmed once."""
+def load_detector(
+    spacy_model: str, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+) -> PiiDetector:
+    """The process's detector for `spacy_model` and phone regions, loaded and warmed once."""
+    key = f"{spacy_model}|{','.join(phone_regions)}"
     with _cache_lock:
-        detector = _cache.get(spacy_model)
+        detector = _cache.get(key)
         if detector is None:
             try:
-                detector = PiiDetector(spacy_model)
+                detector = PiiDetector(spacy_model, phone_regions=phone_regions)
                 detector.warm()
             except DetectorUnavailable:
                 raise
             except Exception as exc:
                 raise DetectorUnavailable(f"PII detector failed to load: {exc}") from exc
-            _cache[spacy_model] = detector
+            _cache[key] = detector
         return detector
 
 
