@@ -166,3 +166,21 @@ def test_receipt_headers_on_the_rest_api(appliance: RunningAppliance) -> None:
     version = appliance.client.get("/ollama/api/version").json()
     assert version["version"] and version["appliance"]
     assert httpx.get(f"{appliance.url}/ollama/api/tags").status_code == 401
+
+
+def test_langchain_chat_openai_works_unchanged(appliance: RunningAppliance) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(
+        base_url=f"{appliance.url}/v1",
+        api_key=_key(appliance),
+        model="smollm2-135m",
+        max_tokens=12,
+        temperature=0,
+    )
+    reply = llm.invoke(f"Say hello. {PERSONAL}")
+    assert isinstance(reply.content, str) and reply.content
+    assert "john.smith@example.com" not in appliance.backend.received_text()
+    assert reply.response_metadata["model_name"] == "smollm2-135m"
+    chunks = list(llm.stream("Count to three."))
+    assert "".join(str(c.content) for c in chunks)
