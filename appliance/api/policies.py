@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.chat import actor_of
@@ -117,7 +117,7 @@ class PoliciesController(Controller):
         sync_to_thread=True,
         responses=error_responses(404),
     )
-    def read(self, name: str, services: NamedDependency[Services]) -> dict[str, Any]:
+    def read(self, name: FromPath[str], services: NamedDependency[Services]) -> dict[str, Any]:
         """The active version's YAML and every version's metadata."""
         store = services.policies
         loaded = store.get(name)
@@ -136,7 +136,11 @@ class PoliciesController(Controller):
         responses=error_responses(404),
     )
     def diff(
-        self, name: str, a: FromQuery[str], b: FromQuery[str], services: NamedDependency[Services]
+        self,
+        name: FromPath[str],
+        a: FromQuery[str],
+        b: FromQuery[str],
+        services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """`?a=<version>&b=<version>` (numbers or hashes)."""
         store = services.policies
@@ -156,7 +160,7 @@ class PoliciesController(Controller):
     )
     async def create_version(
         self,
-        name: str,
+        name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[PolicyVersionIn],
         services: NamedDependency[Services],
@@ -179,7 +183,7 @@ class PoliciesController(Controller):
     )
     async def activate(
         self,
-        name: str,
+        name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[ActivateIn],
         services: NamedDependency[Services],
@@ -196,7 +200,10 @@ class PoliciesController(Controller):
         responses=error_responses(404, 422),
     )
     async def rollback(
-        self, name: str, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        name: FromPath[str],
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Back to the version that was active before the current one."""
         loaded = services.policies.rollback(name, by=actor_of(request).id)
