@@ -114,7 +114,7 @@ def transform(
     cursor = 0
     for finding in findings:
         rule = policy.rule_for(finding.entity, direction)
-        if rule is None or finding.score < policy.threshold(finding.entity):
+        if rule is None or finding.score < policy.threshold(finding.entity, direction):
             continue
         value = text[finding.start : finding.end]
         if rule.action in ("allow", "block"):

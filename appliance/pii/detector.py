@@ -21,7 +21,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from appliance.errors import DetectorUnavailable
 from appliance.pii.normalize import View, views
@@ -64,6 +64,11 @@ DIGIT_ENTITIES = frozenset(
 DEFAULT_PHONE_REGIONS = ("US", "GB")
 CHUNK_CHARS = 2000
 CHUNK_OVERLAP = 200
+# Presidio's context enhancement defaults (LemmaContextAwareEnhancer), applied to the compact view.
+_CONTEXT_BOOST = 0.35
+_CONTEXT_FLOOR = 0.4
+_CONTEXT_CHARS = 60
+_CASE_SENSITIVE = re.DOTALL | re.MULTILINE
 _NHS_CONTEXT = re.compile(r"\b(nhs|national health|health service)\b", re.IGNORECASE)
 _NOT_AN_ORGANISATION = re.compile(
     r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|"
@@ -91,16 +96,25 @@ class DetectionSpec:
     thresholds: dict[str, float]
     allow_list: frozenset[str] = frozenset()
     recognizers: tuple[Any, ...] = field(default=(), compare=False)
+    # Entities the policy detects only to let through (action `allow`): they must never absorb
+    # an overlapping finding the policy acts on.
+    passthrough: frozenset[str] = frozenset()
 
     @classmethod
     def for_policy(cls, policy: Policy, direction: str = "input") -> DetectionSpec:
         """The spec for `policy` in `direction` (`input` or `output`)."""
-        names = policy.entity_names("output" if direction == "output" else "input")
+        way: Literal["input", "output"] = "output" if direction == "output" else "input"
+        names = policy.entity_names(way)
         return cls(
             entities=tuple(names),
-            thresholds={name: policy.threshold(name) for name in names},
+            thresholds={name: policy.threshold(name, way) for name in names},
             allow_list=frozenset(v.strip().casefold() for v in policy.allow_list),
             recognizers=tuple(policy_recognizers(policy.recognizers)),
+            passthrough=frozenset(
+                name
+                for name in names
+                if (rule := policy.rule_for(name, way)) and rule.action == "allow"
+            ),
         )
 
     @classmethod
@@ -125,7 +139,11 @@ class PiiDetector:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
-        from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+        from presidio_analyzer.predefined_recognizers import (
+            IbanRecognizer,
+            PhoneRecognizer,
+            SpacyRecognizer,
+        )
 
         if not spacy.util.is_package(spacy_model) and not os.path.isdir(spacy_model):
             raise DetectorUnavailable(
@@ -163,6 +181,14 @@ class PiiDetector:
         self._engine.registry.add_recognizer(
             PhoneRecognizer(supported_regions=phone_regions, supported_language=language)
         )
+        # The registry runs every pattern case-insensitively; Presidio's IBAN pattern then takes
+        # the word after an IBAN whose length is a multiple of four ("ES95 ... 4076 held") as one
+        # more group, the checksum fails on every candidate and the IBAN is lost. IBANs are
+        # written in capitals: run that recognizer case-sensitively.
+        self._engine.registry.remove_recognizer("IbanRecognizer")
+        iban = IbanRecognizer(supported_language=language)
+        iban.global_regex_flags = _CASE_SENSITIVE
+        self._engine.registry.add_recognizer(iban)
         for recognizer in builtin_recognizers():
             self._engine.registry.add_recognizer(recognizer)
         self.supported_entities: frozenset[str] = frozenset(
@@ -210,6 +236,17 @@ class PiiDetector:
             and text[f.start : f.end].strip().casefold() not in spec.allow_list
             and not _false_organisation(f, text)
         ]
+        if spec.passthrough:
+            # spaCy calls "3905 Cedar Terrace" or "NY 46440" an ORGANIZATION; where the policy
+            # allows organisations, that finding would win the overlap and the address behind it
+            # would pass unredacted.
+            acted = [f for f in kept if f.entity not in spec.passthrough]
+            kept = [
+                f
+                for f in kept
+                if f.entity not in spec.passthrough
+                or not any(a.start < f.end and f.start < a.end for a in acted)
+            ]
         return resolve_overlaps(kept, text)
 
     def _digit_pass(
@@ -224,8 +261,16 @@ class PiiDetector:
             targets = [e for e in recognizer.supported_entities if e in wanted]
             if not targets:
                 continue
+            context = [w.casefold() for w in getattr(recognizer, "context", None) or ()]
             for result in recognizer.analyze(text=text, entities=targets, nlp_artifacts=None):
-                found.append((result.entity_type, result.start, result.end, result.score))
+                score = result.score
+                # The compact view gets no NLP pass, so Presidio's context enhancement does not
+                # run on it; without this, "SSN: 1 2 3 4 5 6 7 8 9" (a weak pattern once joined)
+                # never clears a threshold that the same value written normally clears.
+                window = text[max(0, result.start - _CONTEXT_CHARS) : result.start].casefold()
+                if context and any(word in window for word in context):
+                    score = min(1.0, max(score + _CONTEXT_BOOST, _CONTEXT_FLOOR))
+                found.append((result.entity_type, result.start, result.end, score))
         return found
 
 

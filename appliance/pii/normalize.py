@@ -36,6 +36,17 @@ INVISIBLE = frozenset(
         0xFEFF,
         *range(0x202A, 0x202F),
         *range(0x2066, 0x206A),
+        # Arabic letter mark (a bidi control), combining grapheme joiner, variation selectors,
+        # Hangul fillers: all render as nothing between two characters of a value.
+        0x061C,
+        0x034F,
+        0x115F,
+        0x1160,
+        0x3164,
+        0xFFA0,
+        *range(0x180B, 0x180E),
+        *range(0xFE00, 0xFE10),
+        *range(0xE0100, 0xE01F0),
     ]
 )
 
@@ -120,7 +131,8 @@ def clean_view(text: str) -> View:
     chars: list[str] = []
     source: list[int] = []
     for index, char in enumerate(text):
-        if ord(char) in INVISIBLE:
+        # Any other format character (tag characters, invisible operators, ...) is invisible too.
+        if ord(char) in INVISIBLE or unicodedata.category(char) == "Cf":
             continue
         normal = unicodedata.normalize("NFKC", char).translate(CONFUSABLES)
         for piece in normal:
@@ -129,12 +141,29 @@ def clean_view(text: str) -> View:
     return View("".join(chars), tuple(source))
 
 
+# Six or more single letters or digits with one space or tab between each ("G B 2 9 N W B K"):
+# a value spelled out character by character, which the digit-run rule alone leaves split.
+_SPELLED_OUT = re.compile(r"(?<![^\W_])(?:[^\W_][ \t]){5,}[^\W_](?![^\W_])")
+
+
+# A line break after a bracketed area code: "(415)\n336-2699".
+_AREA_CODE_BREAK = re.compile(r"(?<=\(\d\d\d\))[ \t]*\r?\n[ \t]*(?=\d)")
+
+
 def compact_view(clean: View) -> View:
-    """The clean view with separators inside digit runs removed."""
+    """The clean view with separators inside digit runs, and the spaces of values spelled out
+    one character at a time, removed."""
     keep = [True] * len(clean.text)
     for match in _DIGIT_SEPARATOR.finditer(clean.text):
         for i in range(match.start(), match.end()):
             keep[i] = False
+    for match in _AREA_CODE_BREAK.finditer(clean.text):
+        for i in range(match.start(), match.end()):
+            keep[i] = False
+    for match in _SPELLED_OUT.finditer(clean.text):
+        for i in range(match.start(), match.end()):
+            if clean.text[i] in " \t":
+                keep[i] = False
     chars = [c for c, k in zip(clean.text, keep, strict=True) if k]
     source = [s for s, k in zip(clean.source, keep, strict=True) if k]
     return View("".join(chars), tuple(source))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from pydantic import ValidationError
 
 from appliance.errors import PolicyError
 from appliance.policies.schema import LoadedPolicy, Policy
+
+_NAMED_FIELD = re.compile(r"(?:Value error, )?([a-z_]+(?:\.(?:\d+|[a-z_]+))*): ")
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -35,6 +38,26 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def _duplicate_key(node: yaml.Node | None, path: tuple[str, ...]) -> tuple[str, int] | None:
+    """The dotted path and line of the first key that appears twice in one mapping."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                return ".".join((*path, name)), key.start_mark.line + 1
+            seen.add(name)
+            found = _duplicate_key(value, (*path, name))
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found = _duplicate_key(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
+
+
 def parse_policy(text: str, *, source: str) -> LoadedPolicy:
     """Validate policy YAML `text`; `source` names it in error messages."""
     try:
@@ -46,11 +69,21 @@ def parse_policy(text: str, *, source: str) -> LoadedPolicy:
         raise PolicyError(f"{where}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise PolicyError(f"{source}:1: a policy must be a mapping of fields")
+    duplicate = _duplicate_key(root, ())
+    if duplicate is not None:
+        # YAML keeps the last of two equal keys: the first would be dropped without a word.
+        raise PolicyError(
+            f"{source}:{duplicate[1]}: field '{duplicate[0]}': duplicate key", field=duplicate[0]
+        )
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
+        named = _NAMED_FIELD.match(first["msg"]) if not loc else None
+        if named:
+            # A whole-policy check names the field it is about at the start of its message.
+            loc = tuple(int(p) if p.isdigit() else p for p in named.group(1).split("."))
         field = ".".join(str(p) for p in loc) or "(root)"
         line = _line_of(root, loc)
         raise PolicyError(f"{source}:{line}: field '{field}': {first['msg']}", field=field) from exc

