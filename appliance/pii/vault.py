@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Column,
@@ -38,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appliance.pii.actions import PLACEHOLDER
 
+log = logging.getLogger(__name__)
 metadata = MetaData()
 pseudonyms = Table(
     "pii_pseudonyms",
@@ -188,11 +191,17 @@ class PseudonymScope:
                 )
             ).all()
         now = _now()
-        values = {
-            placeholder: self.vault.open_sealed(self.name, placeholder, nonce, ciphertext)
-            for placeholder, nonce, ciphertext, expires_at in rows
-            if _aware(expires_at) > now
-        }
+        values: dict[str, str] = {}
+        for placeholder, nonce, ciphertext, expires_at in rows:
+            if _aware(expires_at) <= now:
+                continue
+            try:
+                values[placeholder] = self.vault.open_sealed(
+                    self.name, placeholder, nonce, ciphertext
+                )
+            except InvalidTag:
+                # A row altered or moved from another scope: keep the placeholder (fail closed).
+                log.warning("pseudonym vault entry failed authentication; not restored")
         restored = 0
 
         def swap(match: object) -> str:
