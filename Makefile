@@ -8,7 +8,10 @@ HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install models run test lint bench clean
+.PHONY: help install models run test lint bench bench-audit bench-inference bench-batch bench-pii test-crash fuzz clean
+.PHONY: bundle lint-ansible test-deploy
+ANSIBLE_VENV := var/ansible-venv
+ANSIBLE_STAMP := $(ANSIBLE_VENV)/.install-stamp
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,8 +43,43 @@ lint: install ## ruff (lint + format check) and mypy (strict on appliance/)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install ## Run the benchmarks; results go to tests/bench/RESULTS.md
+bench: install ## Run the benchmarks; results go to tests/bench/RESULTS.md (and PII.md, via bench-pii)
 	$(BIN)/python -m tests.bench.run
+	$(MAKE) bench-pii
+
+bench-pii: install ## PII detection recall/precision/leak rate and latency; results in tests/bench/PII.md
+	$(BIN)/python -m tests.bench.pii_eval
+
+bench-audit: install ## Audit append latency and verify throughput; results in tests/bench/AUDIT.md
+	$(BIN)/python -m tests.bench.audit
+
+test-crash: install ## kill -9 the server during requests, 10 rounds per database; audit must hold
+	APPLIANCE_TEST_CRASH_ROUNDS=10 $(BIN)/pytest tests/integration/audit/test_crash.py -p no:cacheprovider
+
+bench-inference: install ## Benchmark the inference path (gateway vs engine, router, dead node); results in tests/bench/INFERENCE.md
+	$(BIN)/python -m tests.bench.inference
+
+bench-batch: install ## 1,000 classify items as a batch (with a restart) and chat p95 beside it; results in tests/bench/BATCH.md
+	$(BIN)/python -m tests.bench.batch
+
+fuzz: install ## Longer fuzz: 10,000 schemathesis cases against the OpenAPI document, 5,000 inputs per document parser
+	APPLIANCE_FUZZ_CASES=10000 $(BIN)/pytest tests/integration/api/test_schemathesis.py -k sqlite
+	APPLIANCE_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/unit/documents/test_fuzz.py -p no:cacheprovider
+
+$(ANSIBLE_STAMP): ansible/requirements.txt
+	test -x $(ANSIBLE_VENV)/bin/python || $(PYTHON) -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install --quiet -r ansible/requirements.txt
+	touch $(ANSIBLE_STAMP)
+
+bundle: install ## Offline bundle for air-gapped sites (wheelhouse, models, assets, SHA256SUMS, SBOM) in var/bundle
+	bash ansible/scripts/build-bundle.sh
+
+lint-ansible: $(ANSIBLE_STAMP) ## ansible-lint (production profile) and --syntax-check for every inventory
+	cd ansible && PATH=$(abspath $(ANSIBLE_VENV))/bin:$$PATH ansible-lint --profile production
+	cd ansible && for inv in inventories/*/; do PATH=$(abspath $(ANSIBLE_VENV))/bin:$$PATH ansible-playbook -i $$inv --syntax-check site.yml || exit 1; done
+
+test-deploy: bundle $(ANSIBLE_STAMP) ## Converge a bare Debian 12 VM (qemu) with the playbook, check it, run again (about an hour)
+	bash ansible/tests/test-deploy.sh
 
 clean: ## Remove the virtualenv, built assets, caches and local data (./var)
 	rm -rf $(VENV) web/node_modules web/static/vendor var .pytest_cache .mypy_cache .ruff_cache

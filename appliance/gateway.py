@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -51,6 +52,14 @@ class Actor:
     team: str | None = None
 
 
+class DocumentTexts(Protocol):
+    """Where a task's `document_id` is turned into text: only the caller's own documents."""
+
+    async def text_for(self, actor: Actor, document_id: str) -> str:
+        """The decrypted text, or `NotFound` when the caller owns no such document."""
+        ...
+
+
 @dataclass(frozen=True)
 class ChatInput:
     """A chat request as the adapters hand it to the gateway."""
@@ -62,6 +71,8 @@ class ChatInput:
     task: str | None = None
     conversation_id: str | None = None
     """Scope for pseudonyms when the policy keeps them per conversation."""
+    json_schema: dict[str, Any] | None = None
+    """Constrain the answer to this JSON schema (structured output)."""
 
 
 class DetectorHandle:
@@ -112,7 +123,9 @@ class _Trace:
     model: str | None = None
     context: ActionContext | None = None
     scope: PseudonymScope | None = None
-    action: str = CHAT_ACTION
+    audit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Chosen up front so that a stream can name its audit row in its first headers."""
+    task: str | None = None
     route: Route | None = None
     generations: list[Generation] = field(default_factory=list)
 
@@ -138,7 +151,7 @@ class _Trace:
         return AuditRecord(
             actor=self.actor.id,
             source=self.actor.source,
-            action=self.action,
+            action=CHAT_ACTION,
             outcome=outcome,
             policy=self.policy.ref if self.policy else None,
             entity_counts=dict(self.counts)
@@ -146,6 +159,8 @@ class _Trace:
             model=self.model,
             request_id=self.request_id,
             status_code=status,
+            tier=self.route.tier if self.route else None,
+            details=self.route.audit_details(self.task) if self.route else {},
         )
 
     def receipt(self, audit_id: str | None, *, outcome: str | None = None) -> dict[str, Any]:
@@ -184,6 +199,8 @@ class ChatStream:
     """A chat answer as events: `delta` events, then one `done` (or `error`) event."""
 
     events: AsyncIterator[tuple[str, dict[str, Any]]]
+    receipt: dict[str, Any]
+    """What is known before the first token: policy, input findings, model, audit id."""
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -212,6 +229,7 @@ class Gateway:
         hash_key: bytes,
         default_model: str,
         max_tokens: int,
+        max_tokens_limit: int = 2048,
         detector_timeout_s: float,
         routing: RoutingSteps | None = None,
     ) -> None:
@@ -225,8 +243,11 @@ class Gateway:
         self.hash_key = hash_key
         self.default_model = default_model
         self.max_tokens = max_tokens
+        self.max_tokens_limit = max_tokens_limit
         self.detector_timeout_s = detector_timeout_s
         self._specs: dict[tuple[str, str], DetectionSpec] = {}
+        # Set by the services once the document store exists; tasks refuse `document_id` without.
+        self.documents: DocumentTexts | None = None
 
     # -- PII steps, shared by every adapter -------------------------------------------------------
     def spec(self, policy: LoadedPolicy, direction: Literal["input", "output"]) -> DetectionSpec:
@@ -292,7 +313,7 @@ class Gateway:
     async def _prepare(self, trace: _Trace, chat: ChatInput) -> GenerationRequest:
         """Everything before the model: policy, model lookup, detection, actions, block."""
         trace.policy = self.policies.resolve(
-            key=trace.actor.id,
+            key=_key_id(trace.actor),
             key_policy=trace.actor.key_policy,
             team=trace.actor.team,
             task=chat.task,
@@ -320,8 +341,9 @@ class Gateway:
         request = GenerationRequest(
             model=trace.route.model,
             messages=outgoing,
-            max_tokens=chat.max_tokens or self.max_tokens,
+            max_tokens=min(chat.max_tokens or self.max_tokens, self.max_tokens_limit),
             temperature=chat.temperature,
+            json_schema=chat.json_schema,
         )
         # Route checks that need the protected text: context fit, router verdict, external rule.
         request = await self.routing.after_protect(trace, chat, request)
@@ -428,7 +450,9 @@ class Gateway:
     def _policy_for(self, actor: Actor, name: str | None) -> LoadedPolicy:
         if name is not None:
             return self.policies.get(name)
-        return self.policies.resolve(key=actor.id, key_policy=actor.key_policy, team=actor.team)
+        return self.policies.resolve(
+            key=_key_id(actor), key_policy=actor.key_policy, team=actor.team
+        )
 
     # -- chat ------------------------------------------------------------------------------------
     async def _refuse(self, trace: _Trace, exc: BaseException) -> None:
@@ -438,7 +462,9 @@ class Gateway:
             status = exc.status_code
         else:
             outcome, status = "internal_error", 500
-        audit_id = await self.audit.append(trace.record(outcome=outcome, status=status))
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id, record=trace.record(outcome=outcome, status=status)
+        )
         # Read by the app's after_exception hook so the refusal is not audited twice.
         exc.audited = True  # type: ignore[attr-defined]
         if isinstance(exc, ApplianceError):
@@ -455,7 +481,9 @@ class Gateway:
         except Exception as exc:
             await self._refuse(trace, exc)
             raise
-        audit_id = await self.audit.append(trace.record(outcome=trace.outcome(), status=200))
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+        )
         costs = await self.routing.record_usage(trace, audit_id, task=chat.task or "chat")
         return ChatResult(
             message=Message(role="assistant", content=content),
@@ -477,7 +505,9 @@ class Gateway:
         except Exception as exc:
             await self._refuse(trace, exc)
             raise
-        return ChatStream(events=self._events(trace, first, deltas))
+        return ChatStream(
+            events=self._events(trace, first, deltas), receipt=trace.receipt(trace.audit_id)
+        )
 
     async def _events(
         self, trace: _Trace, first: Delta, deltas: AsyncIterator[Delta]
@@ -505,7 +535,9 @@ class Gateway:
                 if tail:
                     pieces.append(tail)
                     yield "delta", {"content": tail}
-            audit_id = await self.audit.append(trace.record(outcome=trace.outcome(), status=200))
+            audit_id = await self.audit.append(
+                event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+            )
             audited = True
             if usage is not None:
                 trace.generations.append(
@@ -531,7 +563,8 @@ class Gateway:
             # Whatever the scanner still holds is dropped: nothing leaves unscanned.
             outcome = "blocked" if isinstance(exc, PiiBlocked) else exc.code
             audit_id = await self.audit.append(
-                trace.record(outcome=outcome, status=exc.status_code)
+                event_id=trace.audit_id,
+                record=trace.record(outcome=outcome, status=exc.status_code),
             )
             audited = True
             yield (
@@ -542,14 +575,20 @@ class Gateway:
             if not audited:
                 # The caller went away (or an unexpected error): still one row per request.
                 with anyio.CancelScope(shield=True):
-                    await self.audit.append(trace.record(outcome="cancelled", status=499))
+                    await self.audit.append(
+                        event_id=trace.audit_id,
+                        record=trace.record(outcome="cancelled", status=499),
+                    )
             await _aclose(deltas)
 
     # -- tasks -----------------------------------------------------------------------------------
     async def run_task(self, actor: Actor, task: TaskInput, *, request_id: str) -> TaskResult:
         """Run a task template through the same path: policy, PII, route, model, output, audit."""
-        trace = _Trace(actor=actor, request_id=request_id, action=f"task.{task.name}"[:100])
+        trace = _Trace(actor=actor, request_id=request_id, task=task.name)
         try:
+            if task.document_id is not None and self.documents is not None:
+                text = await self.documents.text_for(actor, task.document_id)
+                task = replace(task, text=text, document_id=None)
             template, params, chat = self.routing.task_input(task, actor)
             if chat.task is not None and task.policy and not actor.key_policy:
                 trace.actor = Actor(
@@ -566,9 +605,16 @@ class Gateway:
         except Exception as exc:
             await self._refuse(trace, exc)
             raise
-        audit_id = await self.audit.append(trace.record(outcome=trace.outcome(), status=200))
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+        )
         usage = await self.routing.record_usage(trace, audit_id, task=task.name, summary=True)
         return TaskResult(output=output, receipt=trace.receipt(audit_id), usage=usage)
+
+
+def _key_id(actor: Actor) -> str | None:
+    """The API key id (the target of `policy assign key`), when the caller is a key."""
+    return actor.id.removeprefix("apikey:") if actor.id.startswith("apikey:") else None
 
 
 async def _empty() -> AsyncIterator[Delta]:

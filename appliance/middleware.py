@@ -1,4 +1,8 @@
-"""ASGI middleware: request ids, one metadata-only log line per request, security headers."""
+"""ASGI middleware: request ids, one metadata-only log line per request, security headers.
+
+Every response carries the CSP (no `unsafe-inline`), `nosniff`, Referrer-Policy and framing
+rules; HSTS is added when TLS is in effect.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,33 @@ SECURITY_HEADERS = {
 }
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+"""Sent only when the browser reached us over TLS (directly or through a terminating proxy)."""
+
+
+def _behind_tls(scope: Scope) -> bool:
+    if scope.get("scheme") == "https":
+        return True
+    app = scope.get("litestar_app")
+    identity = getattr(getattr(app, "state", None), "identity", None)
+    return bool(identity is not None and identity.settings.tls_terminated_by_proxy)
+
+
+async def security_headers(message: Message, scope: Scope) -> None:
+    """`before_send` hook: the security headers on every response, 404s and redirects included.
+
+    A hook rather than the middleware because Litestar runs middleware only for matched routes.
+    """
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in SECURITY_HEADERS.items():
+        if name not in headers:
+            headers[name] = value
+    if _behind_tls(scope):
+        headers["Strict-Transport-Security"] = HSTS
+
+
 def request_id_of(request: Request[Any, Any, Any]) -> str:
     """The id the middleware gave this request."""
     return str(request.scope.get("state", {}).get("request_id", ""))
@@ -55,9 +86,6 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
                 headers = MutableScopeHeaders.from_message(message)
                 headers["X-Request-Id"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    if name not in headers:
-                        headers[name] = value
             await send(message)
 
         try:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
 from appliance.audit.store import AuditLog
+from appliance.batches.runner import BatchRunner
+from appliance.batches.service import Batches
 from appliance.config import Settings
+from appliance.documents.crypto import Sealer
+from appliance.documents.service import Documents, UploadLimits
+from appliance.documents.store import DocumentStore
 from appliance.gateway import DetectorHandle, Gateway
 from appliance.inference.base import Backend
 from appliance.inference.bundled import BUNDLED
 from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
 from appliance.inference.registry import Registry
-from appliance.policies.loader import PolicyStore
+from appliance.pii.keys import load_or_create_key
+from appliance.pii.vault import PseudonymVault
+from appliance.policies.store import PolicyStore
+from appliance.tasks.steps import build_routing
 
 
 def embedded_backend(settings: Settings) -> LlamaCppBackend:
@@ -40,23 +49,63 @@ class Services:
     registry: Registry
     audit: AuditLog
     gateway: Gateway
+    documents: Documents
+    batches: Batches
+    batch_runner: BatchRunner
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, backends: list[Backend]) -> Services:
         """Wire the services; loads and validates the policies (a bad file stops start-up)."""
-        policies = PolicyStore.from_directory(
-            settings.policies_dir, default=settings.default_policy
+        policies = PolicyStore(engine, default=settings.default_policy)
+        policies.import_directory(settings.policies_dir)
+        keys = settings.data_dir / "keys"
+        vault = PseudonymVault(
+            engine,
+            key=load_or_create_key(keys / "vault.key"),
+            digest_key=load_or_create_key(keys / "vault-digest.key"),
         )
         detector = DetectorHandle()
-        registry = Registry(backends)
-        audit = AuditLog(engine)
+        registry, routing = build_routing(settings, engine, backends)
+        audit = AuditLog.from_settings(settings, engine)
         gateway = Gateway(
             policies=policies,
             detector=detector,
             registry=registry,
             audit=audit,
+            vault=vault,
+            hash_key=load_or_create_key(keys / "pii-hash.key"),
             default_model=settings.default_model,
             max_tokens=settings.max_tokens,
+            max_tokens_limit=settings.max_tokens_limit,
             detector_timeout_s=settings.detector_timeout_s,
+            routing=routing,
         )
-        return cls(settings, engine, policies, detector, registry, audit, gateway)
+        sealer = Sealer.from_keys_dir(keys)
+        retention = timedelta(hours=settings.document_default_retention_hours)
+        documents = Documents(
+            store=DocumentStore(engine, sealer),
+            audit=audit,
+            policies=policies,
+            limits=UploadLimits.from_settings(settings),
+            default_retention=retention,
+        )
+        gateway.documents = documents
+        batches = Batches(engine, sealer, gateway=gateway, default_retention=retention)
+        runner = BatchRunner(
+            batches,
+            concurrency=settings.batch_concurrency,
+            pause_s=settings.batch_item_pause_s,
+            quiet_s=settings.batch_quiet_s,
+        )
+        return cls(
+            settings,
+            engine,
+            policies,
+            detector,
+            registry,
+            audit,
+            gateway,
+            documents,
+            batches,
+            runner,
+        )

@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from appliance.app import create_app
+from appliance.auth import apikeys
+from appliance.auth.roles import SCOPES
 from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import upgrade
 from appliance.inference.bundled import install_bundled
@@ -78,7 +80,7 @@ class RunningAppliance:
     backend: RecordingBackend
     server: LiveServer
     client: httpx.Client
-    """An HTTP client for the app: base URL set, credentials (once sign-in exists) attached."""
+    """An HTTP client for the app: base URL set, an API key with every scope attached."""
 
 
 @pytest.fixture
@@ -98,7 +100,17 @@ def start_appliance(
         servers.append(server)
         if wait_ready:
             server.wait_ready()
-        client = httpx.Client(base_url=server.url, timeout=120)
+        # Every scope, so tests written before sign-in keep talking to the app unchanged. Made
+        # below the audited path, so the trail holds only what the test itself caused.
+        _, key = apikeys.create(
+            app.state.services.engine,
+            app.state.identity.pepper,
+            name="test-suite",
+            scopes=list(SCOPES),
+        )
+        client = httpx.Client(
+            base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {key}"}
+        )
         clients.append(client)
         return RunningAppliance(server.url, app.state.services, backend, server, client)
 

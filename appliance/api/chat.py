@@ -11,7 +11,10 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 
-from appliance.api.schemas import ChatRequestIn
+from appliance.api.receipts import receipt_headers
+from appliance.api.schemas import ChatRequestIn, error_responses
+from appliance.auth.guards import principal_of
+from appliance.auth.roles import access
 from appliance.gateway import Actor, ChatInput
 from appliance.inference.base import Message
 from appliance.middleware import request_id_of
@@ -19,9 +22,11 @@ from appliance.services import Services
 
 
 def actor_of(request: Request[Any, Any, Any]) -> Actor:
-    """The caller. Until sign-in lands the server only listens on loopback: a local caller."""
+    """The authenticated caller: `user:<id>` with its role, or `apikey:<id>` (role `service`)."""
+    principal = principal_of(request)
     source = request.client.host if request.client else None
-    return Actor(id="local", role="staff", source=source)
+    key_policy = principal.policy if principal.kind == "apikey" else None
+    return Actor(id=principal.actor_id, role=principal.role, source=source, key_policy=key_policy)
 
 
 class ChatController(Controller):
@@ -29,6 +34,7 @@ class ChatController(Controller):
 
     path = "/api/v1/chat"
     tags = ["chat"]
+    opt = access(roles=("staff", "admin"), scopes=("chat",), rate="inference")
 
     @post(
         "/",
@@ -40,6 +46,7 @@ class ChatController(Controller):
             "server-sent events: `delta` events, then `done` with message, receipt and usage."
         ),
         status_code=200,
+        responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503),
     )
     async def chat(
         self,
@@ -53,6 +60,7 @@ class ChatController(Controller):
             model=data.model,
             max_tokens=data.max_tokens,
             temperature=data.temperature,
+            conversation_id=data.conversation_id,
         )
         actor = actor_of(request)
         request_id = request_id_of(request)
@@ -63,7 +71,8 @@ class ChatController(Controller):
                     "message": {"role": result.message.role, "content": result.message.content},
                     "receipt": result.receipt,
                     "usage": result.usage,
-                }
+                },
+                headers=receipt_headers(result.receipt),
             )
         stream = await services.gateway.chat_stream(actor, chat, request_id=request_id)
 
@@ -71,4 +80,6 @@ class ChatController(Controller):
             async for name, payload in stream.events:
                 yield ServerSentEventMessage(event=name, data=json.dumps(payload))
 
-        return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})
+        return ServerSentEvent(
+            events(), headers={"Cache-Control": "no-store"} | receipt_headers(stream.receipt)
+        )

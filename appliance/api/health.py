@@ -9,6 +9,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.response import Response
 
+from appliance.auth.roles import public
 from appliance.db.engine import ping
 from appliance.services import Services
 
@@ -17,6 +18,7 @@ class HealthController(Controller):
     """Liveness and readiness probes."""
 
     tags = ["health"]
+    opt = public()  # probes answer without credentials; they reveal no content
 
     @get("/healthz", summary="Liveness: the process answers", sync_to_thread=False)
     def healthz(self) -> dict[str, str]:

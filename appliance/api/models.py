@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
+from appliance.auth.roles import access
 from appliance.services import Services
 
 
@@ -15,6 +16,7 @@ class ModelsController(Controller):
 
     path = "/api/v1/models"
     tags = ["models"]
+    opt = access(roles=("staff", "admin"), scopes=("chat", "tasks", "admin"))
 
     @get("/", summary="List models", sync_to_thread=False)
     def list_models(self, services: NamedDependency[Services]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.chat import actor_of
+from appliance.api.schemas import error_responses
 from appliance.auth.roles import access
 from appliance.middleware import request_id_of
 from appliance.services import Services
@@ -36,7 +37,12 @@ class PiiController(Controller):
     tags = ["pii"]
     opt = access(roles=("staff", "admin"), scopes=("pii",), rate="inference")
 
-    @post("/analyze", status_code=200, summary="Find identifiers and the action each would get")
+    @post(
+        "/analyze",
+        status_code=200,
+        summary="Find identifiers and the action each would get",
+        responses=error_responses(400, 404, 413, 422, 503),
+    )
     async def analyze(
         self,
         request: Request[Any, Any, Any],
@@ -61,7 +67,12 @@ class PiiController(Controller):
             "policy": {"name": policy.policy.name, "version": policy.version},
         }
 
-    @post("/redact", status_code=200, summary="Apply the policy's actions to a text")
+    @post(
+        "/redact",
+        status_code=200,
+        summary="Apply the policy's actions to a text",
+        responses=error_responses(400, 404, 413, 422, 503),
+    )
     async def redact(
         self,
         request: Request[Any, Any, Any],

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
+Tier = Literal["small", "large", "external"]
+"""Where a model sits in the router's ladder: on-prem small, on-prem large, or off-prem."""
+TIERS: tuple[Tier, ...] = ("small", "large", "external")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,8 @@ class Capabilities:
     streaming: bool = False
     json_schema: bool = False
     embeddings: bool = False
+    choice_scoring: bool = False
+    """The backend can score a closed set of answers (`score_choices`) for a confidence."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+    """Ask for the log-probability of the generated tokens (backends that can report it)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,10 @@ class Generation:
     model: str
     finish_reason: str
     usage: Usage
+    logprob: float | None = None
+    """Sum of the generated tokens' log-probabilities, when asked for and reported."""
+    node: str | None = None
+    """Which node of a balanced pool served it."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class Delta:
     content: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,10 @@ class ModelInfo:
     backend: str
     context_length: int
     details: dict[str, Any] = field(default_factory=dict)
+    tier: Tier = "small"
+    capabilities: tuple[str, ...] = ()
+    cost_per_hour: float = 0.0
+    """On-prem running cost of the node serving the model, in the price table's currency."""
 
 
 @dataclass(frozen=True)
@@ -115,4 +131,15 @@ class Backend(Protocol):
 
     async def health(self) -> Health:
         """Check that the backend can serve."""
+        ...
+
+
+@runtime_checkable
+class ChoiceScorer(Protocol):
+    """A backend that can score a closed set of answers to the same prompt."""
+
+    async def score_choices(
+        self, request: GenerationRequest, choices: list[str]
+    ) -> dict[str, float]:
+        """Log-probability of each choice as the whole answer to `request`'s messages."""
         ...

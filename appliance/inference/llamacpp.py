@@ -8,6 +8,7 @@ generation itself runs on a worker thread so the event loop keeps answering (`/h
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +45,16 @@ _loaded: dict[tuple[str, int, int], Any] = {}
 _load_lock = threading.Lock()
 
 
+@atexit.register
+def _close_all() -> None:
+    # Free the models while the interpreter is still whole; left to garbage collection at
+    # shutdown, llama.cpp's destructors run after their module globals are gone.
+    with _load_lock:
+        for llama in _loaded.values():
+            llama.close()
+        _loaded.clear()
+
+
 def _load(model: LocalModel, *, threads: int, context: int) -> Any:
     key = (str(model.path.resolve()), threads, context)
     with _load_lock:
@@ -74,7 +85,9 @@ class LlamaCppBackend:
     """Serves local GGUF models with llama.cpp, one generation per model at a time."""
 
     name = "llamacpp"
-    capabilities = Capabilities(streaming=True, json_schema=True, embeddings=False)
+    capabilities = Capabilities(
+        streaming=True, json_schema=True, embeddings=False, choice_scoring=True
+    )
 
     def __init__(
         self,
@@ -238,6 +251,24 @@ class LlamaCppBackend:
                 stop.set()
                 with anyio.CancelScope(shield=True):
                     await worker
+
+    async def score_choices(
+        self, request: GenerationRequest, choices: list[str]
+    ) -> dict[str, float]:
+        """Log-probability of each of `choices` as the answer (constrained-choice scoring)."""
+        from appliance.inference.choice import score_choices_sync
+
+        model = self._model(request.model)
+        if not choices:
+            raise InvalidInput("at least one choice is needed", field="choices")
+
+        def run() -> dict[str, float]:
+            llama = _load(model, threads=self._threads, context=self._context)
+            with _engine_errors():
+                return score_choices_sync(llama, model.chat_format, request.messages, choices)
+
+        async with self.gate(request.model).slot():
+            return await anyio.to_thread.run_sync(run)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Template
 
+from appliance.auth.roles import ROLES, access
 from appliance.services import Services
 
 
@@ -15,6 +16,7 @@ class PagesController(Controller):
     """Pages for people."""
 
     include_in_schema = False
+    opt = access(roles=ROLES)
 
     @get("/", sync_to_thread=False)
     def index(self, services: NamedDependency[Services]) -> Template:

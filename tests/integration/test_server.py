@@ -46,6 +46,8 @@ class ServerProcess:
     process: subprocess.Popen[str]
     egress_log: Path
     stderr_path: Path
+    headers: dict[str, str]
+    """`Authorization: Bearer` with a key made by `appliance keys create`."""
 
 
 @pytest.fixture
@@ -58,6 +60,14 @@ def guarded_server(tmp_path: Path, models_dir: Path) -> Iterator[ServerProcess]:
         check=True,
         capture_output=True,
     )
+    made = subprocess.run(
+        [sys.executable, "-m", "appliance", "keys", "create", "--name", "test", "--scopes", "chat"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    headers = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
     port = _free_port()
     stderr_path = tmp_path / "server.stderr"
     with stderr_path.open("w") as stderr:
@@ -80,7 +90,7 @@ def guarded_server(tmp_path: Path, models_dir: Path) -> Iterator[ServerProcess]:
                 pass
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.1)
-        yield ServerProcess(url, process, tmp_path / "egress.log", stderr_path)
+        yield ServerProcess(url, process, tmp_path / "egress.log", stderr_path, headers)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -92,6 +102,7 @@ def guarded_server(tmp_path: Path, models_dir: Path) -> Iterator[ServerProcess]:
 def test_serves_with_outbound_connections_refused(guarded_server: ServerProcess) -> None:
     response = httpx.post(
         f"{guarded_server.url}/api/v1/chat",
+        headers=guarded_server.headers,
         json={
             "messages": [
                 {
@@ -125,6 +136,7 @@ def test_the_egress_guard_catches_a_suffix_list_download(tmp_path: Path, models_
 def test_logs_are_json_and_hold_no_request_or_answer_text(guarded_server: ServerProcess) -> None:
     response = httpx.post(
         f"{guarded_server.url}/api/v1/chat",
+        headers=guarded_server.headers,
         json={
             "messages": [
                 {
@@ -138,6 +150,7 @@ def test_logs_are_json_and_hold_no_request_or_answer_text(guarded_server: Server
     answer = response.json()["message"]["content"]
     httpx.post(
         f"{guarded_server.url}/api/v1/chat",
+        headers=guarded_server.headers,
         json={"messages": [{"role": "robot", "content": SECRET_EMAIL}]},
         timeout=30,
     )
@@ -160,7 +173,10 @@ def test_first_run_prints_the_admin_password_once(guarded_server: ServerProcess)
 
 
 def test_pages_and_assets_are_served_from_the_box(guarded_server: ServerProcess) -> None:
-    page = httpx.get(f"{guarded_server.url}/", timeout=10)
+    # Pages need a signed-in browser; the sign-in page is public and shares base.html.
+    home = httpx.get(f"{guarded_server.url}/", headers={"Accept": "text/html"}, timeout=10)
+    assert home.status_code == 303 and home.headers["location"] == "/login"
+    page = httpx.get(f"{guarded_server.url}/login", timeout=10)
     assert page.status_code == 200
     assert '<script src="/static/vendor/htmx.min.js"' in page.text
     assert "http://" not in page.text and "https://" not in page.text
@@ -173,7 +189,7 @@ def test_pages_and_assets_are_served_from_the_box(guarded_server: ServerProcess)
     assert "htmx" in htmx.text[:2000]
 
     status = httpx.get(f"{guarded_server.url}/ui/status", timeout=10)
-    assert "ready" in status.text
+    assert status.status_code == 401
 
     schema = httpx.get(f"{guarded_server.url}/schema/openapi.json", timeout=10).json()
     assert "/api/v1/chat" in schema["paths"]

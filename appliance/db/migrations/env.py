@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 from sqlmodel import SQLModel
 
 from appliance.db import models  # noqa: F401  (registers the tables on the metadata)
@@ -28,8 +27,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     """Run migrations on a live connection."""
     url = config.get_main_option("sqlalchemy.url") or ""
+    # The engine's own pool: swapping in a NullPool skipped the dialect's first-connect set-up,
+    # which left SQLite's server version unknown and broke reflection (batch migrations).
     engine = make_engine(url)
-    engine.pool = pool.NullPool(engine.pool._creator)
     with engine.connect() as connection:
         context.configure(
             connection=connection, target_metadata=target_metadata, render_as_batch=True

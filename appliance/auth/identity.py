@@ -1,0 +1,326 @@
+"""`Identity`: the one object the web layer and the CLI use for sign-in, sessions and keys.
+
+It wraps the account, session and key modules, counts rate limits, and writes every auth event
+to the audit trail (`auth.login`, `auth.login_failed`, `auth.logout`, `session.revoked`,
+`apikey.created`, `apikey.revoked`, `apikey.denied`, `user.role_changed`, `user.disabled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import anyio
+from sqlalchemy import Engine
+
+from appliance.audit.store import AuditLog, AuditRecord
+from appliance.auth import accounts, apikeys, sessions
+from appliance.auth.models import ApiKey
+from appliance.auth.ratelimit import RateLimiter
+from appliance.auth.roles import KEY_ROLE, Principal
+from appliance.config import Settings
+from appliance.db.models import User
+from appliance.errors import AuthError, LoginFailed, LoginThrottled, RateLimited
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Where a request comes from, for audit rows and rate-limit buckets."""
+
+    source: str | None = None
+    request_id: str | None = None
+
+
+class Identity:
+    """Sign-in, sessions, keys and their audit events for one app (or one CLI command)."""
+
+    def __init__(self, settings: Settings, engine: Engine, audit: AuditLog) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.audit = audit
+        self.limiter = RateLimiter()
+
+    @cached_property
+    def pepper(self) -> bytes:
+        """The API-key pepper, read (or created) on first use."""
+        return apikeys.load_pepper(self.settings.resolved_api_key_pepper_file)
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def record_sync(
+        self,
+        action: str,
+        *,
+        actor: str,
+        outcome: str,
+        caller: Caller,
+        status: int | None = None,
+        target: str | None = None,
+        role: str | None = None,
+    ) -> str:
+        """Write one auth event (ids, outcomes and reasons only; never a secret)."""
+        return self.audit.append_sync(
+            audit_record(
+                action,
+                actor=actor,
+                outcome=outcome,
+                source=caller.source,
+                request_id=caller.request_id,
+                status_code=status,
+                target=target,
+                role=role,
+            )
+        )
+
+    async def record(
+        self,
+        action: str,
+        *,
+        actor: str,
+        outcome: str,
+        caller: Caller,
+        status: int | None = None,
+        target: str | None = None,
+        role: str | None = None,
+    ) -> str:
+        """`record_sync` off the event loop."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.record_sync(
+                action,
+                actor=actor,
+                outcome=outcome,
+                caller=caller,
+                status=status,
+                target=target,
+                role=role,
+            )
+        )
+
+    # -- rate limits ---------------------------------------------------------------------------
+
+    def limit(self, buckets: list[str], per_minute: int) -> None:
+        """Count a hit in every bucket; RateLimited (429 + Retry-After) if any is full."""
+        waits = [w for b in buckets if (w := self.limiter.hit(b, per_minute)) is not None]
+        if waits:
+            raise RateLimited("too many requests; slow down", retry_after=max(waits))
+
+    # -- passwords and sessions ----------------------------------------------------------------
+
+    async def password_login(
+        self, *, username: str, password: str, caller: Caller
+    ) -> tuple[User, str, str]:
+        """Check a password and start a session; returns (user, cookie value, CSRF token)."""
+        try:
+            self.limit(
+                [f"login:addr:{caller.source}", f"login:user:{username.lower()}"],
+                self.settings.login_rate_per_minute,
+            )
+            user = await anyio.to_thread.run_sync(
+                lambda: accounts.authenticate(
+                    self.engine, self.settings, username=username, password=password
+                )
+            )
+        except LoginFailed as exc:
+            actor = f"user:{exc.user_id}" if exc.user_id else f"username:{username[:100]}"
+            await self.record(
+                "auth.login_failed", actor=actor, outcome=exc.reason, caller=caller, status=401
+            )
+            raise
+        except LoginThrottled as exc:
+            await self.record(
+                "auth.login_failed",
+                actor=f"user:{exc.user_id}",
+                outcome="locked",
+                caller=caller,
+                status=429,
+            )
+            raise
+        except RateLimited:
+            await self.record(
+                "auth.login_failed",
+                actor=f"username:{username[:100]}",
+                outcome="rate_limited",
+                caller=caller,
+                status=429,
+            )
+            raise
+        token, csrf = await self.start_session(user, caller=caller, method="password")
+        return user, token, csrf
+
+    async def start_session(self, user: User, *, caller: Caller, method: str) -> tuple[str, str]:
+        """A new session (new id every sign-in) and its `auth.login` event."""
+        token, csrf = await anyio.to_thread.run_sync(
+            lambda: sessions.create(self.engine, user_id=user.id, source=caller.source)
+        )
+        await self.record(
+            "auth.login",
+            actor=f"user:{user.id}",
+            outcome=method,
+            caller=caller,
+            status=200,
+            target=f"session:{sessions.digest(token)[:16]}",
+            role=user.role,
+        )
+        return token, csrf
+
+    async def logout(self, principal: Principal, *, caller: Caller) -> None:
+        """End the caller's session."""
+        if principal.session_hash is None:
+            return
+        session_hash = principal.session_hash
+        await anyio.to_thread.run_sync(lambda: sessions.end(self.engine, session_hash))
+        await self.record(
+            "auth.logout",
+            actor=principal.actor_id,
+            outcome="ok",
+            caller=caller,
+            target=f"session:{session_hash[:16]}",
+            role=principal.role,
+        )
+
+    def session_principal(self, token: str) -> Principal | None:
+        """The principal of a session cookie, or None when it is unknown or expired."""
+        active = sessions.lookup(self.engine, self.settings, token)
+        if active is None:
+            return None
+        user = active.user
+        return Principal(
+            kind="user",
+            id=user.id,
+            name=user.username,
+            role=user.role,
+            session_hash=active.id_hash,
+            csrf_token=active.csrf_token,
+            must_change_password=user.must_change_password,
+        )
+
+    async def key_principal(self, presented: str, *, caller: Caller) -> Principal:
+        """The principal of a Bearer key; AuthError (audited `apikey.denied`) otherwise."""
+        check = await anyio.to_thread.run_sync(
+            lambda: apikeys.verify(self.engine, self.pepper, presented)
+        )
+        if check.key is None:
+            actor = f"apikey:{check.key_id}" if check.key_id else "anonymous"
+            await self.record(
+                "apikey.denied", actor=actor, outcome=check.reason, caller=caller, status=401
+            )
+            exc = AuthError("the API key is not valid (unknown, revoked or expired)")
+            exc.audited = True  # type: ignore[attr-defined]
+            raise exc
+        return key_to_principal(check.key)
+
+    # -- administration ------------------------------------------------------------------------
+
+    def create_key_sync(
+        self,
+        *,
+        name: str,
+        scopes: list[str],
+        policy: str | None,
+        expires_days: int | None,
+        owner_id: str | None,
+        actor: str,
+        caller: Caller,
+    ) -> tuple[ApiKey, str]:
+        """Create a key and audit `apikey.created`."""
+        row, key = apikeys.create(
+            self.engine,
+            self.pepper,
+            name=name,
+            scopes=scopes,
+            policy=policy,
+            expires_days=expires_days,
+            owner_id=owner_id,
+        )
+        self.record_sync(
+            "apikey.created", actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
+        )
+        return row, key
+
+    def revoke_key_sync(self, ref: str, *, actor: str, caller: Caller) -> ApiKey:
+        """Revoke a key at once and audit `apikey.revoked`."""
+        row = apikeys.find(self.engine, ref)
+        apikeys.revoke(self.engine, row.id)
+        self.record_sync(
+            "apikey.revoked", actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
+        )
+        return row
+
+    def set_role_sync(self, ref: str, role: str, *, actor: str, caller: Caller) -> User:
+        """Change a role and audit `user.role_changed`; the user's sessions end (new rights)."""
+        user = accounts.find_user(self.engine, ref)
+        old = accounts.set_role(self.engine, user.id, role)
+        if old != role:
+            sessions.end_all(self.engine, user.id)
+            self.record_sync(
+                "user.role_changed",
+                actor=actor,
+                outcome=f"{old}->{role}",
+                caller=caller,
+                target=f"user:{user.id}",
+                role=role,
+            )
+        return accounts.find_user(self.engine, user.id)
+
+    def disable_sync(self, ref: str, *, actor: str, caller: Caller) -> User:
+        """Disable an account: its sessions end and its keys are revoked at once."""
+        user = accounts.find_user(self.engine, ref)
+        accounts.set_disabled(self.engine, user.id, True)
+        self.record_sync(
+            "user.disabled", actor=actor, outcome="ok", caller=caller, target=f"user:{user.id}"
+        )
+        self.revoke_access_sync(user.id, actor=actor, caller=caller)
+        return accounts.find_user(self.engine, user.id)
+
+    def revoke_access_sync(self, user_id: str, *, actor: str, caller: Caller) -> tuple[int, int]:
+        """End every session and revoke every key of a user; (sessions, keys) ended."""
+        ended = sessions.end_all(self.engine, user_id)
+        if ended:
+            self.record_sync(
+                "session.revoked",
+                actor=actor,
+                outcome=f"ended {ended}",
+                caller=caller,
+                target=f"user:{user_id}",
+            )
+        keys = apikeys.revoke_owned(self.engine, user_id)
+        for key_id in keys:
+            self.record_sync(
+                "apikey.revoked",
+                actor=actor,
+                outcome="ok",
+                caller=caller,
+                target=f"apikey:{key_id}",
+            )
+        return ended, len(keys)
+
+
+def audit_record(action: str, **values: Any) -> AuditRecord:
+    """An `AuditRecord`, with `target` and `role` when the trail's record has those fields.
+
+    Without them (the minimal trail) the target is folded into `outcome`, so the event still
+    says what it was about.
+    """
+    fields = {f.name for f in dataclasses.fields(AuditRecord)}
+    target, role = values.pop("target", None), values.pop("role", None)
+    if "target" in fields:
+        values["target"] = target
+    elif target:
+        values["outcome"] = f"{values['outcome']} {target}"[:50]
+    if "role" in fields:
+        values["role"] = role
+    return AuditRecord(action=action, **values)
+
+
+def key_to_principal(key: ApiKey) -> Principal:
+    """The principal a valid key authenticates as."""
+    return Principal(
+        kind="apikey",
+        id=key.id,
+        name=key.name,
+        role=KEY_ROLE,
+        scopes=frozenset(key.scopes),
+        policy=key.policy,
+    )

@@ -1,0 +1,167 @@
+"""The batch runner: items through `Gateway.run_task`, at most N at a time, yielding between.
+
+Interactive requests keep their latency because the runner never holds more of the model than
+`batch_concurrency` generations, and pauses after each item: a request waiting for the model's
+slot is already queued, so it gets the slot before the runner's next item. Transient refusals
+(model busy, detector loading, timeouts) are retried after a wait instead of failing the item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from appliance.batches.pacing import InteractiveActivity
+from appliance.errors import (
+    ApplianceError,
+    BackendBusy,
+    BackendTimeout,
+    BackendUnavailable,
+    DetectorUnavailable,
+)
+from appliance.gateway import Actor
+from appliance.tasks.steps import TaskInput
+
+if TYPE_CHECKING:
+    from appliance.batches.models import BatchJob
+    from appliance.batches.service import Batches
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (BackendBusy, BackendUnavailable, BackendTimeout, DetectorUnavailable)
+_ATTEMPTS = 5
+_CHUNK = 50
+
+
+class BatchRunner:
+    """Runs open jobs in creation order until none is left, then waits for the next."""
+
+    def __init__(
+        self, batches: Batches, *, concurrency: int, pause_s: float, quiet_s: float = 0.0
+    ) -> None:
+        self.batches = batches
+        self.concurrency = concurrency
+        self.pause_s = pause_s
+        self.quiet_s = quiet_s
+        self.activity = InteractiveActivity()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell the runner a job was created."""
+        self._wake.set()
+
+    async def run_forever(self, *, idle_s: float = 2.0) -> None:
+        """The runner's loop (a task of the app lifespan; cancelled at shutdown)."""
+        while True:
+            self._wake.clear()
+            jobs: list[BatchJob] = []
+            # After a restart the detector loads in the background; items would only fail.
+            while self.batches.gateway.detector.status == "loading":  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            try:
+                jobs = await anyio.to_thread.run_sync(self.batches.open_jobs)
+                for job in jobs:
+                    await self.run_job(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.error("batch runner failed; retrying", exc_info=True)
+            if not jobs:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
+
+    async def run_job(self, job: BatchJob) -> None:
+        """Run every unfinished item of `job`, then mark it completed."""
+        batches = self.batches
+        await anyio.to_thread.run_sync(batches.mark, job.id, "running")
+        actor = Actor(**job.actor)
+        while True:
+            items = await anyio.to_thread.run_sync(lambda: batches.pending(job.id, limit=_CHUNK))
+            if not items:
+                break
+            queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+            for item in items:
+                queue.put_nowait(item)
+
+            async def worker(queue: asyncio.Queue[tuple[int, dict[str, Any]]] = queue) -> None:
+                while not queue.empty():
+                    seq, item = queue.get_nowait()
+                    await self.activity.wait_quiet(self.quiet_s)
+                    await self._run_item(job, actor, seq, item)
+                    # Yield the model: anyone already waiting for its slot goes next.
+                    await asyncio.sleep(self.pause_s)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(min(self.concurrency, len(items))):
+                    group.start_soon(worker)
+        await anyio.to_thread.run_sync(batches.mark, job.id, "completed")
+
+    async def _run_item(self, job: BatchJob, actor: Actor, seq: int, item: dict[str, Any]) -> None:
+        task = TaskInput(
+            name=job.task,
+            text=item.get("text"),
+            document_id=item.get("document_id"),
+            params=job.params | item.get("params", {}),
+            policy=job.policy,
+            model=job.model,
+        )
+        request_id = f"batch:{job.id}:{seq}"
+        gateway = self.batches.gateway
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                result = await gateway.run_task(actor, task, request_id=request_id)
+            except _TRANSIENT as exc:
+                if attempt == _ATTEMPTS:
+                    await self._finish(job.id, seq, error=exc)
+                    return
+                await asyncio.sleep(getattr(exc, "retry_after", None) or attempt)
+                continue
+            except ApplianceError as exc:
+                await self._finish(job.id, seq, error=exc)
+                return
+            except Exception:
+                log.error("batch item failed unexpectedly", exc_info=True)
+                await self._finish(job.id, seq, error=ApplianceError("the item failed"))
+                return
+            await anyio.to_thread.run_sync(
+                partial(
+                    self.batches.finish_item,
+                    job.id,
+                    seq,
+                    status="done",
+                    result={"output": result.output, "receipt": result.receipt},
+                    error_code=None,
+                    audit_id=result.receipt.get("audit_id"),
+                )
+            )
+            return
+
+    async def _finish(self, job_id: str, seq: int, *, error: ApplianceError) -> None:
+        body = error.to_dict()["error"]
+        audit = body.get("receipt", {}).get("audit_id") if isinstance(body, dict) else None
+        await anyio.to_thread.run_sync(
+            lambda: self.batches.finish_item(
+                job_id,
+                seq,
+                status="failed",
+                result={"error": {"code": error.code, "message": error.message}},
+                error_code=error.code,
+                audit_id=audit,
+            )
+        )
+
+
+async def sweep_batches(batches: Batches) -> int:
+    """Remove expired jobs with their sealed inputs and results; returns how many."""
+    from appliance.db.models import utcnow
+
+    removed = 0
+    for job_id in await anyio.to_thread.run_sync(batches.expired, utcnow()):
+        if await anyio.to_thread.run_sync(batches.delete, None, job_id):
+            removed += 1
+    return removed

@@ -1,0 +1,275 @@
+"""Batch jobs in the database: create (sealed items), progress, results, delete, expire.
+
+Inputs and results are content, so both are sealed with the content key (AES-GCM) and expire like
+documents: the policy's `retention.days` when it keeps content `encrypted`, else
+`document_default_retention_hours`. Each finished item is committed on its own, which is what
+lets a job resume after a restart without running a finished item again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, delete, func, update
+from sqlmodel import col, select
+
+from appliance.batches.models import BatchItem, BatchJob
+from appliance.db.engine import session_scope
+from appliance.db.models import utcnow
+from appliance.documents.crypto import Sealer
+from appliance.documents.service import policy_for, retention_for
+from appliance.documents.store import aware
+from appliance.errors import NotFound
+
+if TYPE_CHECKING:
+    from appliance.gateway import Actor, Gateway
+
+RATE_WINDOW = timedelta(minutes=5)
+"""Rate and ETA are measured over items finished this recently."""
+
+
+class Batches:
+    """Jobs and items, always read through their owner."""
+
+    def __init__(
+        self, engine: Engine, sealer: Sealer, *, gateway: Gateway, default_retention: timedelta
+    ) -> None:
+        self.engine = engine
+        self.sealer = sealer
+        self.gateway = gateway
+        self.default_retention = default_retention
+
+    # -- writing ---------------------------------------------------------------------------------
+    def create(
+        self,
+        actor: Actor,
+        *,
+        task: str,
+        params: dict[str, Any],
+        policy: str | None,
+        model: str | None,
+        items: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Store a job and all its items in one transaction; the runner picks it up."""
+        template = self.gateway.routing.tasks.get(task)
+        template.validate_params(params)
+        if policy is not None:
+            self.gateway.policies.get(policy)
+        resolved = policy_for(self.gateway.policies, actor)
+        now = utcnow()
+        job = BatchJob(
+            id=uuid.uuid4().hex,
+            owner=actor.id,
+            actor=asdict(actor),
+            task=task,
+            params=params,
+            policy=policy,
+            model=model,
+            status="queued",
+            total=len(items),
+            created_at=now,
+            expires_at=now + retention_for(resolved, self.default_retention),
+        )
+        rows = [
+            BatchItem(
+                job_id=job.id,
+                seq=seq,
+                status="pending",
+                input_sealed=self.sealer.seal(
+                    json.dumps(item).encode(), bound_to=f"batch:{job.id}:{seq}"
+                ),
+            )
+            for seq, item in enumerate(items)
+        ]
+        with session_scope(self.engine) as session:
+            session.add(job)
+            session.flush()
+            session.add_all(rows)
+        return self.status(actor.id, job.id)
+
+    def finish_item(
+        self,
+        job_id: str,
+        seq: int,
+        *,
+        status: str,
+        result: dict[str, Any],
+        error_code: str | None,
+        audit_id: str | None,
+    ) -> None:
+        """Commit one item's outcome (only once: a finished item is never overwritten)."""
+        sealed = self.sealer.seal(
+            json.dumps(result).encode(), bound_to=f"batch-result:{job_id}:{seq}"
+        )
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(BatchItem)
+                .where(
+                    col(BatchItem.job_id) == job_id,
+                    col(BatchItem.seq) == seq,
+                    col(BatchItem.status) == "pending",
+                )
+                .values(
+                    status=status,
+                    result_sealed=sealed,
+                    error_code=error_code,
+                    audit_id=audit_id,
+                    finished_at=utcnow(),
+                )
+            )
+
+    def mark(self, job_id: str, status: str) -> None:
+        """Move a job to `running` (stamping its start once) or `completed`."""
+        with session_scope(self.engine) as session:
+            job = session.get(BatchJob, job_id)
+            if job is None:
+                return
+            job.status = status
+            if status == "running" and job.started_at is None:
+                job.started_at = utcnow()
+            if status == "completed":
+                job.finished_at = utcnow()
+            session.add(job)
+
+    def delete(self, owner: str | None, job_id: str) -> bool:
+        """Remove a job with its items and results (`owner` None: any owner, for the sweeper)."""
+        with session_scope(self.engine) as session:
+            statement = select(BatchJob).where(BatchJob.id == job_id)
+            if owner is not None:
+                statement = statement.where(BatchJob.owner == owner)
+            job = session.exec(statement).first()
+            if job is None:
+                return False
+            session.execute(delete(BatchItem).where(col(BatchItem.job_id) == job_id))
+            session.delete(job)
+        return True
+
+    def expired(self, now: datetime) -> list[str]:
+        """Ids of jobs past their expiry."""
+        with session_scope(self.engine) as session:
+            return list(session.exec(select(BatchJob.id).where(col(BatchJob.expires_at) <= now)))
+
+    # -- reading ---------------------------------------------------------------------------------
+    def open_jobs(self) -> list[BatchJob]:
+        """Jobs with work left, oldest first."""
+        with session_scope(self.engine) as session:
+            return list(
+                session.exec(
+                    select(BatchJob)
+                    .where(col(BatchJob.status).in_(("queued", "running")))
+                    .order_by(col(BatchJob.created_at))
+                )
+            )
+
+    def pending(self, job_id: str, *, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """The next unfinished items of a job: (seq, input)."""
+        with session_scope(self.engine) as session:
+            rows = session.exec(
+                select(BatchItem)
+                .where(BatchItem.job_id == job_id, BatchItem.status == "pending")
+                .order_by(col(BatchItem.seq))
+                .limit(limit)
+            )
+            return [(row.seq, self._input(row)) for row in rows]
+
+    def _input(self, row: BatchItem) -> dict[str, Any]:
+        opened = self.sealer.open(row.input_sealed, bound_to=f"batch:{row.job_id}:{row.seq}")
+        value: dict[str, Any] = json.loads(opened)
+        return value
+
+    def _job(self, owner: str, job_id: str) -> BatchJob:
+        with session_scope(self.engine) as session:
+            job = session.exec(
+                select(BatchJob).where(BatchJob.id == job_id, BatchJob.owner == owner)
+            ).first()
+        if job is None:
+            raise NotFound(f"batch '{job_id}' does not exist", field="id")
+        return job
+
+    def status(self, owner: str, job_id: str) -> dict[str, Any]:
+        """Counts, rate (items/s over the last minutes) and ETA of one of the owner's jobs."""
+        job = self._job(owner, job_id)
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            counts = dict(
+                session.exec(
+                    select(BatchItem.status, func.count())
+                    .where(BatchItem.job_id == job_id)
+                    .group_by(col(BatchItem.status))
+                ).all()
+            )
+            recent = session.exec(
+                select(func.count(), func.min(BatchItem.finished_at)).where(
+                    BatchItem.job_id == job_id,
+                    col(BatchItem.finished_at) >= now - RATE_WINDOW,
+                )
+            ).one()
+        done, failed = int(counts.get("done", 0)), int(counts.get("failed", 0))
+        pending = int(counts.get("pending", 0))
+        rate = None
+        count, oldest = int(recent[0]), recent[1]
+        if count >= 2 and oldest is not None:
+            elapsed = (now - aware(oldest)).total_seconds()
+            rate = round(count / elapsed, 3) if elapsed > 0 else None
+        eta = round(pending / rate, 1) if rate and job.status != "completed" else None
+        return {
+            "id": job.id,
+            "task": job.task,
+            "status": job.status,
+            "counts": {"total": job.total, "done": done, "failed": failed, "pending": pending},
+            "rate_per_s": rate,
+            "eta_s": 0.0 if job.status == "completed" else eta,
+            "created_at": aware(job.created_at).isoformat(),
+            "started_at": aware(job.started_at).isoformat() if job.started_at else None,
+            "finished_at": aware(job.finished_at).isoformat() if job.finished_at else None,
+            "expires_at": aware(job.expires_at).isoformat(),
+        }
+
+    def results(self, owner: str, job_id: str) -> list[dict[str, Any]]:
+        """Every item in order: its caller id, status and (when finished) output or error."""
+        self._job(owner, job_id)
+        with session_scope(self.engine) as session:
+            rows = list(
+                session.exec(
+                    select(BatchItem).where(BatchItem.job_id == job_id).order_by(col(BatchItem.seq))
+                )
+            )
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            entry: dict[str, Any] = {"seq": row.seq, "id": self._input(row).get("id")}
+            entry["status"] = row.status
+            if row.result_sealed is not None:
+                bound = f"batch-result:{row.job_id}:{row.seq}"
+                entry |= json.loads(self.sealer.open(row.result_sealed, bound_to=bound))
+            out.append(entry)
+        return out
+
+
+def results_csv(results: list[dict[str, Any]]) -> str:
+    """Results as CSV: seq, id, status, output (JSON), error code, audit id."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["seq", "id", "status", "output", "error_code", "audit_id"])
+    for entry in results:
+        writer.writerow(
+            [
+                entry["seq"],
+                "" if entry.get("id") is None else entry["id"],
+                entry["status"],
+                json.dumps(entry["output"]) if "output" in entry else "",
+                (entry.get("error") or {}).get("code", ""),
+                entry.get("audit_id") or "",
+            ]
+        )
+    return buffer.getvalue()
+
+
+def results_jsonl(results: list[dict[str, Any]]) -> str:
+    """Results as JSON lines, one item a line."""
+    return "".join(json.dumps(entry) + "\n" for entry in results)

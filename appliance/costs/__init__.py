@@ -1,0 +1,1 @@
+"""Per-request cost: on-prem compute time against a frontier API's list price."""

@@ -1,0 +1,1 @@
+"""Uploaded documents: extraction, encryption at rest, ownership, expiry."""

@@ -1,0 +1,171 @@
+"""Documents in the database: sealed on write, opened only for their owner, deleted for real.
+
+Deleting a row is not enough to make its bytes unreadable: SQLite keeps freed pages and old page
+images in the write-ahead log. On SQLite a delete therefore runs with `secure_delete` (freed pages
+are zeroed) and then truncates the log; on PostgreSQL the table is vacuumed after the delete. The
+ciphertext is useless without the key file in any case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlmodel import col, select
+
+from appliance.db.engine import session_scope
+from appliance.documents.crypto import Sealer
+from appliance.documents.extract import Extracted
+from appliance.documents.models import DocumentRow
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """What the owner may see about a document without reading its text."""
+
+    id: str
+    name: str
+    kind: str
+    size_bytes: int
+    chars: int
+    pages: int | None
+    sha256: str
+    created_at: datetime
+    expires_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """As the API returns it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "size_bytes": self.size_bytes,
+            "chars": self.chars,
+            "pages": self.pages,
+            "sha256": self.sha256,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+
+class DocumentStore:
+    """Sealed documents of every owner; every read names its owner."""
+
+    def __init__(self, engine: Engine, sealer: Sealer) -> None:
+        self._engine = engine
+        self._sealer = sealer
+
+    def add(
+        self,
+        *,
+        owner: str,
+        name: str,
+        data: bytes,
+        extracted: Extracted,
+        policy: str | None,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> DocumentInfo:
+        """Seal and store one document; returns its metadata."""
+        doc_id = uuid.uuid4().hex
+        row = DocumentRow(
+            id=doc_id,
+            owner=owner,
+            kind=extracted.kind,
+            size_bytes=len(data),
+            chars=len(extracted.text),
+            pages=extracted.pages,
+            sha256=hashlib.sha256(data).hexdigest(),
+            policy=policy,
+            created_at=created_at,
+            expires_at=expires_at,
+            name_sealed=self._sealer.seal(name.encode(), bound_to=f"document-name:{doc_id}"),
+            text_sealed=self._sealer.seal(extracted.text.encode(), bound_to=f"document:{doc_id}"),
+        )
+        with session_scope(self._engine) as session:
+            session.add(row)
+        return self._info(row)
+
+    def owned(self, owner: str) -> list[DocumentInfo]:
+        """The owner's documents, newest first."""
+        with session_scope(self._engine) as session:
+            rows = session.exec(
+                select(DocumentRow)
+                .where(DocumentRow.owner == owner)
+                .order_by(col(DocumentRow.created_at).desc())
+            )
+            return [self._info(row) for row in rows]
+
+    def get(self, owner: str, doc_id: str) -> DocumentInfo | None:
+        """One of the owner's documents, or None (another owner's is as absent as a missing one)."""
+        row = self._row(owner, doc_id)
+        return self._info(row) if row is not None else None
+
+    def text(self, owner: str, doc_id: str) -> str | None:
+        """The decrypted text of one of the owner's documents, or None."""
+        row = self._row(owner, doc_id)
+        if row is None:
+            return None
+        return self._sealer.open(row.text_sealed, bound_to=f"document:{doc_id}").decode()
+
+    def delete(self, owner: str | None, doc_id: str) -> DocumentInfo | None:
+        """Remove a document for good (`owner` None: any owner, for the sweeper)."""
+        with session_scope(self._engine) as session:
+            statement = select(DocumentRow).where(DocumentRow.id == doc_id)
+            if owner is not None:
+                statement = statement.where(DocumentRow.owner == owner)
+            row = session.exec(statement).first()
+            if row is None:
+                return None
+            info = self._info(row)
+            if self._engine.dialect.name == "sqlite":
+                session.execute(text("PRAGMA secure_delete = ON"))
+            session.delete(row)
+        self._scrub()
+        return info
+
+    def expired(self, now: datetime) -> list[str]:
+        """Ids of documents whose expiry has passed."""
+        with session_scope(self._engine) as session:
+            return list(
+                session.exec(select(DocumentRow.id).where(col(DocumentRow.expires_at) <= now))
+            )
+
+    def _scrub(self) -> None:
+        """Make deleted bytes unrecoverable from the database files (see the module docstring)."""
+        if self._engine.dialect.name == "sqlite":
+            with self._engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif self._engine.dialect.name == "postgresql":
+            with self._engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                connection.exec_driver_sql("VACUUM documents")
+
+    def _row(self, owner: str, doc_id: str) -> DocumentRow | None:
+        with session_scope(self._engine) as session:
+            return session.exec(
+                select(DocumentRow).where(DocumentRow.id == doc_id, DocumentRow.owner == owner)
+            ).first()
+
+    def _info(self, row: DocumentRow) -> DocumentInfo:
+        return DocumentInfo(
+            id=row.id,
+            name=self._sealer.open(row.name_sealed, bound_to=f"document-name:{row.id}").decode(),
+            kind=row.kind,
+            size_bytes=row.size_bytes,
+            chars=row.chars,
+            pages=row.pages,
+            sha256=row.sha256,
+            created_at=aware(row.created_at),
+            expires_at=aware(row.expires_at),
+        )
+
+
+def aware(moment: datetime) -> datetime:
+    """`moment` in UTC with its zone (SQLite hands back naive values)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

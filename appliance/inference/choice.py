@@ -1,0 +1,69 @@
+"""Constrained-choice scoring on the embedded engine: the log-probability of each closed answer.
+
+Used for classification confidence and the router model's verdict. The prompt is formatted with
+the model's own chat template, evaluated once, and each choice's tokens are scored by rolling the
+context back to the end of the prompt between choices (llama.cpp keeps the prompt's KV cache).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from appliance.inference.base import Message
+
+
+def _prompt(llama: Any, chat_format: str | None, messages: list[Message]) -> tuple[str, bool]:
+    """The formatted prompt text, and whether it already carries the BOS token."""
+    from llama_cpp import llama_chat_format
+
+    payload: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+    template = llama.metadata.get("tokenizer.chat_template")
+    if chat_format is None and template:
+        eos = llama._model.token_get_text(llama.token_eos()) if llama.token_eos() != -1 else ""
+        bos = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
+        formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos
+        )
+        result = formatter(messages=payload)
+    else:
+        formatter_fn = getattr(llama_chat_format, f"format_{chat_format or 'chatml'}")
+        result = formatter_fn(messages=payload)
+    return result.prompt, bool(result.added_special)
+
+
+def _log_softmax(logits: Any) -> Any:
+    shifted = logits - np.max(logits)
+    return shifted - math.log(float(np.sum(np.exp(shifted))))
+
+
+def score_choices_sync(
+    llama: Any, chat_format: str | None, messages: list[Message], choices: list[str]
+) -> dict[str, float]:
+    """Sum of token log-probabilities of each choice as the answer's first tokens."""
+    text, has_bos = _prompt(llama, chat_format, messages)
+    prompt = llama.tokenize(text.encode("utf-8"), add_bos=not has_bos, special=True)
+    n_vocab = llama.n_vocab()
+
+    def last_logits() -> Any:
+        return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(n_vocab,)).copy()
+
+    llama.reset()
+    llama.eval(prompt)
+    after_prompt = _log_softmax(last_logits())
+    scores: dict[str, float] = {}
+    for choice in choices:
+        tokens = llama.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
+        # Roll back to the end of the prompt; `eval` drops the KV cache past `n_tokens`.
+        llama.n_tokens = len(prompt)
+        total = float(after_prompt[tokens[0]])
+        for previous, token in itertools.pairwise(tokens):
+            llama.eval([previous])
+            total += float(_log_softmax(last_logits())[token])
+        scores[choice] = total
+    # Leave no half-scored state for the next generation's prefix match.
+    llama.n_tokens = len(prompt)
+    return scores

@@ -1,0 +1,1 @@
+"""Task templates (summarize, extract, classify, redact, ask, chat) and how they run."""

@@ -1,0 +1,117 @@
+"""The admin dashboard: requests over time, PII by type, blocked and escalated requests,
+latency p50/p95 by model, on-prem against frontier-equivalent cost.
+
+Built from the audit trail (counts and decisions only) and the usage table; no content.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.response import Template
+
+from appliance.audit.export import EventFilter, list_events
+from appliance.auth.roles import access
+from appliance.services import Services
+from appliance.ui import charts
+from appliance.ui.common import render
+
+HOURS = 12
+"""How many hourly buckets the requests chart shows."""
+
+
+def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[str, Any]:
+    """Every chart and the totals, from the last week of audit events and all usage rows."""
+    now = now or datetime.now(UTC)
+    events = list_events(
+        services.audit.engine,
+        EventFilter(since=now - timedelta(days=7), action="completion.*"),
+        limit=10_000,
+    )
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
+    per_hour: Counter[datetime] = Counter()
+    entities: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for event in events:
+        when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
+        hour = when.replace(minute=0, second=0, microsecond=0)
+        if hour >= start:
+            per_hour[hour] += 1
+        for name, count in (event["entity_counts"] or {}).items():
+            entities[name.removeprefix("output.")] += int(count)
+        outcome = str(event["action"]).removeprefix("completion.")
+        escalations = int((event["details"] or {}).get("escalations") or 0)
+        if outcome == "escalated" or escalations > 0:
+            outcomes["escalated"] += 1
+        if outcome != "escalated":
+            outcomes[outcome if outcome in ("allowed", "redacted", "blocked") else "failed"] += 1
+    hours = [start + timedelta(hours=i) for i in range(HOURS)]
+    usage_log = services.gateway.routing.usage
+    rows = usage_log.rows() if usage_log is not None else []
+    latency: dict[str, list[float]] = defaultdict(list)
+    costs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for row in rows:
+        latency[row.model].append(row.latency_ms)
+        costs[row.model][0] += row.onprem_cost
+        costs[row.model][1] += row.frontier_cost
+    reference = services.gateway.routing.costs.reference_model
+    return {
+        "requests": charts.simple(
+            "Requests per hour (UTC)",
+            [(h.strftime("%H:00"), float(per_hour[h])) for h in hours],
+            name="requests",
+        ),
+        "pii": charts.simple(
+            "PII found by type (last 7 days)",
+            [(name, float(n)) for name, n in entities.most_common(8)],
+            name="findings",
+        ),
+        "outcomes": charts.simple(
+            "Outcomes (last 7 days)",
+            [
+                (name, float(outcomes[name]))
+                for name in ("allowed", "redacted", "blocked", "escalated", "failed")
+            ],
+            name="requests",
+        ),
+        "latency": charts.grouped(
+            "Latency by model",
+            [
+                (model, [charts.percentile(v, 0.5), charts.percentile(v, 0.95)])
+                for model, v in sorted(latency.items())
+            ],
+            legend=["p50", "p95"],
+            unit=" ms",
+        ),
+        "cost": charts.grouped(
+            "Cost by model: on-prem against frontier-equivalent",
+            [(model, values) for model, values in sorted(costs.items())],
+            legend=["on-prem", f"frontier ({reference})"],
+            unit="$",
+        ),
+        "totals": {
+            "requests": len(events),
+            "blocked": outcomes["blocked"],
+            "escalated": outcomes["escalated"],
+            "onprem": sum(v[0] for v in costs.values()),
+            "frontier": sum(v[1] for v in costs.values()),
+        },
+    }
+
+
+class DashboardController(Controller):
+    """`/admin`: the dashboard."""
+
+    include_in_schema = False
+    opt = access(roles=("admin",))
+
+    @get("/admin", sync_to_thread=True)
+    def dashboard(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+    ) -> Template:
+        """Charts of the box's traffic, privacy decisions, latency and cost."""
+        return render(request, "dashboard.html", **dashboard_data(services))

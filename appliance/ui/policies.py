@@ -1,0 +1,305 @@
+"""The admin policy console: list, view, edit YAML with inline errors, test, diff, activate.
+
+Storage and validation are `PolicyStore`'s; the test pane runs the gateway's own detector under
+the draft. Every change is audited like the policy API and CLI do (`policy.created`,
+`policy.activated`, `policy.rolled_back`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import anyio
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, URLEncodedBody
+from litestar.response import Template
+from sqlmodel import Session, select
+
+from appliance.audit.store import AuditRecord
+from appliance.auth.roles import access
+from appliance.db.models import PolicyAssignment
+from appliance.errors import InvalidInput, PolicyError
+from appliance.policies.loader import parse_policy
+from appliance.services import Services
+from appliance.ui.common import actor_for, fragment, render
+from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
+
+_LINE = re.compile(r":(\d+): ")
+
+
+@dataclass(frozen=True)
+class YamlProblem:
+    """A validation error as the editor shows it: line, field and message."""
+
+    line: int | None
+    field: str | None
+    message: str
+
+
+def problem_of(exc: PolicyError | InvalidInput) -> YamlProblem:
+    """Line and field out of the loader's `file:line: field 'x': message` error."""
+    match = _LINE.search(exc.message)
+    return YamlProblem(
+        line=int(match.group(1)) if match else None,
+        field=exc.field,
+        message=exc.message[match.end() :] if match else exc.message,
+    )
+
+
+def _assignments(services: Services) -> list[PolicyAssignment]:
+    with Session(services.engine) as session:
+        return list(
+            session.exec(
+                select(PolicyAssignment).order_by(PolicyAssignment.kind, PolicyAssignment.target)
+            )
+        )
+
+
+class PolicyPagesController(Controller):
+    """`/admin/policies`: the policy console for admins."""
+
+    include_in_schema = False
+    path = "/admin/policies"
+    opt = access(roles=("admin",))
+
+    async def _audit(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        action: str,
+        ref: str,
+        **details: str | int,
+    ) -> None:
+        actor = actor_for(request)
+        await services.audit.append(
+            AuditRecord(
+                actor=actor.id,
+                role=actor.role,
+                source=actor.source,
+                action=action,
+                outcome="ok",
+                policy=ref,
+                target=ref.split("@")[0],
+                details=details,
+            )
+        )
+
+    def _versions(self, services: Services, name: str, *, note: str | None = None) -> Template:
+        store = services.policies
+        return fragment("_policy_versions.html", name=name, versions=store.history(name), note=note)
+
+    @get("/", sync_to_thread=True)
+    def index(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+    ) -> Template:
+        """Every policy, its active version and where it is assigned."""
+        store = services.policies
+        items = []
+        for name in store.names():
+            history = store.history(name)
+            active = next(v for v in history if v.active)
+            loaded = store.get(name)
+            items.append(
+                {
+                    "name": name,
+                    "active": active,
+                    "versions": len(history),
+                    "default": name == store.default_name,
+                    "description": loaded.policy.description,
+                }
+            )
+        return render(
+            request,
+            "policies.html",
+            policies=items,
+            assignments=_assignments(services),
+            names=store.names(),
+            note=None,
+        )
+
+    @get("/{name:str}", sync_to_thread=True)
+    def view(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """One policy: YAML editor (active version, or `?version=`), test pane, versions, diff."""
+        store = services.policies
+        loaded = store.get(name)
+        version = request.query_params.get("version") or loaded.version
+        history = store.history(name)
+        return render(
+            request,
+            "policy.html",
+            name=name,
+            loaded=loaded,
+            version=version,
+            source=store.source(name, version),
+            versions=history,
+            note=None,
+        )
+
+    @post("/{name:str}/check", status_code=200, sync_to_thread=True)
+    def check(self, name: FromPath[str], data: URLEncodedBody[dict[str, str]]) -> Template:
+        """Validate the draft YAML as the store would; the error names line and field."""
+        problem = None
+        try:
+            loaded = parse_policy(data.get("source", ""), source=f"{name} (draft)")
+            if loaded.policy.name != name:
+                raise InvalidInput(
+                    f"the YAML names policy '{loaded.policy.name}', not '{name}'", field="name"
+                )
+        except (PolicyError, InvalidInput) as exc:
+            problem = problem_of(exc)
+        return fragment("_yaml_check.html", problem=problem)
+
+    @post("/{name:str}/test", status_code=200)
+    async def test(
+        self,
+        name: FromPath[str],
+        data: URLEncodedBody[dict[str, str]],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """Findings in the sample text under the draft YAML (nothing is stored)."""
+        text = data.get("sample", "")
+        try:
+            loaded = parse_policy(data.get("source", ""), source=f"{name} (draft)")
+        except PolicyError as exc:
+            return fragment("_yaml_check.html", problem=problem_of(exc))
+        gateway = services.gateway
+        findings = await gateway.detect(text, gateway.spec(loaded, "input")) if text.strip() else []
+        items = [
+            (f, rule.action)
+            for f in findings
+            if (rule := loaded.policy.rule_for(f.entity, "input")) is not None
+        ]
+        return fragment(
+            "_preview.html",
+            empty=not text.strip(),
+            policy=loaded,
+            draft=True,
+            view=preview(text, items),
+            actions=ACTIONS,
+            action_help=ACTION_HELP,
+        )
+
+    @post("/{name:str}/versions", status_code=200)
+    async def save(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        data: URLEncodedBody[dict[str, str]],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """Store the draft as a new (inactive) version; a bad draft shows its error inline."""
+        actor = actor_for(request)
+        source = data.get("source", "")
+        comment = data.get("comment", "")[:1000]
+        try:
+            version = await anyio.to_thread.run_sync(
+                lambda: services.policies.create_version(
+                    name, source, author=actor.id, comment=comment
+                )
+            )
+        except (PolicyError, InvalidInput) as exc:
+            return fragment(
+                "_yaml_check.html",
+                problem=problem_of(exc),
+                status=422,
+                headers={"HX-Retarget": "#yaml-check", "HX-Reswap": "innerHTML"},
+            )
+        await self._audit(
+            request,
+            services,
+            "policy.created",
+            f"{name}@{version.version}",
+            number=version.number,
+        )
+        return self._versions(services, name, note=f"Saved as version {version.number}.")
+
+    @post("/{name:str}/activate", status_code=200)
+    async def activate(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        data: URLEncodedBody[dict[str, str]],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """Requests run under this version from now on."""
+        by = actor_for(request).id
+        version = data.get("version", "")
+        loaded = await anyio.to_thread.run_sync(
+            lambda: services.policies.activate(name, version, by=by)
+        )
+        await self._audit(request, services, "policy.activated", loaded.ref)
+        return self._versions(services, name, note=f"{loaded.ref} is active.")
+
+    @post("/{name:str}/rollback", status_code=200)
+    async def rollback(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """Back to the version that was active before."""
+        by = actor_for(request).id
+        loaded = await anyio.to_thread.run_sync(lambda: services.policies.rollback(name, by=by))
+        await self._audit(request, services, "policy.rolled_back", loaded.ref)
+        return self._versions(services, name, note=f"Rolled back: {loaded.ref} is active.")
+
+    @get("/{name:str}/diff", sync_to_thread=True)
+    def diff(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """Unified diff between versions `a` and `b` (default: the active version)."""
+        store = services.policies
+        active = store.get(name).version
+        a = request.query_params.get("a") or active
+        b = request.query_params.get("b") or active
+        lines = list(
+            difflib.unified_diff(
+                store.source(name, a).splitlines(),
+                store.source(name, b).splitlines(),
+                fromfile=f"{name}@{a}",
+                tofile=f"{name}@{b}",
+                lineterm="",
+            )
+        )
+        return render(request, "policy_diff.html", "_diff.html", name=name, a=a, b=b, lines=lines)
+
+    @post("/assign", status_code=200)
+    async def assign(
+        self,
+        request: Request[Any, Any, Any],
+        data: URLEncodedBody[dict[str, str]],
+        services: NamedDependency[Services],
+    ) -> Template:
+        """Assign a policy to an API key, a team or a task; an empty policy removes it."""
+        kind = data.get("kind", "")
+        if kind not in ("key", "team", "task"):
+            raise InvalidInput("kind must be key, team or task", field="kind")
+        target = data.get("target", "").strip()
+        if not target or len(target) > 200:
+            raise InvalidInput("give the key id, team or task to assign to", field="target")
+        policy = data.get("policy") or None
+        await anyio.to_thread.run_sync(
+            lambda: services.policies.assign(
+                cast(Literal["key", "team", "task"], kind), target, policy
+            )
+        )
+        ref = services.policies.get(policy).ref if policy else "(none)"
+        await self._audit(request, services, "policy.activated", ref, kind=kind, assigned_to=target)
+        return fragment(
+            "_assignments.html",
+            assignments=_assignments(services),
+            names=services.policies.names(),
+            note=f"{kind} {target}: {policy or 'assignment removed'}.",
+        )
