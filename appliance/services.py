@@ -7,14 +7,14 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from appliance.audit.store import AuditLog
+from appliance.audit.store import AuditLog, AuditRecord
 from appliance.batches.runner import BatchRunner
 from appliance.batches.service import Batches
 from appliance.config import Settings
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import Documents, UploadLimits
 from appliance.documents.store import DocumentStore
-from appliance.gateway import DetectorHandle, Gateway
+from appliance.gateway import Actor, DetectorHandle, Gateway
 from appliance.inference.base import Backend
 from appliance.inference.bundled import BUNDLED
 from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
@@ -109,3 +109,21 @@ class Services:
             batches,
             runner,
         )
+
+
+async def audit_policy_change(
+    services: Services, actor: Actor, action: str, ref: str, **details: str | int
+) -> None:
+    """Record a policy change (`policy.created`, `.activated`, `.rolled_back`) by `actor`."""
+    await services.audit.append(
+        AuditRecord(
+            actor=actor.id,
+            role=actor.role,
+            source=actor.source,
+            action=action,
+            outcome="ok",
+            policy=ref,
+            target=ref.split("@")[0],
+            details=details,
+        )
+    )

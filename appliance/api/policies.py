@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.chat import actor_of
 from appliance.api.schemas import error_responses
-from appliance.audit.store import AuditRecord
 from appliance.auth.roles import access
 from appliance.policies.store import VersionInfo
-from appliance.services import Services
+from appliance.services import Services, audit_policy_change
 
 
 class PolicyVersionIn(BaseModel):
@@ -85,19 +84,7 @@ class PoliciesController(Controller):
         ref: str,
         **details: str | int,
     ) -> None:
-        actor = actor_of(request)
-        await services.audit.append(
-            AuditRecord(
-                actor=actor.id,
-                role=actor.role,
-                source=actor.source,
-                action=action,
-                outcome="ok",
-                policy=ref,
-                target=ref.split("@")[0],
-                details=details,
-            )
-        )
+        await audit_policy_change(services, actor_of(request), action, ref, **details)
 
     @get("/", summary="List policies with their active versions", sync_to_thread=True)
     def list_policies(self, services: NamedDependency[Services]) -> dict[str, Any]:

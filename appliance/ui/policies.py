@@ -19,12 +19,11 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 from sqlmodel import Session, select
 
-from appliance.audit.store import AuditRecord
 from appliance.auth.roles import access
 from appliance.db.models import PolicyAssignment
 from appliance.errors import InvalidInput, PolicyError
 from appliance.policies.loader import parse_policy
-from appliance.services import Services
+from appliance.services import Services, audit_policy_change
 from appliance.ui.common import actor_for, fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
 
@@ -74,19 +73,7 @@ class PolicyPagesController(Controller):
         ref: str,
         **details: str | int,
     ) -> None:
-        actor = actor_for(request)
-        await services.audit.append(
-            AuditRecord(
-                actor=actor.id,
-                role=actor.role,
-                source=actor.source,
-                action=action,
-                outcome="ok",
-                policy=ref,
-                target=ref.split("@")[0],
-                details=details,
-            )
-        )
+        await audit_policy_change(services, actor_for(request), action, ref, **details)
 
     def _versions(self, services: Services, name: str, *, note: str | None = None) -> Template:
         store = services.policies
