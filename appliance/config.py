@@ -204,7 +204,7 @@ class Settings(BaseSettings):
     tls_terminated_by_proxy: bool = Field(
         default=False,
         description="A reverse proxy in front terminates TLS; allows binding beyond loopback "
-        "and marks cookies Secure and responses HSTS.",
+        "and adds HSTS to responses.",
     )
     session_idle_timeout_s: int = Field(
         default=900, gt=0, description="A browser session ends after this long without a request."

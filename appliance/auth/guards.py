@@ -8,7 +8,6 @@ scope, checks the CSRF token of a state-changing browser request, and counts rat
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Any
 
 import anyio
@@ -56,31 +55,11 @@ def optional_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     return principal if isinstance(principal, Principal) else None
 
 
-def is_loopback(host: str | None) -> bool:
-    """Whether `host` is a loopback name or address."""
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def tls_in_effect(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     """Whether the browser talks TLS to us: https here, or a proxy that terminates it."""
     if connection.scope.get("scheme") == "https":
         return True
     return bool(identity_of(connection).settings.tls_terminated_by_proxy)
-
-
-def cookie_secure(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    """Cookies are Secure except over plain HTTP on loopback (development)."""
-    if tls_in_effect(connection):
-        return True
-    server = connection.scope.get("server")
-    return not is_loopback(server[0] if server else None)
 
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

@@ -19,7 +19,7 @@ from litestar.response import Redirect, Response, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from appliance.auth import accounts, sessions
-from appliance.auth.guards import CSRF_FIELD, caller_of, cookie_secure, identity_of, principal_of
+from appliance.auth.guards import CSRF_FIELD, caller_of, identity_of, principal_of
 from appliance.auth.oidc import LOGIN_COOKIE, OidcClient
 from appliance.auth.roles import ROLES, access, public
 from appliance.errors import InvalidInput, LoginFailed
@@ -28,8 +28,12 @@ LOGIN_CSRF_COOKIE = "__Host-appliance-csrf"
 _SIGNED_IN = access(roles=ROLES, password_change=True)
 
 
-def _cookie(request: Request[Any, Any, Any], name: str, value: str, *, max_age: int) -> Cookie:
-    """A `__Host-` cookie: path `/`, no domain, HttpOnly, SameSite=Lax, Secure unless dev."""
+def _cookie(name: str, value: str, *, max_age: int) -> Cookie:
+    """A `__Host-` cookie: path `/`, no domain, HttpOnly, SameSite=Lax and always Secure.
+
+    Browsers refuse a `__Host-` cookie without `Secure`, and they treat loopback as a secure
+    origin, so `Secure` cookies also work for development over plain HTTP on 127.0.0.1.
+    """
     return Cookie(
         key=name,
         value=value,
@@ -37,12 +41,12 @@ def _cookie(request: Request[Any, Any, Any], name: str, value: str, *, max_age: 
         max_age=max_age,
         httponly=True,
         samesite="lax",
-        secure=cookie_secure(request),
+        secure=True,
     )
 
 
-def _gone(request: Request[Any, Any, Any], name: str) -> Cookie:
-    return _cookie(request, name, "", max_age=0)
+def _gone(name: str) -> Cookie:
+    return _cookie(name, "", max_age=0)
 
 
 def _redirect(to: str, cookies: list[Cookie] | None = None) -> Redirect:
@@ -71,7 +75,7 @@ def _login_page(
             "username": username,
         },
         status_code=status,
-        cookies=[_cookie(request, LOGIN_CSRF_COOKIE, token, max_age=3600)],
+        cookies=[_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600)],
         headers={"Cache-Control": "no-store"},
     )
 
@@ -108,12 +112,11 @@ class AuthPagesController(Controller):
             )
         cookies = [
             _cookie(
-                request,
                 sessions.SESSION_COOKIE,
                 token,
                 max_age=identity.settings.session_absolute_timeout_s,
             ),
-            _gone(request, LOGIN_CSRF_COOKIE),
+            _gone(LOGIN_CSRF_COOKIE),
         ]
         return _redirect("/account/password" if user.must_change_password else "/", cookies)
 
@@ -121,7 +124,7 @@ class AuthPagesController(Controller):
     async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
         """End this session."""
         await identity_of(request).logout(principal_of(request), caller=caller_of(request))
-        return _redirect("/login", [_gone(request, sessions.SESSION_COOKIE)])
+        return _redirect("/login", [_gone(sessions.SESSION_COOKIE)])
 
     @get("/account/password", opt=_SIGNED_IN, sync_to_thread=False)
     def password_form(self, request: Request[Any, Any, Any]) -> Template:
@@ -178,7 +181,6 @@ class AuthPagesController(Controller):
         )
         token, _ = await identity.start_session(user, caller=caller, method="password_changed")
         cookie = _cookie(
-            request,
             sessions.SESSION_COOKIE,
             token,
             max_age=identity.settings.session_absolute_timeout_s,
@@ -198,7 +200,7 @@ class AuthPagesController(Controller):
         return Redirect(
             url,
             status_code=HTTP_303_SEE_OTHER,
-            cookies=[_cookie(request, LOGIN_COOKIE, cookie, max_age=600)],
+            cookies=[_cookie(LOGIN_COOKIE, cookie, max_age=600)],
         )
 
     @get("/auth/oidc/callback", opt=public())
@@ -221,7 +223,7 @@ class AuthPagesController(Controller):
             page = _login_page(
                 request, error="Single sign-on failed; please try again.", status=401
             )
-            page.cookies.append(_gone(request, LOGIN_COOKIE))
+            page.cookies.append(_gone(LOGIN_COOKIE))
             return page
         if previous is not None:
             await identity.record(
@@ -235,11 +237,10 @@ class AuthPagesController(Controller):
         token, _ = await identity.start_session(user, caller=caller, method="oidc")
         cookies = [
             _cookie(
-                request,
                 sessions.SESSION_COOKIE,
                 token,
                 max_age=identity.settings.session_absolute_timeout_s,
             ),
-            _gone(request, LOGIN_COOKIE),
+            _gone(LOGIN_COOKIE),
         ]
         return _redirect("/", cookies)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
 from playwright.sync_api import Page
 
 from appliance.auth.accounts import ensure_first_admin
@@ -75,3 +76,19 @@ def test_idle_session_warning_appears_before_the_timeout(
     expect(warning).to_be_visible(timeout=10_000)
     expect(warning).to_contain_text("Your session ends in")
     expect(warning.get_by_role("button", name="Stay signed in")).to_be_focused()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sign_in_over_plain_http_on_loopback(
+    start_appliance: Callable[..., RunningAppliance], new_page: Callable[[], Page]
+) -> None:
+    """`make run` serves plain HTTP on 127.0.0.1: the browser must keep the `__Host-` cookies."""
+    app = start_appliance(wait_ready=False)
+    assert app.url.startswith("http://127.0.0.1:")
+    page = user_page(new_page, app, "staff", "dev-user")
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["__Host-appliance-session"]["secure"] is True
+    page.goto(f"{app.url}/workspace")
+    expect(page).to_have_url(re.compile(r"/workspace$"))
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))

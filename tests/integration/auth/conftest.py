@@ -15,6 +15,7 @@ from appliance.auth.identity import Caller, Identity
 from appliance.db.engine import session_scope
 from appliance.db.models import AuditEvent, User
 from tests.conftest import RunningAppliance
+from tests.support.browser import loopback_browser
 
 PASSWORD = "a long test password"
 _CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -44,7 +45,7 @@ def password_login(
     base_url: str, username: str, password: str
 ) -> tuple[httpx.Client, httpx.Response]:
     """Sign in through the form; returns the browser and the answer to the POST."""
-    client = httpx.Client(base_url=base_url, timeout=60, follow_redirects=False)
+    client = loopback_browser(base_url, timeout=60, follow_redirects=False)
     form = client.get("/login")
     assert form.status_code == 200
     response = client.post(

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import RunningAppliance
 from tests.integration.auth.conftest import Browser
+from tests.support.browser import loopback_browser
 
 _LINK = re.compile(r'(?:href|hx-get)="(/[^"]*)"')
 
@@ -65,7 +66,7 @@ def test_every_page_carries_the_security_headers(
 
 
 def test_public_pages_redirects_and_errors_carry_them_too(appliance: RunningAppliance) -> None:
-    client = httpx.Client(base_url=appliance.url, timeout=30, follow_redirects=False)
+    client = loopback_browser(appliance.url, timeout=30, follow_redirects=False)
     responses = [
         client.get("/login"),
         client.get("/", headers={"Accept": "text/html"}),  # redirect to sign-in

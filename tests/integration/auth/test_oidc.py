@@ -22,6 +22,7 @@ from appliance.auth.sessions import SESSION_COOKIE
 from tests.conftest import RunningAppliance
 from tests.integration.auth.conftest import audit_actions
 from tests.integration.auth.oidc_provider import provider, proxy
+from tests.support.browser import loopback_browser
 
 CLIENT_ID = "appliance"
 USERS = {
@@ -77,7 +78,7 @@ def sso(
         )
 
         def begin() -> Attempt:
-            browser = httpx.Client(base_url=app.url, timeout=30, follow_redirects=False)
+            browser = loopback_browser(app.url, timeout=30, follow_redirects=False)
             browsers.append(browser)
             response = browser.get("/auth/oidc/login")
             assert response.status_code == 303, response.text
@@ -185,7 +186,7 @@ def test_expired_id_token_is_rejected(sso) -> None:  # type: ignore[no-untyped-d
 def test_issuer_must_match_the_discovery_document_exactly(sso) -> None:  # type: ignore[no-untyped-def]
     with provider(USERS) as issuer:
         app, _ = sso(issuer + "/")
-        browser = httpx.Client(base_url=app.url, timeout=30, follow_redirects=False)
+        browser = loopback_browser(app.url, timeout=30, follow_redirects=False)
         assert browser.get("/auth/oidc/login").status_code == 401
         browser.close()
 

@@ -20,6 +20,7 @@ from tests.integration.auth.conftest import (
     new_key,
     password_login,
 )
+from tests.support.browser import loopback_browser
 
 
 def _set_cookie(response: httpx.Response, name: str) -> str:
@@ -38,8 +39,9 @@ def test_sign_in_sets_a_host_only_httponly_lax_cookie_with_a_new_id(
     attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
     assert {"httponly", "path=/", "samesite=lax"} <= attributes
     assert not any(a.startswith("domain") for a in attributes)
-    # Plain HTTP on loopback is the one case without Secure (development).
-    assert "secure" not in attributes
+    # Secure even over plain HTTP on loopback: browsers treat loopback as a secure origin and
+    # refuse a `__Host-` cookie without it.
+    assert "secure" in attributes
     second, again = password_login(appliance.url, "ada", PASSWORD)
     assert _set_cookie(again, SESSION_COOKIE) != cookie
     assert first.get("/api/v1/models").status_code == 200
@@ -59,7 +61,7 @@ def test_cookies_are_secure_behind_a_tls_proxy(
 
 def test_login_form_needs_its_csrf_token(appliance: RunningAppliance) -> None:
     make_user(appliance, "ada", "staff")
-    client = httpx.Client(base_url=appliance.url, timeout=30, follow_redirects=False)
+    client = loopback_browser(appliance.url, timeout=30, follow_redirects=False)
     client.get("/login")
     response = client.post("/login", data={"username": "ada", "password": PASSWORD})
     assert response.status_code == 403
@@ -124,7 +126,7 @@ def test_bootstrap_admin_must_change_its_password_first(appliance: RunningApplia
 def test_failed_logins_back_off_and_lock(start_appliance: Callable[..., RunningAppliance]) -> None:
     app = start_appliance(wait_ready=False, login_max_failures=4, login_rate_per_minute=50)
     user_id = make_user(app, "ada", "staff")
-    client = httpx.Client(base_url=app.url, timeout=30, follow_redirects=False)
+    client = loopback_browser(app.url, timeout=30, follow_redirects=False)
 
     def attempt(password: str) -> httpx.Response:
         token = csrf_from(client.get("/login").text)
@@ -147,7 +149,7 @@ def test_failed_logins_back_off_and_lock(start_appliance: Callable[..., RunningA
 
 def test_login_rate_limit_per_address(start_appliance: Callable[..., RunningAppliance]) -> None:
     app = start_appliance(wait_ready=False, login_rate_per_minute=3)
-    client = httpx.Client(base_url=app.url, timeout=30, follow_redirects=False)
+    client = loopback_browser(app.url, timeout=30, follow_redirects=False)
     statuses = []
     for n in range(4):
         token = csrf_from(client.get("/login").text)
