@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Engine, Select, and_, select
 
-from appliance.audit.chain import canonical_time
+from appliance.audit.chain import HASHED_FIELDS, canonical_time
 from appliance.audit.events import EVENTS, AuditExported
 from appliance.audit.store import EVENTS_TABLE, AuditLog
 from appliance.errors import InvalidInput
@@ -26,26 +26,7 @@ from appliance.errors import InvalidInput
 Format = Literal["jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("jsonl", "csv")
 
-COLUMNS = (
-    "seq",
-    "id",
-    "time",
-    "actor",
-    "role",
-    "source",
-    "action",
-    "target",
-    "outcome",
-    "policy",
-    "entity_counts",
-    "model",
-    "tier",
-    "request_id",
-    "status_code",
-    "details",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = (*HASHED_FIELDS, "hash")
 """Every column, in the order the CSV header shows them."""
 
 

@@ -1,9 +1,14 @@
-"""Run the real app under uvicorn on a loopback port, in a thread of the test process."""
+"""Run the real app under uvicorn on a loopback port, in a thread of the test process.
+
+With a key and certificate it serves HTTPS (the browser tests, see tests/e2e/tls.py).
+"""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 import httpx
@@ -14,11 +19,25 @@ from litestar import Litestar
 class LiveServer:
     """The app served on 127.0.0.1 with a free port; `url` is its base address."""
 
-    def __init__(self, app: Litestar) -> None:
+    def __init__(self, app: Litestar, *, tls: tuple[Path, Path] | None = None) -> None:
         self.app = app
+        self.trust: ssl.SSLContext | bool = True
+        """What HTTP clients pass as `verify`: a context trusting the certificate, under TLS."""
+        options: dict[str, str] = {}
+        if tls is not None:
+            key, cert = tls
+            options = {"ssl_keyfile": str(key), "ssl_certfile": str(cert)}
+            self.trust = ssl.create_default_context(cafile=str(cert))
+        self._scheme = "https" if tls else "http"
         self._server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+                app,
+                host="127.0.0.1",
+                port=0,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                **options,  # type: ignore[arg-type]
             )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -32,7 +51,7 @@ class LiveServer:
                 raise RuntimeError("the app did not start")
             time.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{self._scheme}://127.0.0.1:{port}"
         return self
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -40,7 +59,7 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
-            last = httpx.get(f"{self.url}/readyz", timeout=5)
+            last = httpx.get(f"{self.url}/readyz", timeout=5, verify=self.trust)
             if last.status_code == 200:
                 return
             if "failed" in str(last.json()["checks"].get("detector")):
