@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,32 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _hand_over_first_password(settings: Settings, password: str) -> None:
+    """Show the first admin's password on a terminal; otherwise put it in a 0600 file.
+
+    Under systemd stdout goes to the journal, which other users and log shippers may read, so a
+    password is only printed where a person is watching.
+    """
+    if sys.stdout.isatty():
+        print(
+            "First admin account created.\n"
+            f"  username: admin\n  password: {password}\n"
+            "This password is shown once; you will be asked to change it at first sign-in.",
+            flush=True,
+        )
+        return
+    path = settings.data_dir / "first-admin-password"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
+    print(
+        f"First admin account created: username admin, password in {path} (mode 0600). "
+        "Delete the file after the first sign-in, which asks for a new password.",
+        flush=True,
+    )
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -46,12 +73,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(settings)
     password = ensure_first_admin(app.state.services.engine)
     if password is not None:
-        print(
-            "First admin account created.\n"
-            f"  username: admin\n  password: {password}\n"
-            "This password is shown once; you will be asked to change it at first sign-in.",
-            flush=True,
-        )
+        _hand_over_first_password(settings, password)
     print(f"Serving on http://{host}:{port}  (Ctrl-C stops)", flush=True)
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5

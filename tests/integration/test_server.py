@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from appliance.auth.accounts import verify_password
 from appliance.config import PROJECT_ROOT
 
 GUARD = PROJECT_ROOT / "tests" / "support" / "no_egress"
@@ -165,11 +168,22 @@ def test_logs_are_json_and_hold_no_request_or_answer_text(guarded_server: Server
         assert secret not in logged
 
 
-def test_first_run_prints_the_admin_password_once(guarded_server: ServerProcess) -> None:
+def test_first_run_hands_the_admin_password_over_in_a_private_file(
+    guarded_server: ServerProcess, tmp_path: Path
+) -> None:
     guarded_server.process.terminate()
     out, _ = guarded_server.process.communicate(timeout=30)
-    assert "username: admin" in out
-    assert "password: " in out
+    secret = tmp_path / "data" / "first-admin-password"
+    assert f"password in {secret}" in out
+    # Not a terminal (systemd sends stdout to the journal): the password itself is not printed.
+    password = secret.read_text().strip()
+    assert len(password) >= 20 and password not in out
+    assert secret.stat().st_mode & 0o777 == 0o600
+    with closing(sqlite3.connect(tmp_path / "data" / "appliance.db")) as db:
+        (stored,) = db.execute(
+            "SELECT password_hash FROM users WHERE username = 'admin'"
+        ).fetchone()
+    assert verify_password(stored, password)
 
 
 def test_pages_and_assets_are_served_from_the_box(guarded_server: ServerProcess) -> None:
