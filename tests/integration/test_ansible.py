@@ -237,3 +237,23 @@ def test_sbom_lists_wheels_and_models_with_hashes(tmp_path: Path) -> None:
     assert gguf["type"] == "machine-learning-model"
     assert gguf["hashes"][0]["content"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert "pkg:npm/htmx.org@2.0.11" in by_ref
+
+
+def test_vm_local_mirror_holds_every_package_the_playbook_installs() -> None:
+    """The converge test's VM has no network: its local mirror must carry what an app host gets."""
+    import re
+    import shlex
+
+    script = (ANSIBLE / "tests" / "build-local-mirror.sh").read_text(encoding="utf-8")
+    found = re.search(r"^packages=\((.*?)\)", script, re.MULTILINE | re.DOTALL)
+    assert found, "build-local-mirror.sh has no packages=(...) list"
+    mirror = set(shlex.split(found.group(1).replace("\\\n", " ")))
+    base = set(_load(ANSIBLE / "roles" / "base" / "defaults" / "main.yml")["base_packages"])
+    wiring = _load(ANSIBLE / "group_vars" / "all.yml")["base_extra_packages"]
+    app_list = re.search(r"\(\[([^\]]*)\] if inventory_hostname in site_app_hosts", wiring)
+    assert app_list, wiring
+    app = {name.strip(" '") for name in app_list.group(1).split(",")}
+    bootstrap = _load(ANSIBLE / "site.yml")[0]["tasks"][0]["ansible.builtin.raw"]
+    assert "install -y -qq --no-install-recommends python3 python3-apt" in bootstrap
+    wanted = base | app | {"python3", "python3-apt"}
+    assert wanted - mirror == set(), f"missing from the VM's local mirror: {wanted - mirror}"
