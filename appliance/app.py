@@ -48,7 +48,7 @@ from appliance.error_handlers import EXCEPTION_HANDLERS, describe
 from appliance.errors import ApplianceError
 from appliance.gateway import CHAT_ACTION
 from appliance.inference.base import Backend
-from appliance.middleware import request_id_middleware, security_headers
+from appliance.middleware import refuse_nul_characters, request_id_middleware, security_headers
 from appliance.pii.detector import load_detector
 from appliance.services import Services, embedded_backend
 from appliance.ui.admin import ModelPagesController, UserPagesController
@@ -177,6 +177,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware, services.batch_runner.activity.middleware],
         before_send=[security_headers],
+        before_request=refuse_nul_characters,
         lifespan=[lifespan],
         after_exception=[_audit_refusal],
         request_max_body_size=settings.max_body_bytes,

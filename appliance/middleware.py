@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, one metadata-only log line per request, security headers.
+"""ASGI middleware: request ids, one metadata-only log line per request, security headers, and
+the refusal of NUL characters in request text.
 
 Every response carries the CSP (no `unsafe-inline`), `nosniff`, Referrer-Policy and framing
 rules; HSTS is added when TLS is in effect.
@@ -6,16 +7,20 @@ rules; HSTS is added when TLS is in effect.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.errors import InvalidInput
 
 log = logging.getLogger("appliance.http")
 
@@ -104,3 +109,60 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 )
 
     return middleware
+
+
+_NUL = "\x00"
+
+
+def _nul_at(value: Any, where: str) -> str | None:
+    """The path (`messages.0.content`) of the first string in `value` holding a NUL."""
+    if isinstance(value, str):
+        return where if _NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if _NUL in str(key):
+                return path
+            if (found := _nul_at(item, path)) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_at(item, f"{where}.{index}" if where else str(index))) is not None:
+                return found
+    return None
+
+
+def _refuse(field: str) -> InvalidInput:
+    return InvalidInput(f"{field} must not contain a NUL character (U+0000)", field=field)
+
+
+async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
+    """`before_request` hook: path, query, JSON and form text holding a NUL character is refused
+    with a 422 naming the field, before any handler stores it (no database keeps NUL in text).
+
+    Multipart uploads are left alone: a file's bytes are the document extractors' business.
+    """
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and _NUL in value:
+            raise _refuse(name)
+    for name, value in request.query_params.multi_items():
+        if _NUL in name or _NUL in value:
+            raise _refuse(name)
+    if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        return
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        body = await request.body()
+        if b"\\u0000" not in body and b"\x00" not in body:
+            return
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return  # the handler reports the malformed body
+        if (where := _nul_at(data, "")) is not None:
+            raise _refuse(where or "body")
+    elif media_type == "application/x-www-form-urlencoded":
+        body = await request.body()
+        for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+            if _NUL in name or _NUL in value:
+                raise _refuse(name)

@@ -21,7 +21,7 @@ class KeyCreateIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1)
     policy: str | None = None
-    expires_days: int | None = Field(default=None, gt=0)
+    expires_days: int | None = Field(default=None, gt=0, le=apikeys.MAX_EXPIRES_DAYS)
 
 
 class KeysController(Controller):

@@ -117,12 +117,18 @@ def iter_events(
             result.close()
 
 
+MAX_SEQ = 2**31 - 1
+"""The largest audit sequence number the column holds."""
+
+
 def list_events(
     engine: Engine, event_filter: EventFilter, *, limit: int = 100, before_seq: int | None = None
 ) -> list[dict[str, Any]]:
     """A page of matching events, newest first; page on with `before_seq`."""
     where = event_filter.where()
-    if before_seq is not None:
+    # Sequence numbers are 32-bit: a larger bound excludes nothing (and PostgreSQL would refuse
+    # to compare it with the column).
+    if before_seq is not None and before_seq <= MAX_SEQ:
         where.append(EVENTS_TABLE.c.seq < before_seq)
     with engine.connect() as connection:
         rows = connection.execute(

@@ -31,6 +31,10 @@ KEY_PREFIX = "slm_"
 _TOUCH_EVERY = timedelta(seconds=60)
 
 
+MAX_EXPIRES_DAYS = 3650
+"""The longest lifetime a key can be given (ten years); for longer, leave it unset."""
+
+
 def load_pepper(path: Path) -> bytes:
     """The server pepper; created (32 random bytes, mode 0600) the first time."""
     if not path.exists():
@@ -77,8 +81,8 @@ def create(
     if not name or len(name) > 100:
         raise InvalidInput("name must have 1 to 100 characters", field="name")
     scopes = parse_scopes(scopes)
-    if expires_days is not None and expires_days <= 0:
-        raise InvalidInput("expires must be a positive number of days", field="expires")
+    if expires_days is not None and not 0 < expires_days <= MAX_EXPIRES_DAYS:
+        raise InvalidInput(f"expires must be 1 to {MAX_EXPIRES_DAYS} days", field="expires")
     prefix = secrets.token_hex(4)
     key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     row = ApiKey(

@@ -38,6 +38,41 @@ def test_invalid_body_is_422_naming_the_field(
     assert [(r.outcome, r.status_code) for r in rows] == [("invalid_input", 422)]
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "hi"}], "policy": "\x00"}, "policy"),
+    ],
+)
+def test_text_with_a_nul_character_is_422_naming_the_field(
+    appliance: RunningAppliance, body: dict[str, Any], field: str
+) -> None:
+    response = appliance.client.post("/api/v1/chat", json=body, timeout=30)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+    assert "NUL" in response.json()["error"]["message"]
+    assert appliance.backend.requests == []
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/policies/base%00", "name"),
+        ("/api/v1/audit/events?actor=a%00b", "actor"),
+        ("/api/v1/audit/events?x%00=1", "x\x00"),
+    ],
+)
+def test_a_nul_in_the_path_or_query_is_422_naming_the_parameter(
+    appliance: RunningAppliance, path: str, field: str
+) -> None:
+    response = appliance.client.get(path, timeout=30)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+
+
 def test_malformed_json_is_400(appliance: RunningAppliance) -> None:
     response = appliance.client.post(
         "/api/v1/chat",

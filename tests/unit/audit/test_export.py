@@ -84,6 +84,14 @@ def test_listing_pages_newest_first(log: AuditLog) -> None:
     assert [e["seq"] for e in first + second] == [8, 7, 6, 5, 4, 3]
 
 
+@pytest.mark.parametrize("before_seq", [2**31, 2**63, 10**30])
+def test_a_bound_beyond_any_sequence_number_lists_from_the_newest(
+    log: AuditLog, before_seq: int
+) -> None:
+    found = list_events(log.engine, EventFilter(), limit=2, before_seq=before_seq)
+    assert [e["seq"] for e in found] == [8, 7]
+
+
 def test_export_is_streamed_in_batches(make_log: Callable[..., AuditLog], engine: Engine) -> None:
     log = make_log()
     log.append_many_sync([record(n) for n in range(2500)])

@@ -89,9 +89,14 @@ def test_scopes_are_validated(engine: Engine, pepper: bytes) -> None:
         with pytest.raises(InvalidInput) as exc:
             apikeys.parse_scopes(bad)
         assert exc.value.field == "scopes"
-    with pytest.raises(InvalidInput) as expires:
-        apikeys.create(engine, pepper, name="x", scopes=["chat"], expires_days=0)
-    assert expires.value.field == "expires"
+    for days in (0, apikeys.MAX_EXPIRES_DAYS + 1, 10**12):
+        with pytest.raises(InvalidInput) as expires:
+            apikeys.create(engine, pepper, name="x", scopes=["chat"], expires_days=days)
+        assert expires.value.field == "expires"
+    row, _ = apikeys.create(
+        engine, pepper, name="x", scopes=["chat"], expires_days=apikeys.MAX_EXPIRES_DAYS
+    )
+    assert row.expires_at is not None
 
 
 def test_public_view_never_shows_the_digest(engine: Engine, pepper: bytes) -> None:
