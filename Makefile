@@ -8,7 +8,7 @@ HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install models run test lint bench bench-audit bench-inference bench-batch bench-pii test-crash fuzz clean
+.PHONY: help install models run test lint bench bench-audit bench-inference bench-batch bench-eval bench-pii test-crash fuzz clean
 .PHONY: bundle lint-ansible test-deploy
 ANSIBLE_VENV := var/ansible-venv
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.install-stamp
@@ -62,6 +62,9 @@ bench-inference: install ## Benchmark the inference path (gateway vs engine, rou
 bench-batch: install ## 1,000 classify items as a batch (with a restart) and chat p95 beside it; results in tests/bench/BATCH.md
 	$(BIN)/python -m tests.bench.batch
 
+bench-eval: install ## Both bundled models on 40 shipped HR tickets: quality, latency, cost, recommendation; results in tests/bench/EVAL.md
+	$(BIN)/python -m tests.bench.eval
+
 fuzz: install ## Longer fuzz: 10,000 schemathesis cases against the OpenAPI document, 5,000 inputs per document parser
 	APPLIANCE_FUZZ_CASES=10000 $(BIN)/pytest tests/integration/api/test_schemathesis.py -k sqlite
 	APPLIANCE_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/unit/documents/test_fuzz.py -p no:cacheprovider
@@ -78,7 +81,7 @@ lint-ansible: $(ANSIBLE_STAMP) ## ansible-lint (production profile) and --syntax
 	cd ansible && PATH=$(abspath $(ANSIBLE_VENV))/bin:$$PATH ansible-lint --profile production
 	cd ansible && for inv in inventories/*/; do PATH=$(abspath $(ANSIBLE_VENV))/bin:$$PATH ansible-playbook -i $$inv --syntax-check site.yml || exit 1; done
 
-test-deploy: bundle $(ANSIBLE_STAMP) ## Converge a bare Debian 12 VM (qemu) with the playbook, check it, run again (about an hour)
+test-deploy: $(ANSIBLE_STAMP) ## Converge a bare Debian 12 VM (qemu) from the bundle in var/bundle (make bundle if none), check it, run again
 	bash ansible/tests/test-deploy.sh
 
 clean: ## Remove the virtualenv, built assets, caches and local data (./var)

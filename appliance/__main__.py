@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.auth.cli import add_commands
 
     add_commands(sub)
+    from appliance.eval.cli import add_commands as add_eval_commands
+
+    add_eval_commands(sub)
     return parser
 
 

@@ -24,14 +24,17 @@ from appliance.api.admin_users import AdminUsersController
 from appliance.api.audit import AuditController
 from appliance.api.batches import BatchesController
 from appliance.api.chat import ChatController
+from appliance.api.costs import CostsController
 from appliance.api.documents import DocumentsController
+from appliance.api.eval import EvalController
 from appliance.api.health import HealthController
 from appliance.api.keys import KeysController
-from appliance.api.models import ModelsController
+from appliance.api.models import ModelPullsController, ModelsController
 from appliance.api.ollama_api import OllamaController
 from appliance.api.openai_v1 import OpenAIController
 from appliance.api.pii import PiiController
 from appliance.api.policies import PoliciesController
+from appliance.api.review import ReviewController
 from appliance.api.tasks import TasksController
 from appliance.api.usage import UsageController
 from appliance.audit.schedule import maintain as maintain_audit
@@ -54,9 +57,15 @@ from appliance.services import Services, embedded_backend
 from appliance.ui.admin import ModelPagesController, UserPagesController
 from appliance.ui.audit import AuditPagesController
 from appliance.ui.auth import AuthPagesController
+from appliance.ui.batches import BatchPagesController
+from appliance.ui.costs import CostPagesController
 from appliance.ui.dashboard import DashboardController
+from appliance.ui.eval import EvalPagesController
+from appliance.ui.history import HistoryPagesController
+from appliance.ui.models_pull import ModelPullPagesController
 from appliance.ui.pages import PagesController
 from appliance.ui.policies import PolicyPagesController
+from appliance.ui.review import ReviewPagesController
 from appliance.ui.workspace import WorkspaceController
 
 log = logging.getLogger("appliance")
@@ -105,6 +114,16 @@ async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
     )
 
 
+async def _sweep_batches_and_reviews(services: Services) -> int:
+    """Expired batch jobs, and the content of review items past their retention."""
+    removed = await sweep_batches(services.batches)
+    if services.history is not None:
+        removed += await services.history.sweep()
+    if services.review is not None:
+        removed += await services.review.sweep()
+    return removed
+
+
 def create_app(
     settings: Settings | None = None, *, backends: list[Backend] | None = None
 ) -> Litestar:
@@ -126,10 +145,12 @@ def create_app(
             sweep_forever(
                 services.documents,
                 interval_s=settings.document_sweep_interval_s,
-                also=lambda: sweep_batches(services.batches),
+                also=lambda: _sweep_batches_and_reviews(services),
             )
         )
         batch_task = asyncio.create_task(services.batch_runner.run_forever())
+        eval_runner = services.evaluation.runner if services.evaluation else None
+        eval_task = asyncio.create_task(eval_runner.run_forever()) if eval_runner else None
         try:
             yield
         finally:
@@ -137,7 +158,12 @@ def create_app(
             audit_task.cancel()
             sweep_task.cancel()
             batch_task.cancel()
+            if eval_task is not None:
+                eval_task.cancel()
+                await asyncio.gather(eval_task, return_exceptions=True)
             await asyncio.gather(sweep_task, batch_task, return_exceptions=True)
+            if services.pulls is not None:
+                await services.pulls.aclose()
             await services.registry.aclose()
             engine.dispose()
 
@@ -153,10 +179,14 @@ def create_app(
             OpenAIController,
             OllamaController,
             ModelsController,
+            ModelPullsController,
             TasksController,
             DocumentsController,
             BatchesController,
             UsageController,
+            CostsController,
+            ReviewController,
+            EvalController,
             AuditController,
             PagesController,
             AuthPagesController,
@@ -164,8 +194,14 @@ def create_app(
             DashboardController,
             PolicyPagesController,
             ModelPagesController,
+            ModelPullPagesController,
+            HistoryPagesController,
+            BatchPagesController,
             UserPagesController,
             AuditPagesController,
+            CostPagesController,
+            ReviewPagesController,
+            EvalPagesController,
             AdminUsersController,
             KeysController,
             create_static_files_router(

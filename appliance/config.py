@@ -312,8 +312,15 @@ class Settings(BaseSettings):
     batch_quiet_s: float = Field(
         default=0.5,
         ge=0,
-        description="A batch item starts only after interactive requests were quiet this long "
-        "(at most 10 s of waiting per item); 0 turns the wait off.",
+        description="A batch item starts, and a running one continues past its current step, "
+        "only after interactive requests were quiet this long (at most 10 s of waiting each "
+        "time); 0 turns the wait off.",
+    )
+    batch_llama_threads: int = Field(
+        default=1,
+        gt=0,
+        description="CPU threads of the embedded engine's separate model instance for batch "
+        "items (fewer than `llama_threads` leaves cores to interactive requests).",
     )
     batch_max_items: int = Field(
         default=10_000, ge=1, description="Most items one batch file may hold."
@@ -323,6 +330,20 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000_000,
         description="Largest batch file upload in bytes; larger gets 413.",
+    )
+    review_confidence_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Task outputs with a confidence below this go to the review queue "
+        "(outputs that fail validation on every tier always do); 0 queues none for confidence.",
+    )
+    escalation_budget_usd: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Monthly cap (US dollars) on the cost of requests served by external tiers; "
+        "empty means no cap. Admins can change it at runtime; past it the policy's "
+        "`routing.over_budget` applies.",
     )
 
     @classmethod

@@ -23,6 +23,7 @@
     |   +-- PasswordChangeRequired (403)   the account must set a new password first
     +-- RateLimited (429)                  too many requests; `retry_after` seconds
     |   +-- LoginThrottled (429)           the account is in backoff or locked after failures
+    |   +-- EscalationBudgetExhausted (429) external spend reached this month's escalation budget
     +-- Conflict (409)                     the named thing already exists
     +-- AuditError (500)                   the audit trail cannot be written, read or exported
     |   +-- AuditKeyError (500)            the checkpoint signing key is missing, unreadable, open
@@ -223,6 +224,18 @@ class LoginThrottled(RateLimited):
     def __init__(self, message: str, *, retry_after: int, user_id: str) -> None:
         super().__init__(message, retry_after=retry_after)
         self.user_id = user_id
+
+
+class EscalationBudgetExhausted(RateLimited):
+    """An escalation to an external tier was refused: this month's external spend reached the
+    escalation budget, and the policy says `over_budget: refuse`. `retry_after` is the time
+    until the budget resets (the next calendar month, UTC)."""
+
+    code = "escalation_budget_exhausted"
+
+    def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
+        ApplianceError.__init__(self, message, field="model", **extra)
+        self.retry_after = retry_after
 
 
 class Conflict(ApplianceError):

@@ -7,8 +7,10 @@ reaches the audit trail or a log is never raw: only counts, names and decisions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,12 +23,25 @@ import anyio
 from appliance.audit.store import AuditLog, AuditRecord
 from appliance.errors import (
     ApplianceError,
+    BackendBusy,
+    BackendTimeout,
+    BackendUnavailable,
     DetectorUnavailable,
+    InvalidInput,
+    OutputInvalid,
     PiiBlocked,
 )
-from appliance.inference.base import Delta, Generation, GenerationRequest, Message, Usage
+from appliance.inference.base import (
+    Delta,
+    Embedder,
+    Generation,
+    GenerationRequest,
+    Message,
+    ModelInfo,
+    Usage,
+)
 from appliance.inference.registry import Registry
-from appliance.inference.router import Route
+from appliance.inference.router import Route, estimate_tokens
 from appliance.pii.actions import ActionContext, PlaceholderBook, Transformed, transform
 from appliance.pii.detector import DetectionSpec, Finding, PiiDetector
 from appliance.pii.stream import StreamScanner
@@ -57,6 +72,32 @@ class DocumentTexts(Protocol):
 
     async def text_for(self, actor: Actor, document_id: str) -> str:
         """The decrypted text, or `NotFound` when the caller owns no such document."""
+        ...
+
+
+class ReviewIntake(Protocol):
+    """Where finished tasks are offered for human review (`appliance.review.queue`)."""
+
+    async def offer_task(self, **fields: Any) -> str | None:
+        """Queue the task if it needs review (low confidence, failed validation)."""
+        ...
+
+
+class HistoryIntake(Protocol):
+    """Where finished requests are offered for the user's history (`appliance.history.store`)."""
+
+    async def keep(
+        self,
+        *,
+        actor: str,
+        audit_id: str,
+        task: str,
+        policy: LoadedPolicy,
+        text: str,
+        params: dict[str, Any],
+        output: Any,
+    ) -> bool:
+        """Keep the content, sealed and expiring, if the request's policy retains content."""
         ...
 
 
@@ -203,6 +244,15 @@ class ChatStream:
     """What is known before the first token: policy, input findings, model, audit id."""
 
 
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """Embedding vectors of the policy-transformed inputs, with the receipt and usage."""
+
+    vectors: list[list[float]]
+    receipt: dict[str, Any]
+    usage: dict[str, Any]
+
+
 def usage_dict(usage: Usage) -> dict[str, Any]:
     """Usage as the API reports it."""
     return {
@@ -248,6 +298,10 @@ class Gateway:
         self._specs: dict[tuple[str, str], DetectionSpec] = {}
         # Set by the services once the document store exists; tasks refuse `document_id` without.
         self.documents: DocumentTexts | None = None
+        # Set by the services: the review queue task outputs are offered to after the answer.
+        self.review: ReviewIntake | None = None
+        # Set by the services: the history that keeps content where the policy retains it.
+        self.history: HistoryIntake | None = None
 
     # -- PII steps, shared by every adapter -------------------------------------------------------
     def spec(self, policy: LoadedPolicy, direction: Literal["input", "output"]) -> DetectionSpec:
@@ -485,6 +539,10 @@ class Gateway:
             event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
         )
         costs = await self.routing.record_usage(trace, audit_id, task=chat.task or "chat")
+        if chat.messages:
+            await self._keep_history(
+                trace, audit_id, chat.task or "chat", chat.messages[-1].content, {}, content
+            )
         return ChatResult(
             message=Message(role="assistant", content=content),
             receipt=trace.receipt(audit_id),
@@ -506,11 +564,15 @@ class Gateway:
             await self._refuse(trace, exc)
             raise
         return ChatStream(
-            events=self._events(trace, first, deltas), receipt=trace.receipt(trace.audit_id)
+            events=self._events(trace, first, deltas, chat), receipt=trace.receipt(trace.audit_id)
         )
 
     async def _events(
-        self, trace: _Trace, first: Delta, deltas: AsyncIterator[Delta]
+        self,
+        trace: _Trace,
+        first: Delta,
+        deltas: AsyncIterator[Delta],
+        chat: ChatInput | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         scanner = self._stream_scanner(trace)
         pieces: list[str] = []
@@ -549,6 +611,10 @@ class Gateway:
                     )
                 )
             costs = await self.routing.record_usage(trace, audit_id, task="chat")
+            if chat is not None and chat.messages:
+                await self._keep_history(
+                    trace, audit_id, "chat", chat.messages[-1].content, {}, "".join(pieces)
+                )
             yield (
                 "done",
                 {
@@ -581,10 +647,89 @@ class Gateway:
                     )
             await _aclose(deltas)
 
+    # -- embeddings ------------------------------------------------------------------------------
+    def can_embed(self, model: str) -> bool:
+        """Whether `model` is an on-prem model whose backend computes embeddings."""
+        backend, info = self.registry.resolve(model)
+        return isinstance(backend, Embedder) and _embeds(backend, info)
+
+    async def embed(
+        self, actor: Actor, texts: list[str], *, model: str, request_id: str
+    ) -> EmbeddingResult:
+        """Embed `texts` through the same path: policy, PII actions on each input, then the
+        model, audit and usage. Vectors are computed from the transformed text, so a redacted
+        identifier never shapes a vector; on-prem models only (a vector can leak its text)."""
+        trace = _Trace(actor=actor, request_id=request_id, task="embeddings")
+        try:
+            backend, info = self.registry.resolve(model)
+            trace.model = info.name
+            trace.policy = self.policies.resolve(
+                key=_key_id(actor), key_policy=actor.key_policy, team=actor.team
+            )
+            if not isinstance(backend, Embedder) or not _embeds(backend, info):
+                capable = [m.name for m in self.registry.models() if self.can_embed(m.name)]
+                raise InvalidInput(
+                    f"model '{model}' cannot compute embeddings here; models that can: "
+                    f"{', '.join(capable) or 'none'}",
+                    field="model",
+                )
+            trace.route = Route(model=info.name, tier=info.tier, reason="embeddings: named model")
+            trace.context, trace.scope = self.action_context(
+                trace.policy, request_id=request_id, actor=actor
+            )
+            outgoing: list[str] = []
+            for text in texts:
+                transformed = await self.protect(text, trace.policy, trace.context)
+                trace.note(transformed, "input")
+                outgoing.append(transformed.text)
+            if "block" in trace.actions.values():
+                blocked = sorted(e for e, a in trace.actions.items() if a == "block")
+                raise PiiBlocked(
+                    f"the policy '{trace.policy.policy.name}' blocks requests containing "
+                    f"{', '.join(blocked)}; nothing was sent to a model",
+                    field="input",
+                )
+            started = time.perf_counter()
+            vectors = await backend.embed(info.name, outgoing)
+            elapsed = time.perf_counter() - started
+        except Exception as exc:
+            await self._refuse(trace, exc)
+            raise
+        prompt_tokens = sum(estimate_tokens(t) for t in outgoing)
+        trace.generations.append(
+            Generation(
+                content="",
+                model=info.name,
+                finish_reason="embedded",
+                usage=Usage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=0,
+                    ttft_s=elapsed,
+                    total_s=elapsed,
+                ),
+            )
+        )
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+        )
+        costs = await self.routing.record_usage(trace, audit_id, task="embeddings")
+        return EmbeddingResult(
+            vectors=vectors,
+            receipt=trace.receipt(audit_id),
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens,
+                "total_ms": round(elapsed * 1000, 1),
+            }
+            | costs,
+        )
+
     # -- tasks -----------------------------------------------------------------------------------
     async def run_task(self, actor: Actor, task: TaskInput, *, request_id: str) -> TaskResult:
         """Run a task template through the same path: policy, PII, route, model, output, audit."""
         trace = _Trace(actor=actor, request_id=request_id, task=task.name)
+        protected: str | None = None
+        params: dict[str, Any] = {}
         try:
             if task.document_id is not None and self.documents is not None:
                 text = await self.documents.text_for(actor, task.document_id)
@@ -599,17 +744,105 @@ class Gateway:
                     team=actor.team,
                 )
             request = await self._prepare(trace, chat)
+            protected = request.messages[0].content
             output = await self.routing.run_template(trace, template, params, request)
             for key in self.routing.text_fields(template, output):
                 output[key] = await self._finish_output(trace, output[key])
         except Exception as exc:
             await self._refuse(trace, exc)
+            if isinstance(exc, OutputInvalid) and protected is not None:
+                receipt = exc.extra.get("receipt") or trace.receipt(trace.audit_id)
+                await self._offer_review(trace, task.name, protected, params, None, receipt)
             raise
         audit_id = await self.audit.append(
             event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
         )
         usage = await self.routing.record_usage(trace, audit_id, task=task.name, summary=True)
-        return TaskResult(output=output, receipt=trace.receipt(audit_id), usage=usage)
+        receipt = trace.receipt(audit_id)
+        assert protected is not None
+        await self._offer_review(trace, task.name, protected, params, output, receipt)
+        if task.text is not None:
+            await self._keep_history(trace, audit_id, task.name, task.text, task.params, output)
+        return TaskResult(output=output, receipt=receipt, usage=usage)
+
+    async def _keep_history(
+        self,
+        trace: _Trace,
+        audit_id: str,
+        task: str,
+        text: str,
+        params: dict[str, Any],
+        output: Any,
+    ) -> None:
+        """Offer the finished request to the user's history (it keeps content only where the
+        policy retains it). The answer has been audited already, so a failure here is logged
+        (without content) rather than turned into an error for an answered request."""
+        if self.history is None or trace.policy is None:
+            return
+        try:
+            await self.history.keep(
+                actor=trace.actor.id,
+                audit_id=audit_id,
+                task=task,
+                policy=trace.policy,
+                text=text,
+                params=params,
+                output=output,
+            )
+        except Exception:
+            log.error("history content could not be kept", extra={"detail": audit_id})
+
+    async def _offer_review(
+        self,
+        trace: _Trace,
+        task: str,
+        text: str,
+        params: dict[str, Any],
+        output: dict[str, Any] | None,
+        receipt: dict[str, Any],
+    ) -> None:
+        """Offer a task's protected input and output to the review queue (it decides)."""
+        if self.review is None or trace.policy is None:
+            return
+        await self.review.offer_task(
+            actor=trace.actor.id,
+            task=task,
+            policy=trace.policy,
+            text=text,
+            params=params,
+            output=dict(output) if output is not None else None,
+            receipt=receipt,
+            audit_id=receipt.get("audit_id"),
+            request_id=trace.request_id,
+            model=trace.model,
+            tier=trace.route.tier if trace.route else None,
+            failed=output is None,
+        )
+
+
+TRANSIENT = (BackendBusy, BackendUnavailable, BackendTimeout, DetectorUnavailable)
+"""Failures that pass: a busy, down or slow backend, a detector still loading."""
+
+
+async def run_task_patiently(
+    gateway: Gateway, actor: Actor, task: TaskInput, *, request_id: str, attempts: int = 5
+) -> TaskResult:
+    """`run_task` for work nobody is waiting on (batch items, evaluation runs): a transient
+    failure is retried after its `retry_after` (else 1, 2, 3... s); the last one is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await gateway.run_task(actor, task, request_id=request_id)
+        except TRANSIENT as exc:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(getattr(exc, "retry_after", None) or attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _embeds(backend: object, info: ModelInfo) -> bool:
+    """On-prem only: an embedding is derived from its text and may leak it."""
+    capabilities = getattr(backend, "capabilities", None)
+    return info.tier != "external" and bool(getattr(capabilities, "embeddings", False))
 
 
 def _key_id(actor: Actor) -> str | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import anyio
 from sqlalchemy import Engine
 
 from appliance.audit.store import AuditLog, AuditRecord
@@ -14,14 +16,21 @@ from appliance.config import Settings
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import Documents, UploadLimits
 from appliance.documents.store import DocumentStore
+from appliance.errors import NotFound
+from appliance.eval.overrides import RoutingOverrides
+from appliance.eval.runner import EvalRunner
+from appliance.eval.service import Evaluation
 from appliance.gateway import Actor, DetectorHandle, Gateway
+from appliance.history.store import History
 from appliance.inference.base import Backend
 from appliance.inference.bundled import BUNDLED
 from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
 from appliance.inference.registry import Registry
+from appliance.model_pulls import ModelPulls
 from appliance.pii.keys import load_or_create_key
 from appliance.pii.vault import PseudonymVault
 from appliance.policies.store import PolicyStore
+from appliance.review.queue import ReviewQueue
 from appliance.tasks.steps import build_routing
 
 
@@ -35,6 +44,8 @@ def embedded_backend(settings: Settings) -> LlamaCppBackend:
         queue_size=settings.generation_queue_size,
         retry_after=settings.retry_after_s,
         timeout_s=settings.generation_timeout_s,
+        background_threads=settings.batch_llama_threads,
+        background_quiet_s=settings.batch_quiet_s,
     )
 
 
@@ -52,6 +63,14 @@ class Services:
     documents: Documents
     batches: Batches
     batch_runner: BatchRunner
+    review: ReviewQueue | None = None
+    """The review queue (task outputs below the confidence threshold or failing validation)."""
+    evaluation: Evaluation | None = None
+    """Golden sets, evaluation runs and the routing overrides applied from them."""
+    pulls: ModelPulls | None = None
+    """Model pulls on Ollama backends, with their progress (admin)."""
+    history: History | None = None
+    """Retained content of users' own requests (where the policy keeps it)."""
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, backends: list[Backend]) -> Services:
@@ -90,6 +109,16 @@ class Services:
             default_retention=retention,
         )
         gateway.documents = documents
+        review = ReviewQueue(
+            engine,
+            sealer,
+            audit=audit,
+            digest_key=gateway.hash_key,
+            confidence_threshold=settings.review_confidence_threshold,
+        )
+        gateway.review = review
+        history = History(engine, sealer, audit=audit)
+        gateway.history = history
         batches = Batches(engine, sealer, gateway=gateway, default_retention=retention)
         runner = BatchRunner(
             batches,
@@ -97,6 +126,14 @@ class Services:
             pause_s=settings.batch_item_pause_s,
             quiet_s=settings.batch_quiet_s,
         )
+        evaluation = Evaluation(
+            engine=engine,
+            sealer=sealer,
+            audit=audit,
+            gateway=gateway,
+            overrides=routing.overrides or RoutingOverrides(engine),
+        )
+        evaluation.runner = EvalRunner(evaluation, pause_s=settings.batch_item_pause_s)
         return cls(
             settings,
             engine,
@@ -108,7 +145,38 @@ class Services:
             documents,
             batches,
             runner,
+            review=review,
+            evaluation=evaluation,
+            pulls=ModelPulls(registry, audit),
+            history=history,
         )
+
+
+async def change_escalation_budget(
+    services: Services, actor: Actor, cap_usd: float | None
+) -> dict[str, Any]:
+    """Set the monthly escalation budget (None: no cap) and audit `budget.changed` with the
+    old and new cap in cents; returns the budget's status."""
+    budget = services.gateway.routing.budget
+    if budget is None:  # pragma: no cover - every app built by create_app has one
+        raise NotFound("no escalation budget is configured")
+    previous = await anyio.to_thread.run_sync(lambda: budget.set_cap(cap_usd, actor=actor.id))
+
+    def cents(value: float | None) -> int | None:
+        return None if value is None else round(value * 100)
+
+    await services.audit.append(
+        AuditRecord(
+            actor=actor.id,
+            role=actor.role,
+            source=actor.source,
+            action="budget.changed",
+            outcome="ok",
+            target="escalation_budget",
+            details={"old_cap_cents": cents(previous), "new_cap_cents": cents(cap_usd)},
+        )
+    )
+    return (await anyio.to_thread.run_sync(budget.status)).to_dict()
 
 
 async def audit_policy_change(

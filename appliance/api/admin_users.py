@@ -33,6 +33,8 @@ class UserPatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: str | None = None
     disabled: bool | None = None
+    reviewer: bool | None = None
+    """The reviewer permission (staff only): may read and decide the review queue."""
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -41,6 +43,7 @@ def user_view(user: User) -> dict[str, Any]:
         "id": user.id,
         "username": user.username,
         "role": user.role,
+        "reviewer": user.reviewer,
         "disabled": user.disabled,
         "must_change_password": user.must_change_password,
         "sso": user.oidc_subject is not None,
@@ -99,6 +102,10 @@ class AdminUsersController(Controller):
             user = accounts.find_user(identity.engine, user_id)
             if data.role is not None:
                 user = identity.set_role_sync(user.id, data.role, actor=actor, caller=caller)
+            if data.reviewer is not None:
+                user = identity.set_reviewer_sync(
+                    user.id, data.reviewer, actor=actor, caller=caller
+                )
             if data.disabled is True:
                 user = identity.disable_sync(user.id, actor=actor, caller=caller)
             elif data.disabled is False:

@@ -1,14 +1,38 @@
-"""`GET /api/v1/models`: the models the appliance can route to."""
+"""`/api/v1/models`: the models the appliance can route to, and admin pulls with progress."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.api.chat import actor_of
+from appliance.api.schemas import error_responses
 from appliance.auth.roles import access
+from appliance.errors import NotFound
+from appliance.model_pulls import ModelPulls
 from appliance.services import Services
+
+
+class PullIn(BaseModel):
+    """Pull `model` on an Ollama backend: a pool name (every node) or one node's name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"backend": "ollama", "model": "llama3.2:3b"}]},
+    )
+
+    backend: str = Field(min_length=1, max_length=100)
+    model: str = Field(min_length=1, max_length=200)
+
+
+def _pulls(services: Services) -> ModelPulls:
+    if services.pulls is None:  # pragma: no cover - every app built by create_app has one
+        raise NotFound("model pulls are not available", field="backend")
+    return services.pulls
 
 
 class ModelsController(Controller):
@@ -29,3 +53,56 @@ class ModelsController(Controller):
                 for m in services.registry.models()
             ],
         }
+
+
+class ModelPullsController(Controller):
+    """Admin pulls of models onto Ollama backends, polled for progress."""
+
+    path = "/api/v1/models/pulls"
+    tags = ["models"]
+    opt = access(roles=("admin",), scopes=("admin",))
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Start pulling a model on an Ollama backend",
+        description=(
+            "Answers 202 with the pull job at once; poll `GET /api/v1/models/pulls/{pull_id}` "
+            "for `status` (`running`, `succeeded`, `failed`), `phase` (Ollama's status line) "
+            "and `percent`. The embedded engine cannot pull: 422 naming `backend`. A second "
+            "pull of the same model on the same backend while one runs: 409 naming `model`."
+        ),
+        responses=error_responses(400, 422),
+    )
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PullIn],
+        services: NamedDependency[Services],
+    ) -> dict[str, Any]:
+        """Start the pull (audited `model.pull_started`; `model.pulled` when it ends)."""
+        job = await _pulls(services).start(
+            actor_of(request), backend=data.backend, model=data.model
+        )
+        return job.public()
+
+    @get("/", summary="Model pulls, newest first", sync_to_thread=False)
+    def list_pulls(self, services: NamedDependency[Services]) -> dict[str, Any]:
+        """Running and recently finished pulls, and the backends that can pull."""
+        pulls = _pulls(services)
+        return {
+            "backends": pulls.pullable(),
+            "pulls": [job.public() for job in pulls.jobs()],
+        }
+
+    @get(
+        "/{pull_id:str}",
+        summary="Progress of one model pull",
+        sync_to_thread=False,
+        responses=error_responses(404),
+    )
+    def get_pull(
+        self, pull_id: FromPath[str], services: NamedDependency[Services]
+    ) -> dict[str, Any]:
+        """Status, Ollama's current phase, bytes and percent of one pull."""
+        return _pulls(services).get(pull_id).public()

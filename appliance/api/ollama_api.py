@@ -22,7 +22,7 @@ from appliance import __version__
 from appliance.api.chat import actor_of
 from appliance.api.receipts import receipt_headers
 from appliance.auth.roles import access
-from appliance.errors import ModelNotFound
+from appliance.errors import InvalidInput, ModelNotFound
 from appliance.gateway import ChatInput
 from appliance.inference.base import Message
 from appliance.middleware import request_id_of
@@ -80,6 +80,25 @@ class OllamaShowIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, max_length=200)
+
+
+class OllamaEmbedIn(BaseModel):
+    """`POST /ollama/api/embed`: `input` is one text or a list of texts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[str]
+    truncate: bool = True
+
+    def texts(self) -> list[str]:
+        """The inputs as a list; empty or oversized inputs are refused naming `input`."""
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts or len(texts) > 64 or any(not t or len(t) > 20_000 for t in texts):
+            raise InvalidInput(
+                "input must be 1 to 64 texts of 1 to 20,000 characters", field="input"
+            )
+        return texts
 
 
 def _now() -> str:
@@ -262,6 +281,31 @@ class OllamaController(Controller):
             "details": {"format": "gguf", "family": name.split("-")[0]},
             "model_info": {"context_length": info.context_length, "backend": info.backend},
         }
+
+    @post("/embed", status_code=200, summary="Embeddings (Ollama format)")
+    async def embed(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[OllamaEmbedIn],
+        services: NamedDependency[Services],
+    ) -> Response[Any]:
+        """Vectors of the policy-transformed inputs, through the same gateway path as `/v1`."""
+        result = await services.gateway.embed(
+            actor_of(request),
+            data.texts(),
+            model=_name(data.model),
+            request_id=request_id_of(request),
+        )
+        seconds = float(result.usage.get("total_ms", 0) or 0) / 1000
+        body = {
+            "model": data.model,
+            "embeddings": result.vectors,
+            "total_duration": int(seconds * 1e9),
+            "load_duration": 0,
+            "prompt_eval_count": result.usage["prompt_tokens"],
+            "privacy_receipt": result.receipt,
+        }
+        return Response(body, headers=receipt_headers(result.receipt))
 
     @get("/version", summary="Version (Ollama format)", sync_to_thread=False)
     def version(self) -> dict[str, str]:

@@ -7,7 +7,9 @@ the format has room, in a `privacy_receipt` field.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -80,6 +82,42 @@ class ChatCompletionIn(BaseModel):
         if value:
             raise ValueError("tool calling is not supported")
         return value
+
+
+class EmbeddingsIn(BaseModel):
+    """`POST /v1/embeddings`: text input only (token arrays and `dimensions` are refused)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[str] = Field(examples=["Jane Doe's contract renewal"])
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts or len(texts) > 64:
+            raise ValueError("input must hold 1 to 64 texts")
+        if any(not text or len(text) > 20_000 for text in texts):
+            raise ValueError("each input must be 1 to 20,000 characters")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _no_dimensions(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("dimensions is not supported: vectors have the model's own size")
+        return value
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    """A vector as OpenAI sends it: floats, or base64 of little-endian float32."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
 
 
 def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
@@ -211,15 +249,35 @@ class OpenAIController(Controller):
         )
 
     @post("/embeddings", status_code=200, summary="Embeddings (OpenAI format)")
-    async def embeddings(self, services: NamedDependency[Services]) -> dict[str, Any]:
-        """Refused clearly while no configured backend can embed text."""
-        capable = [b.name for b in services.registry.backends if b.capabilities.embeddings]
-        raise InvalidInput(
-            "no configured backend serves embeddings"
-            if not capable
-            else f"embeddings are served by {', '.join(capable)} through its own API",
-            field="model",
+    async def embeddings(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[EmbeddingsIn],
+        services: NamedDependency[Services],
+    ) -> Response[Any]:
+        """Vectors of the policy-transformed inputs; a model that cannot embed gets 422
+        naming `model`."""
+        texts = [data.input] if isinstance(data.input, str) else data.input
+        result = await services.gateway.embed(
+            actor_of(request),
+            texts,
+            model=_model_name(data.model),
+            request_id=request_id_of(request),
         )
+        body = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encode(v, data.encoding_format)}
+                for i, v in enumerate(result.vectors)
+            ],
+            "model": result.receipt.get("model") or data.model,
+            "usage": {
+                "prompt_tokens": result.usage["prompt_tokens"],
+                "total_tokens": result.usage["total_tokens"],
+            },
+            "privacy_receipt": result.receipt,
+        }
+        return Response(body, headers=receipt_headers(result.receipt))
 
 
 def _finish(reason: str | None) -> str:

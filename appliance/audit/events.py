@@ -304,6 +304,121 @@ class DocumentExpired(Event):
     name = "document.expired"
 
 
+# --- review queue and escalation budget -----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewQueued(Event):
+    """A task output was queued for review; `target` is the item, `outcome` the reason."""
+
+    name = "review.queued"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewOpened(Event):
+    """A reviewer opened a queued item; `details` say whether content was shown."""
+
+    name = "review.opened"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewAccepted(Event):
+    """A reviewer accepted a queued output as right; `target` is the item."""
+
+    name = "review.accepted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewCorrected(Event):
+    """A reviewer recorded the right output for a queued item; `target` is the item."""
+
+    name = "review.corrected"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewGoldenAdded(Event):
+    """A reviewed item was appended to a golden set; `details` name the set and its version."""
+
+    name = "review.golden_added"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserReviewerChanged(Event):
+    """A user's reviewer permission was granted or withdrawn; `outcome` is `granted`/`revoked`."""
+
+    name = "user.reviewer_changed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetChanged(Event):
+    """An admin set the monthly escalation budget; `details` hold the old and new cap (cents)."""
+
+    name = "budget.changed"
+
+
+# --- evaluation workbench ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSetUploaded(Event):
+    """A golden set was created, replaced or appended to; `details` hold task, version, items and
+    the content's SHA-256 (never the content)."""
+
+    name = "eval.set_uploaded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRunStarted(Event):
+    """An evaluation run was started; `target` is the run, `details` the set, version, models."""
+
+    name = "eval.run_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRunFinished(Event):
+    """An evaluation run finished (`outcome` completed or failed) with item counts."""
+
+    name = "eval.run_finished"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalApplied(Event):
+    """An admin applied a recommendation to routing: task, default model, threshold, run."""
+
+    name = "eval.applied"
+
+
+# --- models and history ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPullStarted(Event):
+    """An admin started pulling a model on an Ollama backend; `target` is `backend:model`."""
+
+    name = "model.pull_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPulled(Event):
+    """A model pull ended; `outcome` is `ok` or the error code, `details` the pull id and bytes."""
+
+    name = "model.pulled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryDeleted(Event):
+    """A user deleted the retained content of one of their own requests; `target` is its id."""
+
+    name = "history.deleted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryExpired(Event):
+    """Retained request content reached the policy's retention limit and was removed."""
+
+    name = "history.expired"
+
+
 # --- the audit trail itself -----------------------------------------------------------------
 
 
@@ -356,6 +471,7 @@ _BY_OUTCOME = {
     "cancelled": "completion.cancelled",
     "detector_unavailable": "pii.detector_failed",
     "external_refused": "external.refused",
+    "escalation_budget_exhausted": "external.refused",
 }
 
 

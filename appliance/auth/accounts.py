@@ -133,6 +133,23 @@ def set_role(engine: Engine, user_id: str, role: str) -> str:
             raise NotFound(f"no user '{user_id}'", field="user")
         old = user.role
         user.role = role
+        if role != "staff":
+            user.reviewer = False  # the permission is for staff only
+        session.add(user)
+    return old
+
+
+def set_reviewer(engine: Engine, user_id: str, reviewer: bool) -> bool:
+    """Grant or withdraw the reviewer permission; returns what it was. Staff accounts only:
+    admins stay content-blind and auditors read the trail, not content."""
+    with session_scope(engine) as session:
+        user = session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user '{user_id}'", field="user")
+        if reviewer and user.role != "staff":
+            raise InvalidInput("the reviewer permission is for staff accounts", field="reviewer")
+        old = user.reviewer
+        user.reviewer = reviewer
         session.add(user)
     return old
 

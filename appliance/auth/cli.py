@@ -73,6 +73,15 @@ def cmd_users_set_role(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_set_reviewer(settings: Settings, args: argparse.Namespace) -> int:
+    """Grant or withdraw the reviewer permission of a staff account; its sessions end."""
+    identity = _identity(settings)
+    grant = args.state == "on"
+    user = identity.set_reviewer_sync(args.username, grant, actor=_actor(), caller=_CALLER)
+    print(f"{user.username} is {'now' if user.reviewer else 'no longer'} a reviewer")
+    return 0
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     """Create an API key; the key is the last line of stdout and is never shown again."""
     identity = _identity(settings)
@@ -141,6 +150,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     set_role.add_argument("username")
     set_role.add_argument("role", choices=ROLES)
     set_role.set_defaults(func=cmd_users_set_role)
+    set_reviewer = users.add_parser(
+        "set-reviewer", help="grant (on) or withdraw (off) a staff account's reviewer permission"
+    )
+    set_reviewer.add_argument("username")
+    set_reviewer.add_argument("state", choices=("on", "off"))
+    set_reviewer.set_defaults(func=cmd_users_set_reviewer)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
     kc = keys.add_parser("create", help="create an API key (printed alone on the last line)")

@@ -194,6 +194,7 @@ class Identity:
             session_hash=active.id_hash,
             csrf_token=active.csrf_token,
             must_change_password=user.must_change_password,
+            permissions=frozenset({"reviewer"}) if user.reviewer else frozenset(),
         )
 
     async def key_principal(self, presented: str, *, caller: Caller) -> Principal:
@@ -261,6 +262,21 @@ class Identity:
                 caller=caller,
                 target=f"user:{user.id}",
                 role=role,
+            )
+        return accounts.find_user(self.engine, user.id)
+
+    def set_reviewer_sync(self, ref: str, reviewer: bool, *, actor: str, caller: Caller) -> User:
+        """Grant or withdraw the reviewer permission (staff only); audited, sessions end."""
+        user = accounts.find_user(self.engine, ref)
+        if accounts.set_reviewer(self.engine, user.id, reviewer) != reviewer:
+            sessions.end_all(self.engine, user.id)
+            self.record_sync(
+                "user.reviewer_changed",
+                actor=actor,
+                outcome="granted" if reviewer else "revoked",
+                caller=caller,
+                target=f"user:{user.id}",
+                role=user.role,
             )
         return accounts.find_user(self.engine, user.id)
 

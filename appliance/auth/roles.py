@@ -16,6 +16,10 @@ ROLES = ("staff", "admin", "auditor")
 SCOPES = ("pii", "tasks", "chat", "documents", "admin", "audit")
 """What an API key may be allowed to do."""
 
+PERMISSIONS = ("reviewer",)
+"""Grants on top of a role. `reviewer`: a staff account that may read and decide the review
+queue (admins cannot hold it: they stay content-blind)."""
+
 ROLE_RANK = {"admin": 3, "auditor": 2, "staff": 1}
 """Which role wins when single sign-on maps a user's groups to several."""
 
@@ -32,12 +36,14 @@ class Access:
 
     `rate` names the rate-limit bucket the route counts against (`inference`), if any.
     `password_change` marks the few routes an account that must change its password may use.
+    `permission` is a grant the signed-in user must also hold (`reviewer`).
     """
 
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     rate: Literal["inference"] | None = None
     password_change: bool = False
+    permission: str | None = None
 
 
 def access(
@@ -46,9 +52,12 @@ def access(
     scopes: tuple[str, ...] = (),
     rate: Literal["inference"] | None = None,
     password_change: bool = False,
+    permission: str | None = None,
 ) -> dict[str, Any]:
     """The `opt` of a route that needs a signed-in user or a key; unknown names are a bug."""
     unknown = (set(roles) - set(ROLES)) | (set(scopes) - set(SCOPES))
+    if permission is not None and permission not in PERMISSIONS:
+        unknown.add(permission)
     if unknown:
         raise ValueError(f"unknown role or scope in access rule: {sorted(unknown)}")
     return {
@@ -57,6 +66,7 @@ def access(
             scopes=frozenset(scopes),
             rate=rate,
             password_change=password_change,
+            permission=permission,
         )
     }
 
@@ -79,6 +89,7 @@ class Principal:
     session_hash: str | None = None
     csrf_token: str | None = None
     must_change_password: bool = False
+    permissions: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def actor_id(self) -> str:
@@ -88,5 +99,7 @@ class Principal:
     def allowed(self, rule: Access) -> bool:
         """Whether this principal passes `rule` (role for users, any listed scope for keys)."""
         if self.kind == "user":
+            if rule.permission is not None and rule.permission not in self.permissions:
+                return False
             return self.role in rule.roles
         return bool(self.scopes & rule.scopes)

@@ -1,48 +1,43 @@
-"""Interactive requests first: the batch runner starts an item only when interactive traffic is
-quiet.
+"""Interactive requests first: what counts as interactive traffic, and the item-start wait.
 
-A batch item that holds the model makes an arriving interactive request wait for the whole item.
-The middleware here counts interactive requests in flight (every POST except batch and document
-uploads) and when the last one finished; the runner waits for `batch_quiet_s` of silence before
-each item, so a person working at the box keeps idle latency while the batch fills the gaps. A
-runner kept waiting `MAX_DEFER_S` runs one item anyway, so a busy box still makes progress.
+A batch item that holds the cores makes an arriving interactive request wait. The middleware
+here tells the process's `InteractiveActivity` (appliance/inference/gate.py) about every
+interactive request (every POST except batch and document uploads) from its first byte to its
+last, which covers PII detection as well as generation. With that signal:
+
+- the runner starts an item only after `batch_quiet_s` without interactive traffic;
+- a background generation already running pauses between its steps while interactive traffic
+  is busy (the embedded engine does this; see `yield_to_interactive`);
+- at a model's gate an interactive caller goes before a waiting batch item.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-MAX_DEFER_S = 10.0
+from appliance.inference.gate import INTERACTIVE, MAX_DEFER_S, InteractiveActivity
+
+__all__ = ["MAX_DEFER_S", "InteractiveTraffic"]
+
 _NOT_INTERACTIVE = ("/api/v1/batches", "/api/v1/documents")
 
 
-class InteractiveActivity:
-    """Interactive requests in flight, and when the last one ended."""
+class InteractiveTraffic:
+    """Counts interactive requests into an `InteractiveActivity` (the process's by default)."""
 
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.last_end = 0.0
+    def __init__(self, activity: InteractiveActivity = INTERACTIVE) -> None:
+        self.activity = activity
 
-    def quiet_for(self) -> float:
-        """Seconds since interactive traffic stopped (0 while a request is in flight)."""
-        if self.in_flight:
-            return 0.0
-        return time.monotonic() - self.last_end
-
-    async def wait_quiet(self, quiet_s: float) -> None:
-        """Return once nothing interactive ran for `quiet_s`, or after `MAX_DEFER_S` anyway."""
+    async def wait_quiet(self, quiet_s: float) -> float:
+        """Wait for `quiet_s` without interactive traffic (bounded); returns seconds waited."""
         if quiet_s <= 0:
-            return
-        deadline = time.monotonic() + MAX_DEFER_S
-        while (quiet := self.quiet_for()) < quiet_s and time.monotonic() < deadline:  # noqa: ASYNC110 - a time window, not an event
-            await asyncio.sleep(max(0.01, min(quiet_s - quiet, 0.05)))
+            return 0.0
+        return await self.activity.wait_quiet(quiet_s)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """ASGI middleware that counts interactive requests."""
+        activity = self.activity
 
         async def counted(scope: Scope, receive: Receive, send: Send) -> None:
             path = str(scope.get("path", ""))
@@ -54,11 +49,10 @@ class InteractiveActivity:
             if not interactive:
                 await app(scope, receive, send)
                 return
-            self.in_flight += 1
+            activity.begin()
             try:
                 await app(scope, receive, send)
             finally:
-                self.in_flight -= 1
-                self.last_end = time.monotonic()
+                activity.end()
 
         return counted

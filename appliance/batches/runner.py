@@ -1,8 +1,9 @@
 """The batch runner: items through `Gateway.run_task`, at most N at a time, yielding between.
 
-Interactive requests keep their latency because the runner never holds more of the model than
-`batch_concurrency` generations, and pauses after each item: a request waiting for the model's
-slot is already queued, so it gets the slot before the runner's next item. Transient refusals
+Interactive requests keep their latency because every item runs as background work
+(`appliance.inference.gate.background`): it starts only after interactive traffic was quiet for
+`batch_quiet_s`, waits behind interactive callers at a model's gate, and (on the embedded engine)
+pauses between generation steps while an interactive request is in flight. Transient refusals
 (model busy, detector loading, timeouts) are retried after a wait instead of failing the item.
 """
 
@@ -16,15 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from appliance.batches.pacing import InteractiveActivity
-from appliance.errors import (
-    ApplianceError,
-    BackendBusy,
-    BackendTimeout,
-    BackendUnavailable,
-    DetectorUnavailable,
-)
-from appliance.gateway import Actor
+from appliance.batches.pacing import InteractiveTraffic
+from appliance.errors import ApplianceError
+from appliance.gateway import Actor, run_task_patiently
+from appliance.inference.gate import background
 from appliance.tasks.steps import TaskInput
 
 if TYPE_CHECKING:
@@ -33,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (BackendBusy, BackendUnavailable, BackendTimeout, DetectorUnavailable)
-_ATTEMPTS = 5
 _CHUNK = 50
 
 
@@ -42,13 +36,19 @@ class BatchRunner:
     """Runs open jobs in creation order until none is left, then waits for the next."""
 
     def __init__(
-        self, batches: Batches, *, concurrency: int, pause_s: float, quiet_s: float = 0.0
+        self,
+        batches: Batches,
+        *,
+        concurrency: int,
+        pause_s: float,
+        quiet_s: float = 0.0,
+        activity: InteractiveTraffic | None = None,
     ) -> None:
         self.batches = batches
         self.concurrency = concurrency
         self.pause_s = pause_s
         self.quiet_s = quiet_s
-        self.activity = InteractiveActivity()
+        self.activity = activity or InteractiveTraffic()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -112,34 +112,27 @@ class BatchRunner:
         )
         request_id = f"batch:{job.id}:{seq}"
         gateway = self.batches.gateway
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                result = await gateway.run_task(actor, task, request_id=request_id)
-            except _TRANSIENT as exc:
-                if attempt == _ATTEMPTS:
-                    await self._finish(job.id, seq, error=exc)
-                    return
-                await asyncio.sleep(getattr(exc, "retry_after", None) or attempt)
-                continue
-            except ApplianceError as exc:
-                await self._finish(job.id, seq, error=exc)
-                return
-            except Exception:
-                log.error("batch item failed unexpectedly", exc_info=True)
-                await self._finish(job.id, seq, error=ApplianceError("the item failed"))
-                return
-            await anyio.to_thread.run_sync(
-                partial(
-                    self.batches.finish_item,
-                    job.id,
-                    seq,
-                    status="done",
-                    result={"output": result.output, "receipt": result.receipt},
-                    error_code=None,
-                    audit_id=result.receipt.get("audit_id"),
-                )
-            )
+        try:
+            with background():
+                result = await run_task_patiently(gateway, actor, task, request_id=request_id)
+        except ApplianceError as exc:
+            await self._finish(job.id, seq, error=exc)
             return
+        except Exception:
+            log.error("batch item failed unexpectedly", exc_info=True)
+            await self._finish(job.id, seq, error=ApplianceError("the item failed"))
+            return
+        await anyio.to_thread.run_sync(
+            partial(
+                self.batches.finish_item,
+                job.id,
+                seq,
+                status="done",
+                result={"output": result.output, "receipt": result.receipt},
+                error_code=None,
+                audit_id=result.receipt.get("audit_id"),
+            )
+        )
 
     async def _finish(self, job_id: str, seq: int, *, error: ApplianceError) -> None:
         body = error.to_dict()["error"]

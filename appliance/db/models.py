@@ -37,6 +37,8 @@ class User(UserBase, table=True):
     failed_logins: int = 0
     locked_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     last_login_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Review queue (migration 0008): a staff account that may review queued outputs.
+    reviewer: bool = False
 
 
 class AuditEvent(SQLModel, table=True):

@@ -219,6 +219,33 @@ class BalancedBackend:
                 node.outstanding -= 1
         raise self._exhausted(failures)
 
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings from the first node that answers (nodes without `embed` are skipped)."""
+        failures: list[str] = []
+        for node in self.candidates():
+            embed = getattr(node.backend, "embed", None)
+            if embed is None:
+                continue
+            node.outstanding += 1
+            try:
+                async with node._limit:
+                    with anyio.fail_after(self.total_timeout_s):
+                        vectors: list[list[float]] = await embed(model, texts)
+            except TimeoutError:
+                node.breaker.failure()
+                failures.append(f"{node.name}: total timeout")
+                continue
+            except _NODE_FAILURES as exc:
+                node.breaker.failure()
+                failures.append(f"{node.name}: {exc.code}")
+                continue
+            finally:
+                node.outstanding -= 1
+            node.breaker.success()
+            node.served += 1
+            return vectors
+        raise self._exhausted(failures)
+
     async def probe(self) -> dict[str, BreakerState]:
         """Health-probe every node; a healthy one closes its breaker, a failing one counts."""
         self.last_probe = {}

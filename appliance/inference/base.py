@@ -135,6 +135,15 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class Embedder(Protocol):
+    """A backend that can turn texts into embedding vectors (`Capabilities.embeddings`)."""
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        ...
+
+
+@runtime_checkable
 class ChoiceScorer(Protocol):
     """A backend that can score a closed set of answers to the same prompt."""
 

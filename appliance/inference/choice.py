@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,10 +41,23 @@ def _log_softmax(logits: Any) -> Any:
     return shifted - math.log(float(np.sum(np.exp(shifted))))
 
 
+_PROMPT_STEP = 32
+"""Prompt tokens evaluated per step when `between_steps` is given (a pause point per step)."""
+
+
 def score_choices_sync(
-    llama: Any, chat_format: str | None, messages: list[Message], choices: list[str]
+    llama: Any,
+    chat_format: str | None,
+    messages: list[Message],
+    choices: list[str],
+    *,
+    between_steps: Callable[[], object] | None = None,
 ) -> dict[str, float]:
-    """Sum of token log-probabilities of each choice as the answer's first tokens."""
+    """Sum of token log-probabilities of each choice as the answer's first tokens.
+
+    `between_steps` (background work) is called between evaluation steps, so the caller can
+    pause there while more urgent work uses the cores.
+    """
     text, has_bos = _prompt(llama, chat_format, messages)
     prompt = llama.tokenize(text.encode("utf-8"), add_bos=not has_bos, special=True)
     n_vocab = llama.n_vocab()
@@ -52,7 +66,12 @@ def score_choices_sync(
         return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(n_vocab,)).copy()
 
     llama.reset()
-    llama.eval(prompt)
+    if between_steps is None:
+        llama.eval(prompt)
+    else:
+        for start in range(0, len(prompt), _PROMPT_STEP):
+            between_steps()
+            llama.eval(prompt[start : start + _PROMPT_STEP])
     after_prompt = _log_softmax(last_logits())
     scores: dict[str, float] = {}
     for choice in choices:
@@ -61,6 +80,8 @@ def score_choices_sync(
         llama.n_tokens = len(prompt)
         total = float(after_prompt[tokens[0]])
         for previous, token in itertools.pairwise(tokens):
+            if between_steps is not None:
+                between_steps()
             llama.eval([previous])
             total += float(_log_softmax(last_logits())[token])
         scores[choice] = total

@@ -3,6 +3,11 @@
 Each model file is loaded once per process and shared by every backend instance. llama.cpp
 contexts are not thread-safe, so a `GenerationGate` lets one generation run per model; the
 generation itself runs on a worker thread so the event loop keeps answering (`/healthz`).
+
+Background work (batch items, marked with `gate.background()`) runs on a second instance of the
+model with its own thread count and gate, and pauses between its steps (tokens, scoring evals)
+while interactive requests are in flight: an interactive request never waits for a batch item,
+only for the step in progress. Embeddings use a third instance, loaded in embedding mode.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ from appliance.inference.base import (
     ModelInfo,
     Usage,
 )
-from appliance.inference.gate import GenerationGate
+from appliance.inference.gate import (
+    INTERACTIVE,
+    GenerationGate,
+    InteractiveActivity,
+    is_background,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class LocalModel:
     chat_format: str | None = None
 
 
-_loaded: dict[tuple[str, int, int], Any] = {}
+_loaded: dict[tuple[str, int, int, str], Any] = {}
 _load_lock = threading.Lock()
 
 
@@ -55,22 +65,30 @@ def _close_all() -> None:
         _loaded.clear()
 
 
-def _load(model: LocalModel, *, threads: int, context: int) -> Any:
-    key = (str(model.path.resolve()), threads, context)
+def _load(model: LocalModel, *, threads: int, context: int, role: str = "interactive") -> Any:
+    """The shared instance of `model` for `role`: `interactive`, `background` or `embedding`."""
+    key = (str(model.path.resolve()), threads, context, role)
     with _load_lock:
         llama = _loaded.get(key)
         if llama is None:
-            from llama_cpp import Llama
+            import llama_cpp
 
             if not model.path.is_file():
                 raise BackendUnavailable(f"model file for '{model.name}' is missing: {model.path}")
+            # A chat model has no pooling of its own: mean-pool the token vectors.
+            embedding: dict[str, Any] = (
+                {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
+                if role == "embedding"
+                else {}
+            )
             try:
-                llama = Llama(
+                llama = llama_cpp.Llama(
                     model_path=str(model.path),
                     n_ctx=context,
                     n_threads=threads,
                     chat_format=model.chat_format,
                     verbose=False,
+                    **embedding,
                 )
             except Exception as exc:
                 raise BackendUnavailable(f"model '{model.name}' failed to load: {exc}") from exc
@@ -86,7 +104,7 @@ class LlamaCppBackend:
 
     name = "llamacpp"
     capabilities = Capabilities(
-        streaming=True, json_schema=True, embeddings=False, choice_scoring=True
+        streaming=True, json_schema=True, embeddings=True, choice_scoring=True
     )
 
     def __init__(
@@ -98,12 +116,28 @@ class LlamaCppBackend:
         queue_size: int,
         retry_after: int,
         timeout_s: float,
+        background_threads: int | None = None,
+        background_quiet_s: float = 0.0,
+        activity: InteractiveActivity = INTERACTIVE,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._threads = threads
+        self._background_threads = background_threads or threads
+        self._quiet_s = background_quiet_s
+        self._activity = activity
         self._context = context
         self._timeout_s = timeout_s
         self._gates = {
+            m.name: GenerationGate(name=m.name, queue_size=queue_size, retry_after=retry_after)
+            for m in models
+        }
+        # Background work has its own instance, so it gets its own gate (an unbounded queue:
+        # the runner bounds how many items run at once).
+        self._background_gates = {
+            m.name: GenerationGate(name=m.name, queue_size=1_000_000, retry_after=retry_after)
+            for m in models
+        }
+        self._embedding_gates = {
             m.name: GenerationGate(name=m.name, queue_size=queue_size, retry_after=retry_after)
             for m in models
         }
@@ -120,9 +154,26 @@ class LlamaCppBackend:
             for m in self._models.values()
         ]
 
-    def gate(self, model: str) -> GenerationGate:
+    def gate(self, model: str, *, background: bool = False) -> GenerationGate:
         """The admission gate of `model` (exposed for health and tests)."""
-        return self._gates[self._model(model).name]
+        gates = self._background_gates if background else self._gates
+        return gates[self._model(model).name]
+
+    def _instance(self, model: str, *, background: bool) -> Any:
+        if background:
+            return _load(
+                self._model(model),
+                threads=self._background_threads,
+                context=self._context,
+                role="background",
+            )
+        return _load(self._model(model), threads=self._threads, context=self._context)
+
+    def _pause(self, background: bool) -> float:
+        """Between two steps of background work: wait while interactive traffic is busy."""
+        if not background:
+            return 0.0
+        return self._activity.yield_to_interactive(self._quiet_s)
 
     def _model(self, name: str) -> LocalModel:
         try:
@@ -158,9 +209,11 @@ class LlamaCppBackend:
             args["response_format"] = {"type": "json_object", "schema": request.json_schema}
         return args
 
-    def _stream_sync(self, request: GenerationRequest, stop: threading.Event) -> Iterator[Delta]:
+    def _stream_sync(
+        self, request: GenerationRequest, stop: threading.Event, background: bool = False
+    ) -> Iterator[Delta]:
         """Generate on the calling thread; stops early when `stop` is set or time runs out."""
-        llama = _load(self._model(request.model), threads=self._threads, context=self._context)
+        llama = self._instance(request.model, background=background)
         deadline = time.monotonic() + self._timeout_s
         started = time.perf_counter()
         first: float | None = None
@@ -185,6 +238,8 @@ class LlamaCppBackend:
                     if time.monotonic() > deadline:
                         finish = "timeout"
                         break
+                    # Time spent giving way to interactive requests does not count as slow.
+                    deadline += self._pause(background)
             finally:
                 chunks.close()
         total = time.perf_counter() - started
@@ -200,10 +255,10 @@ class LlamaCppBackend:
             ),
         )
 
-    def _generate_sync(self, request: GenerationRequest) -> Generation:
+    def _generate_sync(self, request: GenerationRequest, background: bool = False) -> Generation:
         pieces: list[str] = []
         last = Delta(content="")
-        for delta in self._stream_sync(request, threading.Event()):
+        for delta in self._stream_sync(request, threading.Event(), background):
             pieces.append(delta.content)
             last = delta
         assert last.usage is not None
@@ -216,20 +271,22 @@ class LlamaCppBackend:
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Generate on a worker thread once the model is free."""
-        async with self.gate(request.model).slot():
+        background = is_background()
+        async with self.gate(request.model, background=background).slot():
             # Not abandoned on cancel: the gate stays held until llama.cpp is really done.
-            return await anyio.to_thread.run_sync(self._generate_sync, request)
+            return await anyio.to_thread.run_sync(self._generate_sync, request, background)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream deltas produced on a worker thread; closing the stream stops generation."""
-        async with self.gate(request.model).slot():
+        background = is_background()
+        async with self.gate(request.model, background=background).slot():
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[object] = asyncio.Queue()
             stop = threading.Event()
 
             def produce() -> None:
                 try:
-                    for delta in self._stream_sync(request, stop):
+                    for delta in self._stream_sync(request, stop, background):
                         loop.call_soon_threadsafe(queue.put_nowait, delta)
                         if stop.is_set():
                             break
@@ -262,12 +319,44 @@ class LlamaCppBackend:
         if not choices:
             raise InvalidInput("at least one choice is needed", field="choices")
 
-        def run() -> dict[str, float]:
-            llama = _load(model, threads=self._threads, context=self._context)
-            with _engine_errors():
-                return score_choices_sync(llama, model.chat_format, request.messages, choices)
+        background = is_background()
 
-        async with self.gate(request.model).slot():
+        def run() -> dict[str, float]:
+            llama = self._instance(model.name, background=background)
+            with _engine_errors():
+                return score_choices_sync(
+                    llama,
+                    model.chat_format,
+                    request.messages,
+                    choices,
+                    between_steps=(lambda: self._pause(True)) if background else None,
+                )
+
+        async with self.gate(request.model, background=background).slot():
+            return await anyio.to_thread.run_sync(run)
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """One embedding vector per text: the mean of the model's token vectors."""
+        local = self._model(model)
+        if not texts:
+            raise InvalidInput("at least one input is needed", field="input")
+
+        def run() -> list[list[float]]:
+            llama = _load(local, threads=self._threads, context=self._context, role="embedding")
+            # One input is embedded in one batch; longer would be cut silently, so refuse it.
+            limit = int(llama.n_batch)
+            for index, text in enumerate(texts):
+                count = len(llama.tokenize(text.encode("utf-8"), add_bos=True))
+                if count > limit:
+                    raise InvalidInput(
+                        f"input {index} is {count} tokens; '{local.name}' embeds at most {limit}",
+                        field="input",
+                    )
+            with _engine_errors():
+                vectors = llama.embed(texts)
+            return [[float(x) for x in vector] for vector in vectors]
+
+        async with self._embedding_gates[local.name].slot():
             return await anyio.to_thread.run_sync(run)
 
 

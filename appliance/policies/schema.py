@@ -88,6 +88,8 @@ class RoutingRules(_Strict):
 
     allow_external: bool = False
     max_tier: Tier = "large"
+    over_budget: Literal["stay_on_prem", "refuse"] = "stay_on_prem"
+    """Past the monthly escalation budget: keep the request on-prem, or refuse it (429)."""
 
 
 class RetentionRules(_Strict):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +25,21 @@ from appliance.tasks.templates import TaskTemplate
 
 # Tokens kept free for the template's own words around the text.
 PROMPT_RESERVE = 96
+
+
+Progress = Callable[[str, int, int], None]
+"""Called as `(stage, done, total)` while long work advances: `chunks` then `combining`."""
+
+progress_hook: ContextVar[Progress | None] = ContextVar("task_progress", default=None)
+"""Set by a caller that shows progress (the workspace's event stream) around `run_task`; the
+runner reports through it without knowing who listens. Unset, reporting costs nothing."""
+
+
+def report(stage: str, done: int, total: int) -> None:
+    """Tell the listener of this task (if any) how far it got."""
+    hook = progress_hook.get()
+    if hook is not None:
+        hook(stage, done, total)
 
 
 class Escalate(Exception):
@@ -141,10 +158,14 @@ async def _summarize(
         raise InvalidInput(reason, field="text")
     max_words = params.get("max_words", 60)
     partials: list[str] = []
+    report("chunks", 0, len(chunks))
     for chunk in chunks:  # map
         prompt = _fill(template.prompt, text=chunk, max_words=max_words)
         generation = await engine.generate(_request(engine, prompt, template.max_tokens))
         partials.append(generation.content.strip())
+        report("chunks", len(partials), len(chunks))
+    if len(partials) > 1:
+        report("combining", len(chunks), len(chunks))
     while len(partials) > 1:  # reduce, in groups that fit the context
         groups = chunk_text("\n\n".join(partials), chunk_tokens)
         if len(groups) >= len(partials):  # cannot shrink further: keep the first pieces

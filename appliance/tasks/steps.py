@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from appliance.costs.budget import EscalationBudget
 from appliance.costs.compute import CostModel
 from appliance.costs.models import UsageRecord
 from appliance.costs.prices import DEFAULT_PRICES
 from appliance.costs.store import UsageLog
 from appliance.errors import (
     BackendUnavailable,
+    EscalationBudgetExhausted,
     ExternalRefused,
     InvalidInput,
     NotFound,
     OutputInvalid,
 )
 from appliance.inference.base import (
+    TIERS,
     ChoiceScorer,
     Delta,
     Generation,
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from appliance.config import Settings
+    from appliance.eval.overrides import RoutingOverrides
     from appliance.gateway import Actor, ChatInput, _Trace
     from appliance.inference.base import Backend, ModelInfo
     from appliance.policies.schema import LoadedPolicy
@@ -131,7 +136,13 @@ class RoutingSteps:
         costs: CostModel,
         usage: UsageLog | None,
         escalate_on_context: bool = True,
+        budget: EscalationBudget | None = None,
+        overrides: RoutingOverrides | None = None,
     ) -> None:
+        self.budget = budget
+        # Default model and confidence threshold per task, as an admin applied them from an
+        # evaluation (`appliance.eval.overrides`); they win over the settings.
+        self.overrides = overrides
         self.registry = registry
         self.router = router
         self.tasks = tasks
@@ -159,19 +170,41 @@ class RoutingSteps:
         template_tier = None
         if chat.task is not None and chat.task in self.tasks.names():
             template_tier = self.tasks.get(chat.task).tier
-        return self.router.decide(
+        override = self.overrides.for_task(chat.task) if self.overrides and not chat.model else None
+        if override is not None and override.model is not None:
+            try:
+                route = self.router.decide(
+                    task=chat.task or "chat",
+                    requested_model=override.model,
+                    allow_external=allow,
+                    max_tier=max_tier,
+                )
+            except (NotFound, ExternalRefused):
+                pass  # the model is gone or this policy may not use it: the settings decide
+            else:
+                if TIERS.index(route.tier) <= TIERS.index(max_tier):
+                    route.reason = override.note()
+                    return route
+        route = self.router.decide(
             task=chat.task or "chat",
             requested_model=chat.model,
             allow_external=allow,
             template_tier=template_tier,
             max_tier=max_tier,
         )
+        if override is not None:
+            route.reason = f"{route.reason}; {override.note()}"
+        return route
 
-    def check_external(self, trace: _Trace) -> None:
-        """Refuse an external route unless allowed and every identifier was replaced."""
+    def check_external(self, trace: _Trace) -> bool:
+        """Refuse an external route unless allowed and every identifier was replaced; past the
+        escalation budget, keep it on-prem or refuse it, as the policy's `over_budget` says.
+
+        False when the budget sent the route back on-prem: callers treat that as no escalation.
+        """
         route = trace.route
         if route is None or route.tier != "external":
-            return
+            return True
         allow, _ = _routing_rules(trace.policy)
         if not allow:
             raise ExternalRefused(
@@ -188,6 +221,44 @@ class RoutingSteps:
                 field="model",
                 entities=unsafe,
             )
+        return self._within_budget(trace)
+
+    def _within_budget(self, trace: _Trace) -> bool:
+        """Whether this month's external spend leaves room; else stay on-prem or refuse.
+
+        Two small indexed queries, only on the way to an external tier, so they run inline.
+        """
+        route = trace.route
+        if self.budget is None or route is None or self.budget.cap()[0] is None:
+            return True
+        status = self.budget.status()
+        if not status.exhausted:
+            return True
+        routing = getattr(trace.policy.policy, "routing", None) if trace.policy else None
+        note = (
+            f"escalation budget exhausted ({status.spent_usd:.4f} of {status.cap_usd:.2f} USD "
+            f"spent on external tiers in {status.month})"
+        )
+        fallback = None
+        if route.escalations and route.escalations[-1].to_tier == "external":
+            last = route.escalations[-1]
+            fallback = (last.from_model, last.from_tier)
+        else:
+            info = self.registry.model_for_tier("large") or self.registry.model_for_tier("small")
+            fallback = (info.name, info.tier) if info is not None else None
+        if getattr(routing, "over_budget", "stay_on_prem") == "refuse" or fallback is None:
+            retry = int((status.resets_at - datetime.now(UTC)).total_seconds()) + 1
+            raise EscalationBudgetExhausted(
+                f"{note}; the policy refuses requests past the budget, nothing was sent",
+                retry_after=max(retry, 1),
+                budget=status.to_dict(),
+            )
+        if route.escalations and route.escalations[-1].to_tier == "external":
+            route.escalations.pop()
+        route.model, route.tier = fallback
+        route.reason = f"{route.reason}; {note}: kept on-prem"
+        trace.model = route.model
+        return False
 
     async def after_protect(
         self, trace: _Trace, chat: ChatInput, request: GenerationRequest
@@ -233,7 +304,7 @@ class RoutingSteps:
             trace.route, f"{trace.route.model} unavailable ({exc.code})", allow_external=allow
         )
         if moved:
-            self.check_external(trace)
+            moved = self.check_external(trace)
             trace.model = trace.route.model
         return moved
 
@@ -306,13 +377,18 @@ class RoutingSteps:
         if not template.model:
             return {"text": protected}
         allow, _ = _routing_rules(trace.policy)
+        rules = self.rules
+        override = self.overrides.for_task(template.name) if self.overrides else None
+        if override is not None and override.threshold is not None:
+            rules = replace(rules, confidence_threshold=override.threshold)
         while True:
             engine = _RoutedEngine(self, trace)
             try:
-                return await runner.run(template, protected, params, engine, self.rules)
+                return await runner.run(template, protected, params, engine, rules)
             except Escalate as signal:
-                if self.router.escalate(trace.route, signal.reason, allow_external=allow):
-                    self.check_external(trace)
+                if self.router.escalate(
+                    trace.route, signal.reason, allow_external=allow
+                ) and self.check_external(trace):
                     trace.model = trace.route.model
                     continue
                 if signal.fallback is not None:
@@ -457,8 +533,20 @@ def build_routing(
         ),
         usage=UsageLog(engine) if engine is not None else None,
         escalate_on_context=settings.escalate_on_context,
+        budget=(
+            EscalationBudget(engine, default_cap=settings.escalation_budget_usd)
+            if engine is not None
+            else None
+        ),
+        overrides=_overrides(engine),
     )
     return registry, steps
+
+
+def _overrides(engine: Engine | None) -> RoutingOverrides | None:
+    from appliance.eval.overrides import RoutingOverrides
+
+    return RoutingOverrides(engine) if engine is not None else None
 
 
 async def routed_models(settings: Settings) -> dict[str, tuple[ModelInfo, str]]:

@@ -68,6 +68,8 @@ class ModelPagesController(Controller):
             rules=routing.rules,
             task_tiers={t.name: t.tier for t in routing.tasks.all()},
             reference_model=routing.costs.reference_model,
+            pullable=services.pulls.pullable() if services.pulls else [],
+            pulls=[j.public() for j in services.pulls.jobs()] if services.pulls else [],
         )
 
 
@@ -148,11 +150,15 @@ class UserPagesController(Controller):
         caller = caller_of(request)
         role = data.get("role")
         state = data.get("state")
+        reviewer = data.get("reviewer") == "on"
 
         def apply() -> str:
             user = accounts.find_user(identity.engine, user_id)
             if role and role != user.role:
-                identity.set_role_sync(user.id, role, actor=actor, caller=caller)
+                user = identity.set_role_sync(user.id, role, actor=actor, caller=caller)
+            # The box is only shown for staff; a role change away from staff drops it anyway.
+            if user.role == "staff" and reviewer != user.reviewer:
+                identity.set_reviewer_sync(user.id, reviewer, actor=actor, caller=caller)
             if state == "disabled" and not user.disabled:
                 identity.disable_sync(user.id, actor=actor, caller=caller)
             elif state == "active" and user.disabled:

@@ -8,8 +8,10 @@ HTML), `done` (the result to copy or download) or `error` (a rendered toast).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -18,14 +20,13 @@ from litestar.di import NamedDependency
 from litestar.params import URLEncodedBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
-from appliance.audit.export import EventFilter, list_events
-from appliance.auth.guards import principal_of
 from appliance.auth.roles import access
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.gateway import ChatInput
 from appliance.inference.base import Message
 from appliance.middleware import request_id_of
 from appliance.services import Services
+from appliance.tasks.runner import progress_hook
 from appliance.tasks.steps import TaskInput
 from appliance.ui.common import STAFF_ROLES, actor_for, fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
@@ -96,6 +97,33 @@ def output_text(task: str, output: dict[str, Any]) -> str:
     if task == "classify":
         return f"{output.get('label')} (confidence {float(output.get('confidence', 0)):.2f})"
     return json.dumps(output, indent=2, ensure_ascii=False)
+
+
+async def reporting(run: Callable[[], Awaitable[Any]]) -> AsyncIterator[tuple[str, Any]]:
+    """Run `run()` in its own task with the task runner's progress hook set: yields
+    `("progress", {stage, done, total})` as the work advances (chunked summaries), then
+    `("result", value)`. The work's exception is raised here; closing the stream cancels it."""
+    send, receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+
+    def hook(stage: str, done: int, total: int) -> None:
+        send.send_nowait({"stage": stage, "done": done, "total": total})
+
+    async def work() -> Any:
+        progress_hook.set(hook)  # this task's own context: other requests never see it
+        try:
+            return await run()
+        finally:
+            send.close()
+
+    task = asyncio.ensure_future(work())
+    try:
+        async with receive:
+            async for item in receive:
+                yield "progress", item
+        yield "result", await task
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 class WorkspaceController(Controller):
@@ -184,9 +212,15 @@ class WorkspaceController(Controller):
                         else:
                             yield failure(str(payload.get("message")), payload.get("receipt"))
                     return
-                result = await gateway.run_task(
-                    actor, TaskInput(name=task, text=text, params=params), request_id=request_id
-                )
+                run = TaskInput(name=task, text=text, params=params)
+                result: Any = None
+                async for kind, value in reporting(
+                    lambda: gateway.run_task(actor, run, request_id=request_id)
+                ):
+                    if kind == "progress":
+                        yield _sse("progress", value)
+                    else:
+                        result = value
             except ApplianceError as exc:
                 yield failure(exc.message, exc.extra.get("receipt"))
                 return
@@ -198,25 +232,3 @@ class WorkspaceController(Controller):
             )
 
         return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})
-
-    @get("/history")
-    async def history(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
-    ) -> Template:
-        """The caller's own requests as receipts (counts and decisions; no content) and the
-        caller's own documents (deleted through the documents API)."""
-        principal = principal_of(request)
-        documents = [d.public() for d in await services.documents.owned(actor_for(request))]
-        rows = await anyio.to_thread.run_sync(lambda: self._receipts(services, principal.actor_id))
-        retention = {}
-        for name in services.policies.names():
-            retention[name] = services.policies.get(name).policy.retention.content
-        return render(request, "history.html", rows=rows, retention=retention, documents=documents)
-
-    @staticmethod
-    def _receipts(services: Services, actor_id: str) -> list[dict[str, Any]]:
-        return list_events(
-            services.audit.engine,
-            EventFilter(actor=actor_id, action=COMPLETIONS),
-            limit=100,
-        )

@@ -10,9 +10,13 @@ tests can assert what the client sent. It generates nothing: replies are scripte
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -53,6 +57,12 @@ class FakeOllamaTransport:
     raise_on: dict[str, Callable[[httpx.Request], Exception]] = field(default_factory=dict)
     """path -> exception factory: simulate transport failures (timeouts, refused connections)."""
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    library: dict[str, list[int]] = field(
+        default_factory=lambda: {"llama3.2:3b": [2019377376, 11338], "qwen2.5:0.5b": [397807936]}
+    )
+    """What `/api/pull` can fetch: model name -> the byte size of each of its layers."""
+    pull_steps: int = 4
+    """`downloading` lines per layer (the last one reports the layer complete)."""
 
     def transport(self) -> httpx.MockTransport:
         """The transport to hand to `ollama.AsyncClient(transport=...)`."""
@@ -78,6 +88,43 @@ class FakeOllamaTransport:
         return httpx.Response(
             200, content=content, headers={"content-type": "application/x-ndjson"}
         )
+
+    def pull_lines(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """`/api/pull` progress as docs/api.md documents it: the manifest, `downloading` lines
+        per layer (`digest`, `total`, and `completed` once bytes arrived), then verifying,
+        writing the manifest, removing unused layers and `success`. An unknown model ends with
+        an `{"error": ...}` line, as Ollama reports a missing manifest. A pulled model is then
+        listed by `/api/tags`."""
+        name = str(body.get("model") or body.get("name") or "")
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        layers = self.library.get(name)
+        if layers is None:
+            lines.append({"error": "pull model manifest: file does not exist"})
+            return lines
+        for index, total in enumerate(layers):
+            digest = "sha256:" + hashlib.sha256(f"{name}/{index}".encode()).hexdigest()
+            lines.append({"status": f"downloading {digest}", "digest": digest, "total": total})
+            for step in range(1, self.pull_steps + 1):
+                lines.append(
+                    {
+                        "status": f"downloading {digest}",
+                        "digest": digest,
+                        "total": total,
+                        "completed": total * step // self.pull_steps,
+                    }
+                )
+        lines += [
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "removing any unused layers"},
+            {"status": "success"},
+        ]
+        if all(m["model"] != name for m in self.models):
+            self.models.append(
+                self.models[0]
+                | {"name": name, "model": name, "size": sum(layers), "digest": digest[7:]}
+            )
+        return lines
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -126,24 +173,9 @@ class FakeOllamaTransport:
                 },
             )
         if path == "/api/pull":
-            lines = [
-                {"status": "pulling manifest"},
-                {
-                    "status": "pulling 6a0746a1ec1a",
-                    "digest": "sha256:6a0746a1ec1a",
-                    "total": 2019377376,
-                    "completed": 1000000000,
-                },
-                {
-                    "status": "pulling 6a0746a1ec1a",
-                    "digest": "sha256:6a0746a1ec1a",
-                    "total": 2019377376,
-                    "completed": 2019377376,
-                },
-                {"status": "verifying sha256 digest"},
-                {"status": "writing manifest"},
-                {"status": "success"},
-            ]
+            lines = self.pull_lines(body)
+            if body.get("stream") is False:
+                return httpx.Response(200, json=lines[-1])
             return self._ndjson(lines)
         if path == "/api/embed":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -180,3 +212,59 @@ class FakeOllamaTransport:
             )
         lines.append(self._final(body) | {key: piece("")})
         return self._ndjson(lines)
+
+
+class FakeOllamaServer:
+    """The FAKE Ollama above, served over real HTTP on 127.0.0.1 (for the browser tests, where
+    the app's own `ollama` client must reach it through a socket). Each NDJSON line of a
+    streamed answer is written and flushed `line_delay_s` apart, so a page can watch progress.
+    """
+
+    def __init__(self, fake: FakeOllamaTransport | None = None, *, line_delay_s: float = 0.0):
+        self.fake = fake or FakeOllamaTransport()
+        self.line_delay_s = line_delay_s
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # the body ends when the connection closes
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                content = self.rfile.read(length) if length else b""
+                request = httpx.Request(
+                    self.command, f"http://fake-ollama{self.path}", content=content
+                )
+                response = outer.fake.handle(request)
+                streamed = response.headers.get("content-type") == "application/x-ndjson"
+                self.send_response(response.status_code)
+                self.send_header("content-type", response.headers.get("content-type", ""))
+                if not streamed:
+                    self.send_header("content-length", str(len(response.content)))
+                self.end_headers()
+                if not streamed:
+                    self.wfile.write(response.content)
+                    return
+                for line in response.content.splitlines(keepends=True):
+                    self.wfile.write(line)
+                    self.wfile.flush()
+                    if outer.line_delay_s:
+                        time.sleep(outer.line_delay_s)
+
+            do_GET = do_POST = do_DELETE = do_HEAD = _answer
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FakeOllamaServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

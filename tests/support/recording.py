@@ -25,6 +25,8 @@ class RecordingBackend:
         self.requests: list[GenerationRequest] = []
         self.outputs: list[str] = []
         """What the model really produced, before the gateway scanned it."""
+        self.embedded: list[list[str]] = []
+        """The texts of each embeddings request, as the model received them."""
 
     def models(self) -> list[ModelInfo]:
         return self.inner.models()
@@ -56,6 +58,11 @@ class RecordingBackend:
         """Constrained-choice scoring, recorded like a generation."""
         self.requests.append(request)
         return await self.inner.score_choices(request, choices)  # type: ignore[attr-defined, no-any-return]
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings, recorded (the inner backend must be able to embed)."""
+        self.embedded.append(list(texts))
+        return await self.inner.embed(model, texts)  # type: ignore[attr-defined, no-any-return]
 
     def received_text(self) -> str:
         """Everything any model was sent, joined."""

@@ -183,12 +183,15 @@
     receipt.innerHTML = "";
     result = { text: "", json: null };
     setResultButtons(false);
-    if (progress) progress.hidden = false;
+    var progressText = document.getElementById("progress-text");
+    if (progress) { progress.hidden = false; progress.removeAttribute("value"); }
+    if (progressText) { progressText.hidden = true; progressText.textContent = ""; }
     if (send) send.disabled = true;
     activity();
     var finish = function () {
       answer.setAttribute("aria-busy", "false");
       if (progress) progress.hidden = true;
+      if (progressText) progressText.hidden = true;
       if (send) send.disabled = false;
     };
     fetch(form.getAttribute("data-stream"), {
@@ -208,7 +211,20 @@
       var decoder = new TextDecoder();
       var buffer = "";
       var onEvent = function (name, data) {
-        if (name === "delta") {
+        if (name === "progress") {
+          // Long work (a summary made chunk by chunk) reports how far it got.
+          if (progress && data.total) { progress.max = data.total; progress.value = data.done; }
+          if (progressText) {
+            progressText.hidden = false;
+            if (data.stage === "combining") {
+              progressText.textContent = "Combining the summaries of " + data.total + " chunks…";
+            } else if (data.done === 0) {
+              progressText.textContent = "Summarising in " + data.total + " chunks…";
+            } else {
+              progressText.textContent = "Summarised chunk " + data.done + " of " + data.total + " (" + Math.round(100 * data.done / data.total) + "%)";
+            }
+          }
+        } else if (name === "delta") {
           answer.textContent += data.content;
         } else if (name === "receipt") {
           receipt.innerHTML = data;

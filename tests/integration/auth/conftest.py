@@ -55,10 +55,19 @@ def password_login(
     return client, response
 
 
-def make_user(app: RunningAppliance, username: str, role: str, *, forced: bool = False) -> str:
+def make_user(
+    app: RunningAppliance,
+    username: str,
+    role: str,
+    *,
+    forced: bool = False,
+    reviewer: bool = False,
+) -> str:
     """A local account with a known password (no forced change unless asked)."""
     engine = app.services.engine
     user, _ = accounts.create_user(engine, username=username, role=role, password=PASSWORD)
+    if reviewer:
+        accounts.set_reviewer(engine, user.id, True)
     if not forced:
         with session_scope(engine) as session:
             row = session.exec(select(User).where(User.id == user.id)).one()
@@ -70,13 +79,13 @@ def make_user(app: RunningAppliance, username: str, role: str, *, forced: bool =
 @pytest.fixture
 def browser_for(
     start_appliance: Callable[..., RunningAppliance],
-) -> Iterator[Callable[[RunningAppliance, str], Browser]]:
+) -> Iterator[Callable[..., Browser]]:
     """Sign a new user with `role` in to an app; closes the browsers afterwards."""
     opened: list[httpx.Client] = []
 
-    def sign_in(app: RunningAppliance, role: str) -> Browser:
+    def sign_in(app: RunningAppliance, role: str, *, reviewer: bool = False) -> Browser:
         username = f"{role}-{len(opened)}"
-        user_id = make_user(app, username, role)
+        user_id = make_user(app, username, role, reviewer=reviewer)
         client, response = password_login(app.url, username, PASSWORD)
         opened.append(client)
         assert response.status_code == 303, response.text

@@ -27,6 +27,8 @@ from tests.integration.auth.conftest import Browser, new_key
 PUBLIC = "public"
 STAFF, ADMIN, AUDITOR = "staff", "admin", "auditor"
 ALL_ROLES = (STAFF, ADMIN, AUDITOR)
+REVIEWER = "staff+reviewer"
+"""A staff account holding the reviewer permission (rules with `permission="reviewer"`)."""
 
 # (method, path) -> PUBLIC, or (roles a browser session needs, scopes an API key needs: any one).
 MATRIX: dict[tuple[str, str], Any] = {
@@ -43,11 +45,47 @@ MATRIX: dict[tuple[str, str], Any] = {
     ("POST", "/logout"): (ALL_ROLES, ()),
     ("POST", "/api/v1/chat"): ((STAFF, ADMIN), ("chat",)),
     ("GET", "/api/v1/models"): ((STAFF, ADMIN), ("admin", "chat", "tasks")),
+    ("GET", "/api/v1/models/pulls"): ((ADMIN,), ("admin",)),
+    ("POST", "/api/v1/models/pulls"): ((ADMIN,), ("admin",)),
+    ("GET", "/api/v1/models/pulls/{pull_id:str}"): ((ADMIN,), ("admin",)),
     ("POST", "/api/v1/pii/analyze"): ((STAFF, ADMIN), ("pii",)),
     ("POST", "/api/v1/pii/redact"): ((STAFF, ADMIN), ("pii",)),
     ("GET", "/api/v1/tasks"): ((STAFF, ADMIN), ("tasks",)),
     ("POST", "/api/v1/tasks/{name:str}"): ((STAFF, ADMIN), ("tasks",)),
     ("GET", "/api/v1/usage/summary"): ((ADMIN, AUDITOR), ("admin", "audit")),
+    ("GET", "/api/v1/usage/monthly"): ((ADMIN, AUDITOR), ("admin", "audit")),
+    ("GET", "/api/v1/usage/budget"): ((ADMIN, AUDITOR), ("admin", "audit")),
+    ("PUT", "/api/v1/usage/budget"): ((ADMIN,), ("admin",)),
+    # The review queue: reviewers' browser sessions only (never keys, never admins).
+    ("GET", "/api/v1/review/items"): ((REVIEWER,), ()),
+    ("GET", "/api/v1/review/items/{item_id:str}"): ((REVIEWER,), ()),
+    ("POST", "/api/v1/review/items/{item_id:str}/accept"): ((REVIEWER,), ()),
+    ("POST", "/api/v1/review/items/{item_id:str}/correct"): ((REVIEWER,), ()),
+    ("POST", "/api/v1/review/items/{item_id:str}/golden"): ((REVIEWER,), ()),
+    ("GET", "/review"): ((REVIEWER,), ()),
+    ("GET", "/review/{item_id:str}"): ((REVIEWER,), ()),
+    ("POST", "/review/{item_id:str}/accept"): ((REVIEWER,), ()),
+    ("POST", "/review/{item_id:str}/correct"): ((REVIEWER,), ()),
+    ("POST", "/review/{item_id:str}/golden"): ((REVIEWER,), ()),
+    ("GET", "/admin/costs"): ((ADMIN,), ()),
+    ("POST", "/admin/costs/budget"): ((ADMIN,), ()),
+    # The evaluation workbench: admins and admin-scoped keys.
+    ("GET", "/api/v1/eval/sets"): ((ADMIN,), ("admin",)),
+    ("POST", "/api/v1/eval/sets"): ((ADMIN,), ("admin",)),
+    ("GET", "/api/v1/eval/sets/{name:str}"): ((ADMIN,), ("admin",)),
+    ("POST", "/api/v1/eval/sets/{name:str}/items"): ((ADMIN,), ("admin",)),
+    ("GET", "/api/v1/eval/runs"): ((ADMIN,), ("admin",)),
+    ("POST", "/api/v1/eval/runs"): ((ADMIN,), ("admin",)),
+    ("GET", "/api/v1/eval/runs/{run_id:str}"): ((ADMIN,), ("admin",)),
+    ("POST", "/api/v1/eval/runs/{run_id:str}/apply"): ((ADMIN,), ("admin",)),
+    ("GET", "/api/v1/eval/routing"): ((ADMIN,), ("admin",)),
+    ("GET", "/admin/eval"): ((ADMIN,), ()),
+    ("POST", "/admin/eval/sets"): ((ADMIN,), ()),
+    ("POST", "/admin/eval/samples"): ((ADMIN,), ()),
+    ("POST", "/admin/eval/runs"): ((ADMIN,), ()),
+    ("GET", "/admin/eval/runs/{run_id:str}"): ((ADMIN,), ()),
+    ("GET", "/admin/eval/runs/{run_id:str}/progress"): ((ADMIN,), ()),
+    ("POST", "/admin/eval/runs/{run_id:str}/apply"): ((ADMIN,), ()),
     ("GET", "/api/v1/audit/checkpoints"): ((AUDITOR,), ("audit",)),
     ("GET", "/api/v1/audit/events"): ((AUDITOR,), ("audit",)),
     ("GET", "/api/v1/audit/export"): ((AUDITOR,), ("audit",)),
@@ -82,10 +120,17 @@ MATRIX: dict[tuple[str, str], Any] = {
     ("POST", "/ollama/api/chat"): ((STAFF, ADMIN), ("chat",)),
     ("POST", "/ollama/api/generate"): ((STAFF, ADMIN), ("chat",)),
     ("POST", "/ollama/api/show"): ((STAFF, ADMIN), ("chat",)),
+    ("POST", "/ollama/api/embed"): ((STAFF, ADMIN), ("chat",)),
     ("GET", "/ollama/api/tags"): ((STAFF, ADMIN), ("chat",)),
     ("GET", "/ollama/api/version"): ((STAFF, ADMIN), ("chat",)),
     # Pages and partials: browser sessions only, never keys.
     ("GET", "/history"): ((STAFF, ADMIN), ()),
+    ("GET", "/history/{entry_id:str}"): ((STAFF, ADMIN), ()),
+    ("POST", "/history/{entry_id:str}/delete"): ((STAFF, ADMIN), ()),
+    ("POST", "/history/{entry_id:str}/rerun"): ((STAFF, ADMIN), ()),
+    ("GET", "/batches"): ((STAFF, ADMIN), ()),
+    ("POST", "/batches"): ((STAFF, ADMIN), ()),
+    ("GET", "/batches/rows"): ((STAFF, ADMIN), ()),
     ("GET", "/workspace"): ((STAFF, ADMIN), ()),
     ("POST", "/workspace/preview"): ((STAFF, ADMIN), ()),
     ("POST", "/workspace/run"): ((STAFF, ADMIN), ()),
@@ -94,6 +139,8 @@ MATRIX: dict[tuple[str, str], Any] = {
     ("POST", "/audit/verify"): ((AUDITOR,), ()),
     ("GET", "/admin"): ((ADMIN,), ()),
     ("GET", "/admin/models"): ((ADMIN,), ()),
+    ("POST", "/admin/models/pulls"): ((ADMIN,), ()),
+    ("GET", "/admin/models/pulls/{pull_id:str}"): ((ADMIN,), ()),
     ("GET", "/admin/policies"): ((ADMIN,), ()),
     ("POST", "/admin/policies/assign"): ((ADMIN,), ()),
     ("GET", "/admin/policies/{name:str}"): ((ADMIN,), ()),
@@ -122,6 +169,10 @@ PATH_VALUES = {
     "{job_id:str}": "nojob",
     "{doc_id:str}": "nodoc",
     "{seq:int}": "999999",
+    "{item_id:str}": "noitem",
+    "{pull_id:str}": "nopull",
+    "{entry_id:str}": "noentry",
+    "{run_id:str}": "norun",
 }
 
 
@@ -150,7 +201,10 @@ def rule_of(handler: HTTPRouteHandler) -> Any:
         return PUBLIC
     rule = handler.opt.get(ACCESS_OPT)
     if isinstance(rule, Access):
-        return (tuple(sorted(rule.roles)), tuple(sorted(rule.scopes)))
+        roles = sorted(rule.roles)
+        if rule.permission is not None:
+            roles = [f"{role}+{rule.permission}" for role in roles]
+        return (tuple(roles), tuple(sorted(rule.scopes)))
     return None
 
 
@@ -227,7 +281,7 @@ def _refused(response: httpx.Response) -> bool:
 
 def test_role_and_scope_matrix_against_the_running_app(
     start_appliance: Callable[..., RunningAppliance],
-    browser_for: Callable[[RunningAppliance, str], Browser],
+    browser_for: Callable[..., Browser],
 ) -> None:
     app = start_appliance(wait_ready=False)
     principals: dict[str, tuple[httpx.Client, dict[str, str]]] = {}
@@ -236,6 +290,8 @@ def test_role_and_scope_matrix_against_the_running_app(
     for role in ALL_ROLES:
         browser = browser_for(app, role)
         principals[role] = (browser.client, {"X-CSRF-Token": browser.csrf})
+    reviewer = browser_for(app, STAFF, reviewer=True)
+    principals[REVIEWER] = (reviewer.client, {"X-CSRF-Token": reviewer.csrf})
     for scope in SCOPES:
         principals[f"key:{scope}"] = (bare, {"Authorization": f"Bearer {new_key(app, [scope])}"})
 
@@ -251,6 +307,8 @@ def test_role_and_scope_matrix_against_the_running_app(
                 expected = False
             elif name.startswith("key:"):
                 expected = name.removeprefix("key:") in scopes
+            elif name == REVIEWER:
+                expected = REVIEWER in roles or STAFF in roles
             else:
                 expected = name in roles
             response = _call(client, method, path, headers)

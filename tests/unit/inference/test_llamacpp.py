@@ -142,7 +142,7 @@ def test_each_model_file_is_loaded_once_per_process(
     make_backend: Callable[..., LlamaCppBackend], models_dir: Path, tmp_path: Path
 ) -> None:
     model = local_models(models_dir)[0]
-    key = (str(model.path.resolve()), THREADS, CONTEXT)
+    key = (str(model.path.resolve()), THREADS, CONTEXT, "interactive")
     make_backend().load(model.name)
     llama = _loaded[key]
     count = len(_loaded)

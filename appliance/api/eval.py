@@ -1,0 +1,282 @@
+"""`/api/v1/eval`: golden sets, evaluation runs, reports, and applying a recommendation.
+
+Admins (browser) and keys with the `admin` scope only. Sets and runs are read back as metadata
+and metrics; golden content and model outputs stay sealed and are never returned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery, JSONBody
+
+from appliance.api.chat import actor_of
+from appliance.auth.roles import access
+from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
+from appliance.eval import goldensets
+from appliance.eval.runs import public_run
+from appliance.eval.service import DEFAULT_BAR, Evaluation, check_bar
+from appliance.services import Services
+
+MAX_SET_BYTES = 20_000_000
+"""Largest golden-set file accepted."""
+UPLOAD_CEILING_BYTES = MAX_SET_BYTES + 1_000_000
+
+ADMIN = access(roles=("admin",), scopes=("admin",))
+MAX_NUMBER = 1_000_000
+
+
+def evaluation_of(services: Services) -> Evaluation:
+    """The evaluation service (every app built by `create_app` has one)."""
+    if services.evaluation is None:  # pragma: no cover
+        raise NotFound("evaluation is not configured")
+    return services.evaluation
+
+
+def _text(data: dict[str, Any], name: str, *, max_length: int) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > max_length:
+        raise InvalidInput(f"`{name}` must be text of at most {max_length} characters", field=name)
+    return value
+
+
+def _object(raw: str | None, name: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidInput(f"`{name}` must be a JSON object", field=name) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"`{name}` must be a JSON object", field=name)
+    return value
+
+
+def _models(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [m for m in value.split(",")]
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise InvalidInput("`models` must be a list of model names", field="models")
+    return [m.strip() for m in value if m.strip()]
+
+
+def _int(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidInput(f"`{name}` must be a whole number", field=name)
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidInput(f"`{name}` must be a whole number", field=name) from None
+    if not 1 <= number <= MAX_NUMBER:
+        raise InvalidInput(f"`{name}` must be between 1 and {MAX_NUMBER}", field=name)
+    return number
+
+
+async def upload_set(
+    evaluation: Evaluation, request: Request[Any, Any, Any], data: dict[str, Any], *, mode: str
+) -> dict[str, Any]:
+    """The multipart upload the API and the page share."""
+    upload = data.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("send the set as the multipart field `file`", field="file")
+    content = await upload.read()
+    if len(content) > MAX_SET_BYTES:
+        raise PayloadTooLarge(
+            f"the file has {len(content)} bytes; at most {MAX_SET_BYTES} are accepted", field="file"
+        )
+    fmt = _text(data, "format", max_length=10)
+    if fmt is None and upload.filename:
+        lowered = upload.filename.lower()
+        fmt = "csv" if lowered.endswith(".csv") else "jsonl" if lowered.endswith(".jsonl") else None
+    if fmt not in (None, "jsonl", "csv"):
+        raise InvalidInput("`format` must be jsonl or csv", field="format")
+    name = _text(data, "name", max_length=100)
+    if name is None:
+        raise InvalidInput("name the set in the field `name`", field="name")
+    return await evaluation.upload(
+        actor_of(request),
+        name=name,
+        data=content,
+        task=_text(data, "task", max_length=20),
+        fmt=fmt,  # type: ignore[arg-type]
+        mode=_text(data, "mode", max_length=10) or mode,
+        policy=_text(data, "policy", max_length=100),
+        params=_object(_text(data, "params", max_length=100_000), "params"),
+        description=_text(data, "description", max_length=1000) or "",
+    )
+
+
+class EvalController(Controller):
+    """Golden sets, runs and recommendations."""
+
+    path = "/api/v1/eval"
+    tags = ["evaluation"]
+
+    @get("/sets", summary="List golden sets", opt=ADMIN, sync_to_thread=True)
+    def sets(self, services: NamedDependency[Services]) -> list[dict[str, Any]]:
+        """Every set with its latest version and item count (no content)."""
+        return goldensets.list_sets(services.engine)
+
+    @post(
+        "/sets",
+        summary="Create a golden set from a JSONL or CSV file",
+        description=(
+            "Multipart form: `file` (JSONL objects or CSV with a header: `input`, `expected`, "
+            "optional `id`, and `question` for ask sets), `name`, `task` (classify, extract, "
+            "summarize, ask), optional `policy`, `params` (JSON object: labels, schema, question, "
+            "max_words), `description`, `format`, `mode` (create, the default; replace or "
+            "append make a new version of an existing set). A bad row refuses the whole file "
+            "with 422 naming the row and the field."
+        ),
+        status_code=201,
+        request_max_body_size=UPLOAD_CEILING_BYTES,
+        opt=ADMIN,
+    )
+    async def upload(
+        self,
+        request: Request[Any, Any, Any],
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
+        services: NamedDependency[Services],
+    ) -> dict[str, Any]:
+        """Validate, seal and store the set (a new version), audited."""
+        return await upload_set(evaluation_of(services), request, data, mode="create")
+
+    @get(
+        "/sets/{name:str}",
+        summary="One golden set and its versions",
+        opt=ADMIN,
+        sync_to_thread=True,
+    )
+    def set_detail(
+        self, name: FromPath[str], services: NamedDependency[Services]
+    ) -> dict[str, Any]:
+        """The set's metadata and every version (no content)."""
+        return evaluation_of(services).set_info(name)
+
+    @post(
+        "/sets/{name:str}/items",
+        summary="Append items to a golden set as a new version",
+        description='JSON body `{"items": [{"input": ..., "expected": ...}]}`.',
+        status_code=201,
+        opt=ADMIN,
+    )
+    async def append(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        data: JSONBody[dict[str, Any]],
+        services: NamedDependency[Services],
+    ) -> dict[str, Any]:
+        """A new version: the latest items plus these."""
+        items = data.get("items")
+        if not isinstance(items, list) or not items:
+            raise InvalidInput("`items` must be a non-empty list", field="items")
+        lines = []
+        for number, item in enumerate(items, start=1):
+            if not isinstance(item, dict):
+                raise InvalidInput(f"item {number}: expected an object", field=f"item {number}")
+            lines.append(json.dumps(item))
+        return await evaluation_of(services).upload(
+            actor_of(request), name=name, data="\n".join(lines).encode(), fmt="jsonl", mode="append"
+        )
+
+    @post(
+        "/runs",
+        summary="Start an evaluation run",
+        description=(
+            "JSON body: `set` (name), `models` (list of registered model names), optional "
+            "`version` (default: the latest), `limit` (first N items), `judge` (summarize/ask: "
+            "the strongest allowed model rates each answer). Answers 202 with the run."
+        ),
+        status_code=202,
+        opt=ADMIN,
+    )
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[dict[str, Any]],
+        services: NamedDependency[Services],
+    ) -> dict[str, Any]:
+        """Create the run; the runner works through it in the background."""
+        set_name = data.get("set")
+        if not isinstance(set_name, str) or not set_name:
+            raise InvalidInput("name the golden set in `set`", field="set")
+        judge = data.get("judge", False)
+        if not isinstance(judge, bool):
+            raise InvalidInput("`judge` must be true or false", field="judge")
+        return await evaluation_of(services).start(
+            actor_of(request),
+            set_name=set_name,
+            models=_models(data.get("models")),
+            version=_int(data.get("version"), "version"),
+            limit=_int(data.get("limit"), "limit"),
+            judge=judge,
+        )
+
+    @get("/runs", summary="List evaluation runs", opt=ADMIN, sync_to_thread=True)
+    def runs(self, services: NamedDependency[Services]) -> list[dict[str, Any]]:
+        """The newest runs first, with their metrics (no content)."""
+        return [public_run(r) for r in evaluation_of(services).runs.list_runs()]
+
+    @get(
+        "/runs/{run_id:str}",
+        summary="One run: progress, metrics, recommendation, calibration",
+        opt=ADMIN,
+        sync_to_thread=True,
+    )
+    def run(
+        self,
+        run_id: FromPath[str],
+        services: NamedDependency[Services],
+        bar: FromQuery[float] = DEFAULT_BAR,
+    ) -> dict[str, Any]:
+        """The report for a quality bar in 0..1 (`bar`, default 0.8)."""
+        return evaluation_of(services).report(run_id, bar=check_bar(bar))
+
+    @post(
+        "/runs/{run_id:str}/apply",
+        summary="Apply a run's recommendation to routing",
+        description=(
+            "JSON body: `bar` (0..1), `model` and `threshold` (booleans, both true by default). "
+            "The task's default model and, for a classification, the calibrated confidence "
+            "threshold take effect for the next request; audited `eval.applied`."
+        ),
+        status_code=200,
+        opt=ADMIN,
+    )
+    async def apply(
+        self,
+        request: Request[Any, Any, Any],
+        run_id: FromPath[str],
+        data: JSONBody[dict[str, Any]],
+        services: NamedDependency[Services],
+    ) -> dict[str, Any]:
+        """One action: routing changes now."""
+        bar = data.get("bar", DEFAULT_BAR)
+        if isinstance(bar, bool) or not isinstance(bar, int | float):
+            raise InvalidInput("`bar` must be a number between 0 and 1", field="bar")
+        flags = {k: data.get(k, True) for k in ("model", "threshold")}
+        for key, value in flags.items():
+            if not isinstance(value, bool):
+                raise InvalidInput(f"`{key}` must be true or false", field=key)
+        return await evaluation_of(services).apply(
+            actor_of(request),
+            run_id,
+            bar=check_bar(float(bar)),
+            model=flags["model"],
+            threshold=flags["threshold"],
+        )
+
+    @get("/routing", summary="Routing overrides in force", opt=ADMIN, sync_to_thread=True)
+    def routing(self, services: NamedDependency[Services]) -> list[dict[str, Any]]:
+        """The default model and threshold per task applied from evaluations."""
+        return evaluation_of(services).routing_overrides()

@@ -1,0 +1,1 @@
+"""Evaluation workbench: golden sets, model comparison runs, recommendation and calibration."""

@@ -1,0 +1,208 @@
+"""The evaluation runner: each (model, item) of a run through `Gateway.run_task`, one at a time.
+
+Every input takes the one request path, so the set's policy handles identifiers in golden data
+exactly as in production, and an external tier only ever receives pseudonymized text (the
+gateway refuses anything else). The model is pinned by name; a classification runs with
+threshold 0 so it never escalates, and an answer that another model produced anyway (a schema
+failure or a context overflow escalated it) counts as a failure of the pinned model.
+
+Runs are resumed after a restart: results are committed one by one and only pending ones run.
+One item at a time, with a pause after each, so interactive requests keep the model's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from appliance.errors import ApplianceError
+from appliance.eval import goldensets
+from appliance.gateway import Actor, run_task_patiently
+from appliance.tasks.steps import TaskInput
+
+if TYPE_CHECKING:
+    from appliance.eval.goldensets import GoldenItem
+    from appliance.eval.models import EvalRun
+    from appliance.eval.service import Evaluation
+
+log = logging.getLogger(__name__)
+
+JUDGE_LABELS = ["acceptable", "unacceptable"]
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class EvalRunner:
+    """Runs open evaluation runs in creation order, then waits for the next."""
+
+    def __init__(self, evaluation: Evaluation, *, pause_s: float = 0.05) -> None:
+        self.evaluation = evaluation
+        self.pause_s = pause_s
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell the runner a run was created."""
+        self._wake.set()
+
+    async def run_forever(self, *, idle_s: float = 2.0) -> None:
+        """The runner's loop (a task of the app lifespan; cancelled at shutdown)."""
+        gateway = self.evaluation.gateway
+        while True:
+            self._wake.clear()
+            runs: list[EvalRun] = []
+            while gateway.detector.status == "loading":  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            try:
+                runs = await anyio.to_thread.run_sync(self.evaluation.runs.open_runs)
+                for run in runs:
+                    await self.run(run)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.error("evaluation runner failed; retrying", exc_info=True)
+            if not runs:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
+
+    async def run(self, run: EvalRun, *, progress: Progress | None = None) -> None:
+        """Run every pending result of `run`, then compute its metrics and finish it."""
+        evaluation = self.evaluation
+        runs = evaluation.runs
+        await anyio.to_thread.run_sync(runs.mark, run.id, "running")
+        found, _, items = await anyio.to_thread.run_sync(
+            lambda: goldensets.load_items(
+                evaluation.engine, evaluation.sealer, run.set_name, run.version
+            )
+        )
+        by_seq = {item.seq: item for item in items}
+        params = goldensets.params_for(found, items)
+        actor = Actor(**run.actor)
+        judge = evaluation.judge_model(found.policy) if run.params.get("judge") else None
+        pending = await anyio.to_thread.run_sync(runs.pending, run.id)
+        for model, seq in pending:
+            await self._item(run, actor, model, by_seq[seq], params, found.policy, judge)
+            if progress is not None:
+                progress(await anyio.to_thread.run_sync(runs.progress, run.id))
+            await asyncio.sleep(self.pause_s)
+        await evaluation.finish(run.id)
+
+    async def _call(self, actor: Actor, task: TaskInput, request_id: str) -> Any:
+        return await run_task_patiently(self.evaluation.gateway, actor, task, request_id=request_id)
+
+    async def _item(
+        self,
+        run: EvalRun,
+        actor: Actor,
+        model: str,
+        item: GoldenItem,
+        params: dict[str, Any],
+        policy: str | None,
+        judge: str | None,
+    ) -> None:
+        runs = self.evaluation.runs
+        item_params = dict(params)
+        if run.task == "classify":
+            item_params["threshold"] = 0.0  # the model's own answer, never an escalation
+        if run.task == "ask":
+            item_params["question"] = item.question or params.get("question") or "?"
+        task = TaskInput(
+            name=run.task, text=item.input, params=item_params, policy=policy, model=model
+        )
+        request_id = f"eval:{run.id}:{run.models.index(model)}:{item.seq}"
+        started = time.perf_counter()
+        try:
+            result = await self._call(actor, task, request_id)
+        except ApplianceError as exc:
+            body = exc.to_dict()["error"]
+            receipt = body.get("receipt") if isinstance(body, dict) else None
+            await anyio.to_thread.run_sync(
+                partial(
+                    runs.finish_result,
+                    run.id,
+                    model,
+                    item.seq,
+                    status="failed",
+                    result={"error": {"code": exc.code}},
+                    error_code=exc.code[:50],
+                    audit_id=(receipt or {}).get("audit_id"),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+            return
+        except Exception:
+            log.error("evaluation item failed unexpectedly", exc_info=True)
+            await anyio.to_thread.run_sync(
+                partial(
+                    runs.finish_result,
+                    run.id,
+                    model,
+                    item.seq,
+                    status="failed",
+                    result={"error": {"code": "internal_error"}},
+                    error_code="internal_error",
+                )
+            )
+            return
+        latency_ms = (time.perf_counter() - started) * 1000
+        served_by = str(result.receipt.get("model") or model)
+        usage = result.usage
+        escalated = served_by != model
+        content: dict[str, Any] = {"output": result.output, "receipt": result.receipt}
+        if judge is not None and not escalated:
+            content["judge"] = await self._judge(run, actor, item, result.output, policy, judge)
+        await anyio.to_thread.run_sync(
+            partial(
+                runs.finish_result,
+                run.id,
+                model,
+                item.seq,
+                status="failed" if escalated else "done",
+                result=content,
+                error_code="escalated" if escalated else None,
+                audit_id=result.receipt.get("audit_id"),
+                served_by=served_by[:200],
+                confidence=result.output.get("confidence") if run.task == "classify" else None,
+                latency_ms=latency_ms,
+                generation_ms=float(usage.get("total_ms") or 0.0),
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                onprem_cost=float(usage.get("onprem_cost") or 0.0),
+                frontier_cost=float(usage.get("frontier_cost") or 0.0),
+            )
+        )
+
+    async def _judge(
+        self,
+        run: EvalRun,
+        actor: Actor,
+        item: GoldenItem,
+        output: dict[str, Any],
+        policy: str | None,
+        judge: str,
+    ) -> bool | None:
+        """The judge model's verdict on one answer, through the same path (its own audit row)."""
+        from appliance.eval.metrics import text_of
+
+        text = (
+            f"Reference answer:\n{item.expected}\n\nCandidate answer:\n{text_of(run.task, output)}"
+            "\n\nIs the candidate an acceptable answer with the same meaning as the reference?"
+        )
+        task = TaskInput(
+            name="classify",
+            text=text,
+            params={"labels": JUDGE_LABELS, "threshold": 0.0},
+            policy=policy,
+            model=judge,
+        )
+        try:
+            verdict = await self._call(actor, task, f"eval-judge:{run.id}:{item.seq}")
+        except ApplianceError:
+            return None
+        return bool(verdict.output.get("label") == JUDGE_LABELS[0])

@@ -1,0 +1,309 @@
+"""Evaluation runs in the database: create, pending items, results, progress, metrics.
+
+A run pins one version of a golden set and a list of models; it holds one result row per model
+and item. Each finished result is committed on its own and never overwritten, which is what lets
+a run resume after a restart without running a finished item again (as batch jobs do). Outputs
+are sealed like every other content at rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, func, update
+from sqlmodel import col, select
+
+from appliance.db.engine import session_scope
+from appliance.db.models import utcnow
+from appliance.documents.crypto import Sealer
+from appliance.documents.store import aware
+from appliance.errors import ExternalRefused, InvalidInput, NotFound
+from appliance.eval import goldensets
+from appliance.eval.metrics import QUALITY_NAME, Outcome, model_metrics, parse_output
+from appliance.eval.models import EvalResult, EvalRun
+
+if TYPE_CHECKING:
+    from appliance.gateway import Actor
+    from appliance.inference.registry import Registry
+    from appliance.policies.store import PolicyStore
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+RATE_WINDOW = timedelta(minutes=5)
+"""Rate and ETA are measured over results finished this recently."""
+MAX_MODELS = 8
+OPEN = ("queued", "running")
+
+
+def _bound(run_id: str, model: str, seq: int) -> str:
+    return f"eval-result:{run_id}:{model}:{seq}"
+
+
+class EvalRuns:
+    """Runs and their results."""
+
+    def __init__(self, engine: Engine, sealer: Sealer) -> None:
+        self.engine = engine
+        self.sealer = sealer
+
+    # -- writing ---------------------------------------------------------------------------------
+    def create(
+        self,
+        actor: Actor,
+        *,
+        set_name: str,
+        models: list[str],
+        registry: Registry,
+        policies: PolicyStore,
+        version: int | None = None,
+        limit: int | None = None,
+        judge: bool = False,
+        runner: str = "server",
+    ) -> EvalRun:
+        """Store a run with one pending result per model and item; the runner picks it up.
+
+        Every model must be registered; an external one only when the set's policy allows
+        external tiers (the gateway then also refuses any text that is not pseudonymized).
+        """
+        models = [m.strip() for m in models if m.strip()]
+        if not models:
+            raise InvalidInput("name at least one model", field="models")
+        if len(set(models)) != len(models) or len(models) > MAX_MODELS:
+            raise InvalidInput(f"name 1 to {MAX_MODELS} different models", field="models")
+        if limit is not None and limit < 1:
+            raise InvalidInput("limit must be at least 1", field="limit")
+        found, number, items = goldensets.load_items(self.engine, self.sealer, set_name, version)
+        policy = policies.get(found.policy)
+        routing = getattr(policy.policy, "routing", None)
+        for model in models:
+            _, info = registry.resolve(model)
+            if info.tier == "external" and not getattr(routing, "allow_external", False):
+                raise ExternalRefused(
+                    f"model '{model}' is external and the set's policy ({policy.ref}) does not "
+                    "allow external models",
+                    field="models",
+                )
+        if judge and found.task not in ("summarize", "ask"):
+            raise InvalidInput("a judge only rates summaries and answers", field="judge")
+        chosen = items[:limit] if limit is not None else items
+        now = utcnow()
+        run = EvalRun(
+            id=uuid.uuid4().hex,
+            set_id=found.id or 0,
+            set_name=found.name,
+            version=number,
+            task=found.task,
+            models=models,
+            params={"limit": limit, "judge": judge, "items": len(chosen), "runner": runner},
+            actor=asdict(actor),
+            status="queued",
+            total=len(chosen) * len(models),
+            created_at=now,
+        )
+        with session_scope(self.engine) as session:
+            session.add(run)
+            session.flush()
+            session.add_all(
+                EvalResult(run_id=run.id, model=model, seq=item.seq, status="pending")
+                for model in models
+                for item in chosen
+            )
+        return run
+
+    def finish_result(
+        self,
+        run_id: str,
+        model: str,
+        seq: int,
+        *,
+        status: str,
+        result: dict[str, Any],
+        **fields: Any,
+    ) -> None:
+        """Commit one result (only once: a finished result is never overwritten)."""
+        sealed = self.sealer.seal(json.dumps(result).encode(), bound_to=_bound(run_id, model, seq))
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(EvalResult)
+                .where(
+                    col(EvalResult.run_id) == run_id,
+                    col(EvalResult.model) == model,
+                    col(EvalResult.seq) == seq,
+                    col(EvalResult.status) == "pending",
+                )
+                .values(status=status, output_sealed=sealed, finished_at=utcnow(), **fields)
+            )
+
+    def mark(self, run_id: str, status: str, *, metrics: dict[str, Any] | None = None) -> None:
+        """Move a run to `running` (stamping its start once), `completed` or `failed`."""
+        with session_scope(self.engine) as session:
+            run = session.get(EvalRun, run_id)
+            if run is None:
+                return
+            run.status = status
+            if status == "running" and run.started_at is None:
+                run.started_at = utcnow()
+            if status in ("completed", "failed"):
+                run.finished_at = utcnow()
+            if metrics is not None:
+                run.metrics = metrics
+            session.add(run)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def open_runs(self) -> list[EvalRun]:
+        """Queued and running runs, oldest first (what the server's runner resumes after a
+        restart); runs the command line started are the command line's to finish."""
+        with session_scope(self.engine) as session:
+            runs = session.exec(
+                select(EvalRun)
+                .where(col(EvalRun.status).in_(OPEN))
+                .order_by(col(EvalRun.created_at))
+            )
+            return [r for r in runs if r.params.get("runner", "server") == "server"]
+
+    def get(self, run_id: str) -> EvalRun:
+        """One run (404 otherwise)."""
+        run = None
+        if RUN_ID.fullmatch(run_id):  # anything else cannot name a run (and never reaches SQL)
+            with session_scope(self.engine) as session:
+                run = session.get(EvalRun, run_id)
+        if run is None:
+            raise NotFound(f"evaluation run '{run_id}' does not exist", field="run_id")
+        return run
+
+    def list_runs(self, *, limit: int = 50) -> list[EvalRun]:
+        """The newest runs first."""
+        with session_scope(self.engine) as session:
+            return list(
+                session.exec(select(EvalRun).order_by(col(EvalRun.created_at).desc()).limit(limit))
+            )
+
+    def pending(self, run_id: str) -> list[tuple[str, int]]:
+        """(model, seq) of the unfinished results, model by model in the run's order."""
+        run = self.get(run_id)
+        with session_scope(self.engine) as session:
+            rows = session.exec(
+                select(EvalResult.model, EvalResult.seq).where(
+                    EvalResult.run_id == run_id, EvalResult.status == "pending"
+                )
+            ).all()
+        order = {m: i for i, m in enumerate(run.models)}
+        return sorted(((m, s) for m, s in rows), key=lambda r: (order.get(r[0], 99), r[1]))
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        """done/total, failures, rate (results per minute, recent) and ETA in seconds."""
+        run = self.get(run_id)
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            counts = dict(
+                session.exec(
+                    select(EvalResult.status, func.count())
+                    .where(EvalResult.run_id == run_id)
+                    .group_by(col(EvalResult.status))
+                ).all()
+            )
+            recent = session.exec(
+                select(func.count(), func.min(EvalResult.finished_at)).where(
+                    EvalResult.run_id == run_id,
+                    col(EvalResult.finished_at) >= now - RATE_WINDOW,
+                )
+            ).one()
+        done = int(counts.get("done", 0)) + int(counts.get("failed", 0))
+        count, since = int(recent[0] or 0), recent[1]
+        rate = None
+        if count and since is not None:
+            elapsed = max((now - aware(since)).total_seconds(), 1.0)
+            rate = count / elapsed * 60
+        remaining = run.total - done
+        return {
+            "done": done,
+            "failed": int(counts.get("failed", 0)),
+            "total": run.total,
+            "percent": round(100 * done / run.total, 1) if run.total else 100.0,
+            "rate_per_min": round(rate, 2) if rate is not None else None,
+            "eta_s": round(remaining / rate * 60)
+            if rate and remaining
+            else (0 if not remaining else None),
+        }
+
+    def outcomes(self, run_id: str) -> dict[str, list[tuple[int, Outcome]]]:
+        """Every finished result, opened, with its item's expected answer, by model."""
+        run = self.get(run_id)
+        _, _, items = goldensets.load_items(self.engine, self.sealer, run.set_name, run.version)
+        expected = {item.seq: item.expected for item in items}
+        with session_scope(self.engine) as session:
+            rows = list(
+                session.exec(
+                    select(EvalResult)
+                    .where(EvalResult.run_id == run_id, EvalResult.status != "pending")
+                    .order_by(col(EvalResult.seq))
+                )
+            )
+        out: dict[str, list[tuple[int, Outcome]]] = {m: [] for m in run.models}
+        for row in rows:
+            content: dict[str, Any] = {}
+            if row.output_sealed is not None:
+                opened = parse_output(
+                    self.sealer.open(
+                        row.output_sealed, bound_to=_bound(run_id, row.model, row.seq)
+                    ).decode()
+                )
+                content = opened or {}
+            output = content.get("output") if row.status == "done" else None
+            out.setdefault(row.model, []).append(
+                (
+                    row.seq,
+                    Outcome(
+                        expected=expected.get(row.seq),
+                        output=output if isinstance(output, dict) else None,
+                        latency_ms=row.latency_ms or 0.0,
+                        generation_ms=row.generation_ms or 0.0,
+                        prompt_tokens=row.prompt_tokens or 0,
+                        completion_tokens=row.completion_tokens or 0,
+                        onprem_cost=row.onprem_cost or 0.0,
+                        frontier_cost=row.frontier_cost or 0.0,
+                        confidence=row.confidence,
+                        judge=content.get("judge"),
+                    ),
+                )
+            )
+        return out
+
+    def metrics(self, run_id: str) -> dict[str, Any]:
+        """Per-model metrics over the results finished so far."""
+        run = self.get(run_id)
+        by_model = self.outcomes(run_id)
+        return {
+            "task": run.task,
+            "quality_name": QUALITY_NAME[run.task],
+            "models": {
+                model: model_metrics(run.task, [o for _, o in by_model.get(model, [])])
+                for model in run.models
+            },
+        }
+
+
+def public_run(run: EvalRun, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run as the API shows it (metrics and counts, never content)."""
+    body: dict[str, Any] = {
+        "id": run.id,
+        "set": run.set_name,
+        "version": run.version,
+        "task": run.task,
+        "models": run.models,
+        "params": run.params,
+        "status": run.status,
+        "total": run.total,
+        "created_by": run.actor.get("id"),
+        "created_at": aware(run.created_at).isoformat(),
+        "started_at": aware(run.started_at).isoformat() if run.started_at else None,
+        "finished_at": aware(run.finished_at).isoformat() if run.finished_at else None,
+        "metrics": run.metrics,
+    }
+    if progress is not None:
+        body["progress"] = progress
+    return body
