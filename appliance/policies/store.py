@@ -132,8 +132,10 @@ class PolicyStore:
     def _version_row(self, name: str, version: str) -> PolicyVersion:
         with Session(self._engine) as session:
             statement = select(PolicyVersion).where(PolicyVersion.name == name)
-            if version.isdigit():
-                statement = statement.where(PolicyVersion.number == int(version))
+            if version.isascii() and version.isdigit():
+                # A number beyond any version (the column is 32-bit) matches nothing.
+                number = int(version) if len(version) <= 9 else -1
+                statement = statement.where(PolicyVersion.number == number)
             else:
                 statement = statement.where(PolicyVersion.version == version)
             row = session.exec(statement.order_by(PolicyVersion.number.desc())).first()  # type: ignore[attr-defined]

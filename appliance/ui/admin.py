@@ -204,7 +204,7 @@ class UserPagesController(Controller):
         if policy is not None:
             request.app.state.services.policies.get(policy)
         expires = str(data.get("expires_days") or "").strip()
-        if expires and (not expires.isdigit() or int(expires) < 1):
+        if expires and (not (expires.isascii() and expires.isdigit()) or int(expires) < 1):
             raise InvalidInput("expiry must be a whole number of days", field="expires_days")
         row, key = await anyio.to_thread.run_sync(
             lambda: identity.create_key_sync(

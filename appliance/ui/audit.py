@@ -73,7 +73,7 @@ class AuditPagesController(Controller):
             services.audit.engine,
             event_filter,
             limit=PAGE,
-            before_seq=int(before) if before and before.isdigit() else None,
+            before_seq=int(before) if before and before.isascii() and before.isdigit() else None,
         )
         export = {
             "since": event_filter.since.isoformat() if event_filter.since else None,

@@ -198,6 +198,8 @@ LUHN = [
     ("79927398710", False),
     ("0", False),
     ("", False),
+    ("7992739871²3", True),  # a superscript is not a digit of the number
+    ("²²", False),
 ]
 
 

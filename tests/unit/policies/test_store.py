@@ -119,6 +119,15 @@ def test_admin_activation_stops_files_from_activating(store: PolicyStore, packs_
     assert store.get("default").policy.min_score == 0.4
 
 
+@pytest.mark.parametrize("version", ["²", "1²", "٣x", "99999999999", "9" * 5000, "v1"])
+def test_a_version_that_is_no_number_or_hash_here_is_not_found(
+    store: PolicyStore, version: str
+) -> None:
+    with pytest.raises(PolicyNotFound) as exc:
+        store.source("default", version)
+    assert exc.value.field == "version"
+
+
 def test_create_version_stores_an_inactive_version(store: PolicyStore) -> None:
     text = store.source("strict", "1").replace("min_score: 0.6", "min_score: 0.65", 1)
     info = store.create_version("strict", text, author="admin:alice", comment="tighter")
