@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -115,12 +115,19 @@ async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
 
 
 async def _sweep_batches_and_reviews(services: Services) -> int:
-    """Expired batch jobs, and the content of review items past their retention."""
-    removed = await sweep_batches(services.batches)
+    """Expired batch jobs, history content and review content, each on its own: one that
+    fails (logged) never keeps the others' content past its retention."""
+    sweeps: list[Callable[[], Awaitable[int]]] = [lambda: sweep_batches(services.batches)]
     if services.history is not None:
-        removed += await services.history.sweep()
+        sweeps.append(services.history.sweep)
     if services.review is not None:
-        removed += await services.review.sweep()
+        sweeps.append(services.review.sweep)
+    removed = 0
+    for sweep in sweeps:
+        try:
+            removed += await sweep()
+        except Exception:
+            log.error("expiry sweep failed", exc_info=True)
     return removed
 
 

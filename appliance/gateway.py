@@ -347,7 +347,9 @@ class Gateway:
             if rules.scope == "conversation" and conversation_id and actor is not None:
                 name = f"conv:{actor.id}:{conversation_id}"
             else:
-                name = f"req:{request_id}"
+                # Bound to the caller too: a request id can be chosen (`X-Request-Id`), and
+                # another caller reusing one must not restore this caller's values.
+                name = f"req:{actor.id if actor is not None else '-'}:{request_id}"
             scope = self.vault.scope(name, ttl=timedelta(minutes=rules.ttl_minutes))
         return ActionContext(PlaceholderBook(), self.hash_key, scope), scope
 
@@ -777,7 +779,7 @@ class Gateway:
         """Offer the finished request to the user's history (it keeps content only where the
         policy retains it). The answer has been audited already, so a failure here is logged
         (without content) rather than turned into an error for an answered request."""
-        if self.history is None or trace.policy is None:
+        if self.history is None or trace.policy is None or is_evaluation(trace.request_id):
             return
         try:
             await self.history.keep(
@@ -818,6 +820,17 @@ class Gateway:
             tier=trace.route.tier if trace.route else None,
             failed=output is None,
         )
+
+
+EVAL_REQUEST_PREFIXES = ("eval:", "eval-judge:")
+"""Request ids of evaluation runs (`appliance.eval.runner`)."""
+
+
+def is_evaluation(request_id: str | None) -> bool:
+    """Whether a request belongs to an evaluation run: scored against its golden set, it is
+    never queued for review nor kept in anyone's history (an admin runs evaluations, and admins
+    do not read content)."""
+    return (request_id or "").startswith(EVAL_REQUEST_PREFIXES)
 
 
 TRANSIENT = (BackendBusy, BackendUnavailable, BackendTimeout, DetectorUnavailable)

@@ -13,7 +13,6 @@ import re
 import time
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl
 
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
@@ -137,10 +136,12 @@ def _refuse(field: str) -> InvalidInput:
 
 
 async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
-    """`before_request` hook: path, query, JSON and form text holding a NUL character is refused
+    """`before_request` hook: path, query, body and form text holding a NUL character is refused
     with a 422 naming the field, before any handler stores it (no database keeps NUL in text).
 
-    Multipart uploads are left alone: a file's bytes are the document extractors' business.
+    A body is checked whatever its declared type (a JSON body is read as JSON even when sent as
+    `text/plain`); for multipart forms, the text fields are checked and the files left to the
+    document extractors.
     """
     for name, value in request.path_params.items():
         if isinstance(value, str) and _NUL in value:
@@ -151,18 +152,18 @@ async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
     if request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
         return
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
-        body = await request.body()
-        if b"\\u0000" not in body and b"\x00" not in body:
-            return
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return  # the handler reports the malformed body
-        if (where := _nul_at(data, "")) is not None:
-            raise _refuse(where or "body")
-    elif media_type == "application/x-www-form-urlencoded":
-        body = await request.body()
-        for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
-            if _NUL in name or _NUL in value:
+    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form()
+        for name, value in form.multi_items():
+            if _NUL in name or (isinstance(value, str) and _NUL in value):
                 raise _refuse(name)
+        return
+    body = await request.body()
+    if b"\\u0000" not in body and b"\x00" not in body:
+        return
+    try:
+        where = _nul_at(json.loads(body), "")
+    except (ValueError, RecursionError):
+        raise _refuse("body") from None
+    if where is not None:
+        raise _refuse(where or "body")

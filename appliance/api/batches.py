@@ -75,7 +75,7 @@ class BatchesController(Controller):
         if raw_params is not None:
             try:
                 params = json.loads(raw_params)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InvalidInput("`params` must be a JSON object", field="params") from None
             if not isinstance(params, dict):
                 raise InvalidInput("`params` must be a JSON object", field="params")

@@ -52,7 +52,7 @@ def _object(raw: str | None, name: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInput(f"`{name}` must be a JSON object", field=name) from None
     if not isinstance(value, dict):
         raise InvalidInput(f"`{name}` must be a JSON object", field=name)
@@ -74,7 +74,7 @@ def _int(value: Any, name: str) -> int | None:
         raise InvalidInput(f"`{name}` must be a whole number", field=name)
     try:
         number = int(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInput(f"`{name}` must be a whole number", field=name) from None
     if not 1 <= number <= MAX_NUMBER:
         raise InvalidInput(f"`{name}` must be between 1 and {MAX_NUMBER}", field=name)

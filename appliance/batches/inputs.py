@@ -46,7 +46,7 @@ def _jsonl(content: str, max_items: int) -> list[dict[str, Any]]:
             continue
         try:
             value = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidInput(f"line {number}: not valid JSON", field="file") from None
         if not isinstance(value, dict):
             raise InvalidInput(f"line {number}: expected a JSON object", field="file")
@@ -76,7 +76,7 @@ def _csv(content: str, max_items: int) -> list[dict[str, Any]]:
             if "params" in value:
                 try:
                     value["params"] = json.loads(value["params"])
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise InvalidInput(
                         f"line {number}: params is not valid JSON", field="file"
                     ) from None

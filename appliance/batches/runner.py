@@ -92,6 +92,9 @@ class BatchRunner:
                 while not queue.empty():
                     seq, item = queue.get_nowait()
                     await self.activity.wait_quiet(self.quiet_s)
+                    # The job may have been deleted (or expired) since its items were read.
+                    if not await anyio.to_thread.run_sync(batches.is_pending, job.id, seq):
+                        continue
                     await self._run_item(job, actor, seq, item)
                     # Yield the model: anyone already waiting for its slot goes next.
                     await asyncio.sleep(self.pause_s)

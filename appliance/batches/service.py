@@ -178,6 +178,16 @@ class Batches:
             )
             return [(row.seq, self._input(row)) for row in rows]
 
+    def is_pending(self, job_id: str, seq: int) -> bool:
+        """Whether an item still waits to run (False once its job was deleted or expired)."""
+        with session_scope(self.engine) as session:
+            found = session.exec(
+                select(BatchItem.seq).where(
+                    BatchItem.job_id == job_id, BatchItem.seq == seq, BatchItem.status == "pending"
+                )
+            ).first()
+            return found is not None
+
     def _input(self, row: BatchItem) -> dict[str, Any]:
         opened = self.sealer.open(row.input_sealed, bound_to=f"batch:{row.job_id}:{row.seq}")
         value: dict[str, Any] = json.loads(opened)

@@ -89,3 +89,20 @@ def ping(engine: Engine) -> None:
     """Raise if the database cannot answer a trivial query."""
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def secure_delete_on(session: Session) -> None:
+    """On SQLite, have this session's deletes and overwrites zero the space they free."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA secure_delete = ON"))
+
+
+def scrub(engine: Engine, table: str) -> None:
+    """After content was deleted or overwritten in `table`: leave no readable copy in the
+    database files (SQLite: truncate the write-ahead log; PostgreSQL: vacuum the table)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    elif engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'VACUUM "{table}"')

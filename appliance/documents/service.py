@@ -218,14 +218,21 @@ async def sweep_forever(
 ) -> None:
     """Sweep expired documents (and `also`: batch jobs) now and then every `interval_s`."""
     while True:
-        try:
-            removed = len(await documents.sweep())
-            if also is not None:
-                removed += await also()
-            if removed:
-                log.info("expired content removed", extra={"detail": str(removed)})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.error("document sweep failed", exc_info=True)
+        removed = 0
+        for sweep in (lambda: _count(documents.sweep()), also):
+            if sweep is None:
+                continue
+            try:
+                removed += await sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # One failing sweep must not keep the others' content past its retention.
+                log.error("expiry sweep failed", exc_info=True)
+        if removed:
+            log.info("expired content removed", extra={"detail": str(removed)})
         await asyncio.sleep(interval_s)
+
+
+async def _count(removed: Awaitable[list[str]]) -> int:
+    return len(await removed)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from appliance.db.engine import session_scope
+from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.documents.crypto import Sealer
 from appliance.documents.extract import Extracted
 from appliance.documents.models import DocumentRow
@@ -122,10 +122,9 @@ class DocumentStore:
             if row is None:
                 return None
             info = self._info(row)
-            if self._engine.dialect.name == "sqlite":
-                session.execute(text("PRAGMA secure_delete = ON"))
+            secure_delete_on(session)
             session.delete(row)
-        self._scrub()
+        scrub(self._engine, "documents")
         return info
 
     def expired(self, now: datetime) -> list[str]:
@@ -134,17 +133,6 @@ class DocumentStore:
             return list(
                 session.exec(select(DocumentRow.id).where(col(DocumentRow.expires_at) <= now))
             )
-
-    def _scrub(self) -> None:
-        """Make deleted bytes unrecoverable from the database files (see the module docstring)."""
-        if self._engine.dialect.name == "sqlite":
-            with self._engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        elif self._engine.dialect.name == "postgresql":
-            with self._engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            ) as connection:
-                connection.exec_driver_sql("VACUUM documents")
 
     def _row(self, owner: str, doc_id: str) -> DocumentRow | None:
         with session_scope(self._engine) as session:

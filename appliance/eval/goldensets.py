@@ -83,7 +83,7 @@ def normalise_expected(task: str, value: Any, where: str) -> Any:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InvalidInput(
                     f"{where}: expected must be a JSON object", field=field
                 ) from None
@@ -133,7 +133,7 @@ def _jsonl(content: str) -> list[tuple[int, dict[str, Any]]]:
             continue
         try:
             value = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidInput(f"row {number}: not valid JSON", field=f"row {number}") from None
         if not isinstance(value, dict):
             raise InvalidInput(f"row {number}: expected a JSON object", field=f"row {number}")

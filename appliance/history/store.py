@@ -16,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from appliance.audit.events import HistoryDeleted, HistoryExpired
 from appliance.audit.store import AuditLog
+from appliance.db.engine import scrub, secure_delete_on
 from appliance.documents.crypto import Sealer
 from appliance.errors import NotFound
 from appliance.history.models import HistoryRow
@@ -135,18 +136,10 @@ class History:
             row = session.get(HistoryRow, entry_id)
             if row is None or (owner is not None and row.owner != owner):
                 return None
-            if self.engine.dialect.name == "sqlite":
-                session.execute(text("PRAGMA secure_delete = ON"))
+            secure_delete_on(session)
             session.delete(row)
             session.commit()
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        elif self.engine.dialect.name == "postgresql":
-            with self.engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            ) as connection:
-                connection.exec_driver_sql("VACUUM history_entries")
+        scrub(self.engine, "history_entries")
         return row
 
     async def delete(self, owner: str, entry_id: str, *, role: str, source: str | None) -> None:

@@ -114,11 +114,14 @@ class BalancedBackend:
         *,
         first_token_timeout_s: float,
         total_timeout_s: float,
+        cost_per_hour: float | None = None,
     ) -> None:
         if not nodes:
             raise ValueError("a balanced backend needs at least one node")
         self.name = name
         self.nodes = nodes
+        # What the pool's node time costs; models discovered on it (not declared) take it.
+        self.cost_per_hour = cost_per_hour
         self.first_token_timeout_s = first_token_timeout_s
         self.total_timeout_s = total_timeout_s
         self.capabilities: Capabilities = nodes[0].backend.capabilities

@@ -121,14 +121,15 @@ def build_pool(spec: BackendSpec) -> tuple[BalancedBackend, list[ModelInfo]]:
                 ),
             )
         )
+    costs = [n.cost_per_hour for n in spec.nodes if n.cost_per_hour is not None]
+    cost = sum(costs) / len(costs) if costs else spec.cost_per_hour
     pool = BalancedBackend(
         spec.name,
         nodes,
         first_token_timeout_s=spec.first_token_timeout_s,
         total_timeout_s=spec.total_timeout_s,
+        cost_per_hour=cost,
     )
-    costs = [n.cost_per_hour for n in spec.nodes if n.cost_per_hour is not None]
-    cost = sum(costs) / len(costs) if costs else spec.cost_per_hour
     declared = [
         ModelInfo(
             name=m.name,
@@ -175,8 +176,12 @@ class Registry:
             for info in backend.models():
                 if info.name in found:
                     continue
-                if info.cost_per_hour == 0.0 and self._cost_per_hour:
-                    info = replace(info, cost_per_hour=self._cost_per_hour)
+                if info.cost_per_hour == 0.0:
+                    # A pool's own price, else the embedded engine's.
+                    own = getattr(backend, "cost_per_hour", None)
+                    cost = own or self._cost_per_hour
+                    if cost:
+                        info = replace(info, cost_per_hour=cost)
                 found[info.name] = (backend, info)
         for name, tier in self._tiers.items():
             if name in found:

@@ -26,10 +26,11 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from appliance.audit.store import AuditLog, AuditRecord
-from appliance.db.engine import session_scope
+from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.gateway import is_evaluation
 from appliance.policies.schema import LoadedPolicy
 from appliance.review.models import STATUSES, ReviewItem
 
@@ -40,10 +41,6 @@ METADATA_ONLY = (
     "(receipt, digests, sizes)."
 )
 EXPIRED = "The content of this item reached the end of its retention and was removed."
-
-
-EVAL_REQUEST_PREFIXES = ("eval:", "eval-judge:")
-"""Request ids of evaluation runs (`appliance.eval.runner`)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ class ReviewQueue:
 
         Evaluation traffic (request ids `eval:` and `eval-judge:`) is never queued: it is
         already scored against its golden set, and would bury the work people need to see."""
-        if (captured.request_id or "").startswith(EVAL_REQUEST_PREFIXES):
+        if is_evaluation(captured.request_id):
             return None, None
         if captured.failed:
             return "output_invalid", None
@@ -400,10 +397,15 @@ class ReviewQueue:
                     col(ReviewItem.expires_at) <= now, col(ReviewItem.content_sealed).is_not(None)
                 )
             ).all()
+            if not items:
+                return 0
+            # As for documents: the overwritten ciphertext leaves no copy in the files.
+            secure_delete_on(session)
             for item in items:
                 item.content_sealed = None
                 session.add(item)
-            return len(items)
+        scrub(self.engine, ReviewItem.__tablename__)
+        return len(items)
 
     async def sweep(self) -> int:
         """`sweep_sync` off the event loop."""

@@ -486,6 +486,7 @@ def build_routing(
     from appliance.inference.registry import BackendSpec, build_pool, load_spec
 
     declared: list[tuple[Backend, ModelInfo]] = []
+    pools: list[Backend] = []
     specs: list[BackendSpec] = []
     if settings.inference_file is not None:
         specs.extend(load_spec(settings.inference_file).backends)
@@ -493,9 +494,12 @@ def build_routing(
         specs.extend(BackendSpec.model_validate(row) for row in load_backend_rows(engine))
     for spec in specs:
         pool, models = build_pool(spec)
+        pools.append(pool)
         declared.extend((pool, info) for info in models)
+    # Every pool, with or without declared models: a new Ollama node can be pulled to, and
+    # what discovery finds on it is served.
     registry = Registry(
-        backends,
+        [*backends, *pools],
         declared=declared,
         tiers=dict(settings.model_tiers),
         cost_per_hour=settings.embedded_cost_per_hour,

@@ -105,7 +105,7 @@ class BatchPagesController(Controller):
         if raw:
             try:
                 extra = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InvalidInput("parameters must be a JSON object", field="params") from None
             if not isinstance(extra, dict):
                 raise InvalidInput("parameters must be a JSON object", field="params")

@@ -122,7 +122,14 @@ class HistoryPagesController(Controller):
                 result = await gateway.chat(actor, chat, request_id=request_id)
                 answer, receipt, usage = result.message.content, result.receipt, result.usage
             else:
-                task = TaskInput(name=kept.task, text=kept.text, params=dict(kept.params))
+                # The policy the request ran under (its active version now), not the caller's
+                # default: a request sent under a stricter policy stays under it.
+                task = TaskInput(
+                    name=kept.task,
+                    text=kept.text,
+                    params=dict(kept.params),
+                    policy=kept.policy.partition("@")[0],
+                )
                 done = await gateway.run_task(actor, task, request_id=request_id)
                 answer, receipt, usage = shown(kept.task, done.output), done.receipt, done.usage
         except ApplianceError as exc:

@@ -37,6 +37,8 @@ def _expected_from_form(task: str, data: dict[str, str]) -> Any:
     raw = data.get("expected", "").strip()
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise InvalidInput("the correction is nested too deeply", field="expected") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"the correction is not valid JSON ({exc.msg} at line {exc.lineno})", field="expected"

@@ -73,6 +73,35 @@ def test_a_nul_in_the_path_or_query_is_422_naming_the_parameter(
     assert response.json()["error"]["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"messages": [{"role": "user", "content": "a\\u0000b"}]}', "messages.0.content"),
+        (b'{"x": "\\u0000", "y": ' + b"[" * 100_000, "body"),
+    ],
+)
+def test_a_nul_is_found_whatever_the_declared_content_type(
+    appliance: RunningAppliance, content: bytes, field: str
+) -> None:
+    response = appliance.client.post(
+        "/api/v1/chat", content=content, headers={"content-type": "text/plain"}, timeout=30
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+    assert appliance.backend.requests == []
+
+
+def test_a_nul_in_a_multipart_text_field_is_422_naming_it(appliance: RunningAppliance) -> None:
+    response = appliance.client.post(
+        "/api/v1/eval/sets",
+        files={"file": ("hr.jsonl", b'{"input": "a", "expected": "b"}\n')},
+        data={"name": "hr", "task": "classify", "description": "a\x00b"},
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "description"
+
+
 def test_malformed_json_is_400(appliance: RunningAppliance) -> None:
     response = appliance.client.post(
         "/api/v1/chat",

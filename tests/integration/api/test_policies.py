@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from appliance.gateway import Actor
 from tests.conftest import RunningAppliance
 from tests.integration.api.sse import events
 
@@ -195,6 +196,25 @@ def test_pseudonyms_are_restored_for_the_caller_and_stable_in_a_conversation(
     assert "bob@example.com" not in hashed
     tokens = [t for t in hashed.split() if t.startswith("<EMAIL_ADDRESS#")]
     assert len(tokens) == 2 and tokens[0].rstrip(".") == tokens[1].rstrip(".")
+
+
+def test_request_pseudonyms_are_bound_to_the_caller_not_only_the_request_id(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    # A request id can be chosen by the client (`X-Request-Id`): another caller reusing one must
+    # not get this caller's pseudonyms restored in its answer.
+    app: RunningAppliance = start_appliance(policies_dir=_policies(tmp_path, PSEUDONYMS))
+    policy = app.services.policies.get("default")
+
+    def scope(actor_id: str) -> str:
+        found = app.services.gateway.action_context(
+            policy, request_id="shared-1", actor=Actor(id=actor_id, role="staff")
+        )[1]
+        assert found is not None
+        return found.name
+
+    assert scope("user:a") == scope("user:a")
+    assert scope("user:a") != scope("user:b")
 
 
 def test_pii_endpoints_follow_the_contract(appliance: RunningAppliance) -> None:

@@ -186,3 +186,16 @@ def test_refusals_and_owners(appliance: RunningAppliance) -> None:
         assert other.delete(f"/api/v1/batches/{job['id']}").status_code == 404
     assert appliance.client.delete(f"/api/v1/batches/{job['id']}").status_code == 204
     assert appliance.client.get(f"/api/v1/batches/{job['id']}").status_code == 404
+
+
+def test_a_deleted_job_stops_sending_items_to_the_model(appliance: RunningAppliance) -> None:
+    job_id = create(appliance.client, jsonl(30)).json()["id"]
+    wait_for(appliance.client, job_id, lambda s: s["counts"]["done"] >= 2, timeout=120)
+
+    before_delete = len(audit_counts(appliance, job_id))
+    assert appliance.client.delete(f"/api/v1/batches/{job_id}").status_code == 204
+    time.sleep(4.0)
+
+    # At most the items in progress at the delete finish; the rest read before it never run.
+    in_progress = appliance.services.settings.batch_concurrency
+    assert len(audit_counts(appliance, job_id)) <= before_delete + in_progress

@@ -107,6 +107,24 @@ def test_rerun_goes_through_the_gateway_and_delete_removes_the_content(
     assert audit_id[:12] in owner.client.get("/history").text
 
 
+def test_rerun_keeps_the_policy_the_request_ran_under(
+    start_appliance: Callable[..., RunningAppliance],
+    browser_for: Callable[..., Browser],
+    tmp_path: Path,
+) -> None:
+    app = start_appliance(policies_dir=retaining_policies(tmp_path, names=("default", "hr")))
+    owner = browser_for(app, "staff")
+    sent = owner.post("/api/v1/tasks/redact", json={"text": TEXT, "policy": "hr"})
+    assert sent.status_code == 200, sent.text
+    audit_id = sent.json()["receipt"]["audit_id"]
+
+    again = owner.post(f"/history/{audit_id}/rerun", headers={"HX-Request": "true"})
+
+    assert again.status_code == 200, again.text
+    assert {r.policy.partition("@")[0] for r in rows(app)} == {"hr"}
+    assert len(rows(app)) == 2
+
+
 def test_expired_content_is_swept_and_audited(
     retaining: RunningAppliance, browser_for: Callable[..., Browser]
 ) -> None:
@@ -163,3 +181,26 @@ def test_a_streamed_chat_is_kept_with_its_answer(
     # What the user sent and exactly the answer they were shown (after the output scan).
     assert kept.text == TEXT
     assert kept.output == done["message"]["content"]
+
+
+def test_an_evaluation_run_keeps_nothing_in_the_admins_history(
+    retaining: RunningAppliance, browser_for: Callable[..., Browser]
+) -> None:
+    from tests.integration.eval.test_runs import sample_lines, wait_run
+
+    admin = browser_for(retaining, "admin")
+    uploaded = admin.post(
+        "/api/v1/eval/sets",
+        files={"file": ("hr.jsonl", sample_lines("hr-tickets", 3))},
+        data={"name": "hr", "task": "classify", "params": '{"labels": ["pay", "leave"]}'},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    started = admin.post("/api/v1/eval/runs", json={"set": "hr", "models": ["gemma3-270m"]})
+    assert started.status_code == 202, started.text
+    wait_run(admin.client, started.json()["id"], lambda r: r["status"] == "completed")
+
+    # The policy retains content, yet the golden items and outputs are in nobody's history...
+    assert rows(retaining) == []
+    # ...while the same admin's own request is kept (the history is on).
+    redact(admin)
+    assert len(rows(retaining)) == 1

@@ -116,6 +116,9 @@ class _Batches:
         done = {seq for seq, _ in self.finished}
         return [(s, i) for s, i in self.items.items() if s not in done][:limit]
 
+    def is_pending(self, job_id: str, seq: int) -> bool:
+        return seq in self.items and seq not in {s for s, _ in self.finished}
+
     def mark(self, job_id: str, status: str) -> None:
         self.marks.append(status)
 

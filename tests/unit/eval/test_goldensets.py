@@ -34,6 +34,13 @@ def test_csv_expected_objects_are_json() -> None:
     ("data", "task", "field", "words"),
     [
         (b'{"input": "a", "expected": "x"}\nnot json\n', "classify", "row 2", "not valid JSON"),
+        (b'{"input": ' + b"[" * 100_000 + b"\n", "classify", "row 1", "not valid JSON"),
+        (
+            b'input,expected\na,"' + b"[" * 100_000 + b'"\n',
+            "extract",
+            "row 2.expected",
+            "JSON object",
+        ),
         (b'{"expected": "x"}\n', "classify", "row 1.input", "input"),
         (b'{"input": "a"}\n', "classify", "row 1.expected", "missing"),
         (b'{"input": "a", "expected": ""}\n', "classify", "row 1.expected", "label"),

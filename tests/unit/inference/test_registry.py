@@ -146,3 +146,32 @@ def test_admin_managed_backends_come_from_the_database(tmp_path: Path, models_di
     assert (backend.name, info.tier, info.context_length) == ("admin-pool", "large", 4096)
     assert "off-pool" not in [b.name for b in registry.backends]
     engine.dispose()
+
+
+async def test_a_pool_without_declared_models_serves_what_discovery_finds_at_its_price(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    from tests.support.fake_ollama import FakeOllamaServer
+
+    with FakeOllamaServer() as ollama:
+        path = tmp_path / "inference.toml"
+        path.write_text(
+            f'[[backends]]\nname = "new-box"\nkind = "ollama"\ncost_per_hour = 2.5\n'
+            f'nodes = [{{ url = "{ollama.url}" }}]\n'
+        )
+        settings = Settings(data_dir=tmp_path, models_dir=models_dir, inference_file=path)
+        registry, _ = build_routing(settings, None, [embedded(models_dir)])
+        # A backend before it serves anything (an admin can pull a model to it)...
+        assert "new-box" in [b.name for b in registry.backends]
+        assert "llama3.2:3b" not in registry.names()
+
+        assert (await registry.discover())["new-box-0"] == "ok"
+
+        # ...and what it turns out to serve is priced at the pool's rate, not the embedded one.
+        backend, info = registry.resolve("llama3.2:3b")
+        assert (backend.name, info.cost_per_hour) == ("new-box", 2.5)
+        assert registry.resolve("smollm2-135m")[1].cost_per_hour == settings.embedded_cost_per_hour
+        for each in registry.backends:
+            close = getattr(each, "aclose", None)
+            if close is not None:
+                await close()

@@ -4,6 +4,7 @@ bound to the row, expiry, decisions and their audit events."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,24 @@ def test_corrections_refused(task: str, value: Any) -> None:
     with pytest.raises(InvalidInput) as caught:
         check_expected(task, value)
     assert caught.value.field == "expected"
+
+
+def test_swept_ciphertext_leaves_no_copy_in_the_sqlite_files(
+    queue: ReviewQueue, engine: Engine
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL: the table is vacuumed; its files are the server's")
+    now = utcnow()
+    item_id = queue.offer_sync(captured(), now=now)
+    assert item_id is not None
+    sealed = item(engine, item_id).content_sealed
+    assert sealed is not None
+    probe = sealed[12:44]  # a slice of the ciphertext itself
+    path = Path(str(engine.url.database))
+
+    def files() -> bytes:
+        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+    assert probe in files()
+    assert queue.sweep_sync(now + timedelta(days=3, seconds=1)) == 1
+    assert probe not in files()
