@@ -6,7 +6,8 @@ admin could mint would make the content-blind admin a reader. Every open and dec
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from litestar import Controller, Request, get, post
@@ -20,6 +21,8 @@ from appliance.auth.roles import access
 from appliance.errors import NotFound
 from appliance.review.queue import ReviewQueue
 from appliance.services import Services
+
+T = TypeVar("T")
 
 REVIEWER = access(roles=("staff",), permission="reviewer")
 """Staff accounts holding the reviewer permission, signed in with a browser session."""
@@ -44,6 +47,18 @@ def queue_of(services: Services) -> ReviewQueue:
     if services.review is None:  # pragma: no cover - every app built by create_app has one
         raise NotFound("the review queue is not configured")
     return services.review
+
+
+async def as_reviewer(
+    request: Request[Any, Any, Any],
+    services: Services,
+    step: Callable[[ReviewQueue, str, str], T],
+) -> T:
+    """One queue step (`step(queue, actor_id, role)`) off the event loop, as the signed-in
+    reviewer: the queue checks the role and audits the step under that actor."""
+    principal = principal_of(request)
+    queue = queue_of(services)
+    return await anyio.to_thread.run_sync(lambda: step(queue, principal.actor_id, principal.role))
 
 
 class ReviewController(Controller):
@@ -80,10 +95,8 @@ class ReviewController(Controller):
         item_id: FromPath[str],
     ) -> dict[str, Any]:
         """The item with its content when the policy kept it and it has not expired."""
-        principal = principal_of(request)
-        queue = queue_of(services)
-        return await anyio.to_thread.run_sync(
-            lambda: queue.open_sync(item_id, actor=principal.actor_id, role=principal.role)
+        return await as_reviewer(
+            request, services, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
         )
 
     @post(
@@ -99,10 +112,8 @@ class ReviewController(Controller):
         item_id: FromPath[str],
     ) -> dict[str, Any]:
         """Mark the item accepted (audited)."""
-        principal = principal_of(request)
-        queue = queue_of(services)
-        return await anyio.to_thread.run_sync(
-            lambda: queue.accept_sync(item_id, actor=principal.actor_id, role=principal.role)
+        return await as_reviewer(
+            request, services, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
         )
 
     @post(
@@ -119,12 +130,12 @@ class ReviewController(Controller):
         data: JSONBody[CorrectionIn],
     ) -> dict[str, Any]:
         """Store the correction sealed with the item (audited)."""
-        principal = principal_of(request)
-        queue = queue_of(services)
-        return await anyio.to_thread.run_sync(
-            lambda: queue.correct_sync(
-                item_id, actor=principal.actor_id, role=principal.role, expected=data.expected
-            )
+        return await as_reviewer(
+            request,
+            services,
+            lambda q, actor, role: q.correct_sync(
+                item_id, actor=actor, role=role, expected=data.expected
+            ),
         )
 
     @post(
@@ -141,10 +152,10 @@ class ReviewController(Controller):
         data: JSONBody[GoldenIn],
     ) -> dict[str, Any]:
         """Append the item's input and reviewed output; returns the set's new version."""
-        principal = principal_of(request)
-        queue = queue_of(services)
-        return await anyio.to_thread.run_sync(
-            lambda: queue.add_to_golden_set_sync(
-                item_id, set_name=data.set_name, actor=principal.actor_id, role=principal.role
-            )
+        return await as_reviewer(
+            request,
+            services,
+            lambda q, actor, role: q.add_to_golden_set_sync(
+                item_id, set_name=data.set_name, actor=actor, role=role
+            ),
         )

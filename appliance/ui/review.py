@@ -15,19 +15,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 
-from appliance.auth.guards import principal_of
-from appliance.auth.roles import access
-from appliance.errors import InvalidInput, NotFound
+from appliance.api.review import REVIEWER, as_reviewer, queue_of
+from appliance.errors import InvalidInput
 from appliance.review.models import STATUSES
-from appliance.review.queue import ReviewQueue
 from appliance.services import Services
 from appliance.ui.common import fragment, render
-
-
-def _queue(services: Services) -> ReviewQueue:
-    if services.review is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("the review queue is not configured")
-    return services.review
 
 
 def _expected_from_form(task: str, data: dict[str, str]) -> Any:
@@ -50,7 +42,7 @@ class ReviewPagesController(Controller):
 
     include_in_schema = False
     path = "/review"
-    opt = access(roles=("staff",), permission="reviewer")
+    opt = REVIEWER
 
     @get("/")
     async def index(
@@ -60,7 +52,7 @@ class ReviewPagesController(Controller):
         status: FromQuery[str] = "pending",
     ) -> Template:
         """The queue: pending items by default, or accepted / corrected / all."""
-        queue = _queue(services)
+        queue = queue_of(services)
         shown = None if status == "all" else status
         items = await anyio.to_thread.run_sync(lambda: queue.list_items(status=shown, limit=200))
         counts = await anyio.to_thread.run_sync(queue.counts)
@@ -82,21 +74,18 @@ class ReviewPagesController(Controller):
         item_id: FromPath[str],
     ) -> Template:
         """One item with its content (opening it is audited)."""
-        principal = principal_of(request)
-        queue = _queue(services)
-        item = await anyio.to_thread.run_sync(
-            lambda: queue.open_sync(item_id, actor=principal.actor_id, role=principal.role)
+        item = await as_reviewer(
+            request, services, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
         )
         return render(request, "review_item.html", entry=item, note=None)
 
     async def _decision(
-        self, request: Request[Any, Any, Any], queue: ReviewQueue, item_id: str, note: str
+        self, request: Request[Any, Any, Any], services: Services, item_id: str, note: str
     ) -> Template:
-        principal = principal_of(request)
-        item = await anyio.to_thread.run_sync(
-            lambda: queue.open_sync(
-                item_id, actor=principal.actor_id, role=principal.role, audit=False
-            )
+        item = await as_reviewer(
+            request,
+            services,
+            lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role, audit=False),
         )
         return fragment("_review_decision.html", entry=item, note=note)
 
@@ -108,12 +97,10 @@ class ReviewPagesController(Controller):
         item_id: FromPath[str],
     ) -> Template:
         """Accept the output as right."""
-        principal = principal_of(request)
-        queue = _queue(services)
-        await anyio.to_thread.run_sync(
-            lambda: queue.accept_sync(item_id, actor=principal.actor_id, role=principal.role)
+        await as_reviewer(
+            request, services, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
         )
-        return await self._decision(request, queue, item_id, "Accepted.")
+        return await self._decision(request, services, item_id, "Accepted.")
 
     @post("/{item_id:str}/correct", status_code=200)
     async def correct(
@@ -124,16 +111,15 @@ class ReviewPagesController(Controller):
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
         """Record the right output."""
-        principal = principal_of(request)
-        queue = _queue(services)
-        task = str(data.get("task", ""))
-        expected = _expected_from_form(task, data)
-        await anyio.to_thread.run_sync(
-            lambda: queue.correct_sync(
-                item_id, actor=principal.actor_id, role=principal.role, expected=expected
-            )
+        expected = _expected_from_form(str(data.get("task", "")), data)
+        await as_reviewer(
+            request,
+            services,
+            lambda q, actor, role: q.correct_sync(
+                item_id, actor=actor, role=role, expected=expected
+            ),
         )
-        return await self._decision(request, queue, item_id, "Correction saved.")
+        return await self._decision(request, services, item_id, "Correction saved.")
 
     @post("/{item_id:str}/golden", status_code=200)
     async def golden(
@@ -144,19 +130,17 @@ class ReviewPagesController(Controller):
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
         """Append the reviewed item to a golden set."""
-        principal = principal_of(request)
-        queue = _queue(services)
-        result = await anyio.to_thread.run_sync(
-            lambda: queue.add_to_golden_set_sync(
-                item_id,
-                set_name=str(data.get("set_name", "")),
-                actor=principal.actor_id,
-                role=principal.role,
-            )
+        set_name = str(data.get("set_name", ""))
+        result = await as_reviewer(
+            request,
+            services,
+            lambda q, actor, role: q.add_to_golden_set_sync(
+                item_id, set_name=set_name, actor=actor, role=role
+            ),
         )
         return await self._decision(
             request,
-            queue,
+            services,
             item_id,
             f"Added to golden set {result['set_name']} (now version {result['version']}).",
         )

@@ -18,10 +18,7 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,6 +33,7 @@ from appliance.audit.store import EVENTS_TABLE
 from appliance.batches.models import BatchItem
 from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import make_engine
+from tests.support.process import appliance_cli, free_port, start_server
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "BATCH.md"
 MODELS = Path(os.environ.get("APPLIANCE_TEST_MODELS_DIR", PROJECT_ROOT / "var" / "models"))
@@ -91,48 +89,6 @@ def interactive(client: httpx.Client, rounds: int) -> list[float]:
 def status(client: httpx.Client, job_id: str) -> dict[str, Any]:
     body: dict[str, Any] = client.get(f"/api/v1/batches/{job_id}").json()
     return body
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    return done.stdout
-
-
-def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    """Start the server process and wait until it is ready."""
-    with log.open("ab") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=PROJECT_ROOT,
-        )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server never became ready")
 
 
 def finished_seqs(database_url: str, job_id: str) -> set[int]:
@@ -218,12 +174,12 @@ def main() -> None:
     env.update(APPLIANCE_DATA_DIR=str(data_dir), APPLIANCE_MODELS_DIR=str(MODELS))
     settings = Settings(data_dir=data_dir, models_dir=MODELS)
     database_url = settings.resolved_database_url
-    cli(env, "db", "upgrade")
-    key = cli(env, "keys", "create", "--name", "bench", "--scopes", "tasks,chat")
+    appliance_cli(env, "db", "upgrade")
+    key = appliance_cli(env, "keys", "create", "--name", "bench", "--scopes", "tasks,chat").stdout
     headers = {"Authorization": f"Bearer {key.strip().splitlines()[-1]}"}
     port = free_port()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=300)
-    server = serve(env, port, log)
+    server = start_server(env, port, log, timeout=180)
     progress: list[str] = []
 
     def note(text: str) -> None:
@@ -260,7 +216,7 @@ def main() -> None:
     finished_before = finished_seqs(database_url, job_id)
     note(f"killed the server (SIGKILL) with {len(finished_before)} items finished")
 
-    server = serve(env, port, log)
+    server = start_server(env, port, log, timeout=180)
     restarted_at = time.perf_counter()
     note(f"restarted after {restarted_at - stopped_at:.1f} s")
     while (final := status(client, job_id))["status"] != "completed":

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -23,23 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import PROJECT_ROOT
+from tests.support.process import appliance_cli
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "EVAL.md"
 MODELS = "smollm2-135m,gemma3-270m"
 BARS = (0.1, 0.15, 0.3, 0.5)
 
 
-def _cli(
-    env: dict[str, str], *args: str, timeout: float = 7200
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=True,
-    )
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return appliance_cli(env, *args, timeout=7200)
 
 
 def main() -> None:

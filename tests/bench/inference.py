@@ -31,7 +31,8 @@ from appliance.inference.openai_compat import OpenAICompatBackend
 from appliance.inference.router import Router, RouterConfig
 from appliance.services import embedded_backend
 from appliance.tasks.steps import build_routing
-from tests.support.llama_server import LlamaServer, free_port
+from tests.support.llama_server import LlamaServer
+from tests.support.process import free_port
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "INFERENCE.md"
 MODELS = PROJECT_ROOT / "var" / "models"

@@ -13,9 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,52 +25,12 @@ from appliance.audit.keys import load_or_create
 from appliance.audit.store import EVENTS_TABLE
 from appliance.audit.verify import verify
 from appliance.audit.witness import read_checkpoints
-from appliance.config import PROJECT_ROOT
 from appliance.db.engine import make_engine
+from tests.support.process import appliance_cli, free_port, start_server
 
 ROUNDS = int(os.environ.get("APPLIANCE_TEST_CRASH_ROUNDS", "2"))
 WRITERS = 4
 PROMPT = "Write one line to Jane Doe at jane.doe@example.com."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    return done.stdout
-
-
-def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            cwd=PROJECT_ROOT,
-        )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError("the server never became ready")
 
 
 def _hammer(
@@ -108,17 +65,17 @@ def test_every_answered_request_survives_kill_9_and_the_chain_verifies(
         APPLIANCE_AUDIT_CHECKPOINT_EVERY="3",
         APPLIANCE_LLAMA_THREADS="1",
     )
-    _cli(env, "db", "upgrade")
-    key_text = _cli(env, "keys", "create", "--name", "crash", "--scopes", "chat")
+    appliance_cli(env, "db", "upgrade")
+    key_text = appliance_cli(env, "keys", "create", "--name", "crash", "--scopes", "chat").stdout
     headers = {"Authorization": f"Bearer {key_text.strip().splitlines()[-1]}"}
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     engine = make_engine(database_url)
     rng = random.Random(5)
     answered: list[tuple[str, str]] = []
     try:
         for round_ in range(ROUNDS):
-            server = _start(env, port, tmp_path / "server.log")
+            server = start_server(env, port, tmp_path / "server.log")
             stop = threading.Event()
             before = len(answered)
             writers = [

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.llama_server import LlamaServer, free_port
+from tests.support.llama_server import LlamaServer
+from tests.support.process import free_port
 
 SMALL = "smollm2-135m"
 
