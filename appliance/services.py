@@ -26,6 +26,7 @@ from appliance.inference.base import Backend
 from appliance.inference.bundled import BUNDLED
 from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
 from appliance.inference.registry import Registry
+from appliance.inference.supervisor import BreakerPolicy
 from appliance.model_pulls import ModelPulls
 from appliance.pii.keys import load_or_create_key
 from appliance.pii.vault import PseudonymVault
@@ -46,6 +47,13 @@ def embedded_backend(settings: Settings) -> LlamaCppBackend:
         timeout_s=settings.generation_timeout_s,
         background_threads=settings.batch_llama_threads,
         background_quiet_s=settings.batch_quiet_s,
+        wrapper=settings.engine_worker_wrapper,
+        breaker=BreakerPolicy(
+            crashes=settings.engine_crash_limit,
+            window_s=settings.engine_crash_window_s,
+            cooldown_s=settings.engine_breaker_cooldown_s,
+        ),
+        start_timeout_s=settings.engine_start_timeout_s,
     )
 
 

@@ -108,6 +108,8 @@ class Health:
 
     ok: bool
     detail: str
+    models: dict[str, str] = field(default_factory=dict)
+    """Each model's own state, where the backend knows it (the embedded engine's workers)."""
 
 
 @runtime_checkable

@@ -1,25 +1,23 @@
-"""The embedded engine: llama.cpp in-process through llama-cpp-python.
+"""The embedded engine: llama.cpp models served by supervised worker processes.
 
-Each model file is loaded once per process and shared by every backend instance. llama.cpp
-contexts are not thread-safe, so a `GenerationGate` lets one generation run per model; the
-generation itself runs on a worker thread so the event loop keeps answering (`/healthz`).
+Each model runs in a worker process of its own (`appliance.inference.supervisor`): a native crash
+there fails the one request it was serving and the worker is restarted, while the web process,
+the other models and every other request carry on. llama.cpp serves one generation per instance,
+so a `GenerationGate` per model admits one request at a time and queues the rest.
 
-Background work (batch items, marked with `gate.background()`) runs on a second instance of the
-model with its own thread count and gate, and pauses between its steps (tokens, scoring evals)
-while interactive requests are in flight: an interactive request never waits for a batch item,
-only for the step in progress. Embeddings use a third instance, loaded in embedding mode.
+Background work (batch items, marked with `gate.background()`) runs on a second worker of the
+model with its own thread count and gate; after each of its steps (tokens, scoring evals) the
+worker waits for the web process's go-ahead, which is held back while interactive requests are in
+flight: an interactive request never waits for a batch item, only for the step in progress.
+Embeddings use a third worker, loaded in embedding mode. Background and embedding workers start
+on first use; interactive ones at start-up, and a model is ready once its worker has generated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -34,73 +32,37 @@ from appliance.inference.base import (
     ModelInfo,
     Usage,
 )
+from appliance.inference.engine import LocalModel as LocalModel
 from appliance.inference.gate import (
     INTERACTIVE,
     GenerationGate,
     InteractiveActivity,
     is_background,
 )
+from appliance.inference.supervisor import (
+    READY,
+    STARTING,
+    UNAVAILABLE,
+    BreakerPolicy,
+    EngineWorker,
+    WorkerSpec,
+    worker_for,
+)
+
+_ERRORS: dict[str, type[InferenceError] | type[InvalidInput]] = {
+    "invalid_input": InvalidInput,
+    "backend_unavailable": BackendUnavailable,
+}
 
 
-@dataclass(frozen=True)
-class LocalModel:
-    """A GGUF file the embedded engine serves under `name`."""
-
-    name: str
-    path: Path
-    chat_format: str | None = None
-
-
-_loaded: dict[tuple[str, int, int, str], Any] = {}
-_load_lock = threading.Lock()
-
-
-@atexit.register
-def _close_all() -> None:
-    # Free the models while the interpreter is still whole; left to garbage collection at
-    # shutdown, llama.cpp's destructors run after their module globals are gone.
-    with _load_lock:
-        for llama in _loaded.values():
-            llama.close()
-        _loaded.clear()
-
-
-def _load(model: LocalModel, *, threads: int, context: int, role: str = "interactive") -> Any:
-    """The shared instance of `model` for `role`: `interactive`, `background` or `embedding`."""
-    key = (str(model.path.resolve()), threads, context, role)
-    with _load_lock:
-        llama = _loaded.get(key)
-        if llama is None:
-            import llama_cpp
-
-            if not model.path.is_file():
-                raise BackendUnavailable(f"model file for '{model.name}' is missing: {model.path}")
-            # A chat model has no pooling of its own: mean-pool the token vectors.
-            embedding: dict[str, Any] = (
-                {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
-                if role == "embedding"
-                else {}
-            )
-            try:
-                llama = llama_cpp.Llama(
-                    model_path=str(model.path),
-                    n_ctx=context,
-                    n_threads=threads,
-                    chat_format=model.chat_format,
-                    verbose=False,
-                    **embedding,
-                )
-            except Exception as exc:
-                raise BackendUnavailable(f"model '{model.name}' failed to load: {exc}") from exc
-            _loaded[key] = llama
-        return llama
-
-
-_END = object()
+def _rebuild(error: dict[str, Any]) -> Exception:
+    """The worker's error as the error tree's exception (its message holds no prompt text)."""
+    kind = _ERRORS.get(str(error.get("code")), InferenceError)
+    return kind(str(error.get("message", "generation failed")), field=error.get("field"))
 
 
 class LlamaCppBackend:
-    """Serves local GGUF models with llama.cpp, one generation per model at a time."""
+    """Serves local GGUF models with llama.cpp workers, one generation per model at a time."""
 
     name = "llamacpp"
     capabilities = Capabilities(
@@ -119,6 +81,9 @@ class LlamaCppBackend:
         background_threads: int | None = None,
         background_quiet_s: float = 0.0,
         activity: InteractiveActivity = INTERACTIVE,
+        wrapper: Sequence[str] = (),
+        breaker: BreakerPolicy | None = None,
+        start_timeout_s: float = 120.0,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._threads = threads
@@ -127,11 +92,14 @@ class LlamaCppBackend:
         self._activity = activity
         self._context = context
         self._timeout_s = timeout_s
+        self._wrapper = tuple(wrapper)
+        self._breaker = breaker or BreakerPolicy()
+        self._start_timeout_s = start_timeout_s
         self._gates = {
             m.name: GenerationGate(name=m.name, queue_size=queue_size, retry_after=retry_after)
             for m in models
         }
-        # Background work has its own instance, so it gets its own gate (an unbounded queue:
+        # Background work has its own worker, so it gets its own gate (an unbounded queue:
         # the runner bounds how many items run at once).
         self._background_gates = {
             m.name: GenerationGate(name=m.name, queue_size=1_000_000, retry_after=retry_after)
@@ -143,7 +111,7 @@ class LlamaCppBackend:
         }
 
     def models(self) -> list[ModelInfo]:
-        """The configured models, whether loaded yet or not."""
+        """The configured models, whether their workers run yet or not."""
         return [
             ModelInfo(
                 name=m.name,
@@ -159,22 +127,6 @@ class LlamaCppBackend:
         gates = self._background_gates if background else self._gates
         return gates[self._model(model).name]
 
-    def _instance(self, model: str, *, background: bool) -> Any:
-        if background:
-            return _load(
-                self._model(model),
-                threads=self._background_threads,
-                context=self._context,
-                role="background",
-            )
-        return _load(self._model(model), threads=self._threads, context=self._context)
-
-    def _pause(self, background: bool) -> float:
-        """Between two steps of background work: wait while interactive traffic is busy."""
-        if not background:
-            return 0.0
-        return self._activity.yield_to_interactive(self._quiet_s)
-
     def _model(self, name: str) -> LocalModel:
         try:
             return self._models[name]
@@ -185,83 +137,161 @@ class LlamaCppBackend:
                 available=sorted(self._models),
             ) from None
 
+    def worker(self, model: str, role: str = "interactive") -> EngineWorker:
+        """The worker serving `model` in `role` (interactive, background or embedding)."""
+        threads = self._background_threads if role == "background" else self._threads
+        return worker_for(
+            WorkerSpec(
+                model=self._model(model),
+                role=role,
+                threads=threads,
+                context=self._context,
+                wrapper=self._wrapper,
+                breaker=self._breaker,
+                start_timeout_s=self._start_timeout_s,
+            )
+        )
+
+    def start(self) -> None:
+        """Start every model's interactive worker; each proves itself with one token."""
+        for name in self._models:
+            self.worker(name).ensure_started()
+
     def load(self, model: str) -> None:
-        """Load `model` now instead of on first use."""
-        _load(self._model(model), threads=self._threads, context=self._context)
+        """Start `model`'s worker now and wait until it has generated (or failed)."""
+        self.worker(model).wait_ready(self._start_timeout_s)
+
+    def model_states(self) -> dict[str, str]:
+        """Each model's state: `ready`, `starting`, `restarting` or `unavailable: <why>`."""
+        states: dict[str, str] = {}
+        for name in self._models:
+            worker = self.worker(name)
+            states[name] = f"{worker.state}: {worker.reason}" if worker.reason else worker.state
+        return states
 
     async def health(self) -> Health:
-        """Healthy when every model file is present; loading happens on demand."""
-        missing = [m.name for m in self._models.values() if not m.path.is_file()]
+        """Healthy once every model's worker has settled and at least one can generate."""
         if not self._models:
             return Health(ok=False, detail="no models configured")
+        missing = [m.name for m in self._models.values() if not m.path.is_file()]
         if missing:
             return Health(ok=False, detail=f"missing model files: {', '.join(missing)}")
-        return Health(ok=True, detail=f"{len(self._models)} models")
+        self.start()
+        states = self.model_states()
+        ready = [n for n in self._models if self.worker(n).state == READY]
+        starting = [n for n in self._models if self.worker(n).state == STARTING]
+        down = [n for n in self._models if self.worker(n).state == UNAVAILABLE]
+        if starting:
+            detail = f"starting: {', '.join(starting)}"
+        elif down:
+            detail = "; ".join(f"{n} {states[n]}" for n in down)
+        else:
+            detail = f"{len(ready)} models"
+        return Health(ok=bool(ready) and not starting, detail=detail, models=states)
 
-    def _completion_args(self, request: GenerationRequest) -> dict[str, Any]:
-        args: dict[str, Any] = {
+    async def _exchange(
+        self, worker: EngineWorker, message: dict[str, Any], *, background: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send one request to `worker` and yield its answer lines up to the last one.
+
+        Leaving early cancels the request and still waits until the worker has finished it,
+        so the gate is only released once the model is really free.
+        """
+        await worker.ready(self._start_timeout_s)
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def deliver(line: dict[str, Any]) -> None:
+            # RuntimeError: the caller's loop is gone, and nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(inbox.put_nowait, line)
+
+        request_id = worker.submit(message, deliver)
+        finished = False
+        try:
+            while True:
+                line = await inbox.get()
+                if "step" in line:
+                    if self._activity.busy(self._quiet_s):
+                        await self._activity.wait_quiet(self._quiet_s)
+                    worker.send({"op": "go", "id": request_id})
+                    continue
+                if "error" in line:
+                    finished = True
+                    raise _rebuild(line["error"])
+                finished = "t" not in line
+                yield line
+                if finished:
+                    return
+        finally:
+            if not finished:
+                worker.send({"op": "cancel", "id": request_id})
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout_s):
+                    while True:
+                        line = await inbox.get()
+                        if "step" in line:
+                            worker.send({"op": "go", "id": request_id})
+                        elif "t" not in line:
+                            break
+                worker.forget(request_id)
+
+    async def _last(
+        self, worker: EngineWorker, message: dict[str, Any], *, background: bool
+    ) -> dict[str, Any]:
+        """The final answer line of a request that does not stream."""
+        last: dict[str, Any] | None = None
+        async for line in self._exchange(worker, message, background=background):
+            last = line
+        if last is None or "result" not in last:
+            raise InferenceError("the engine worker ended the request without a result")
+        return last
+
+    def _chat_message(self, request: GenerationRequest, background: bool) -> dict[str, Any]:
+        return {
+            "op": "chat",
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
-            "stream": True,
+            "json_schema": request.json_schema,
+            "timeout_s": self._timeout_s,
+            "paced": background and self._quiet_s > 0,
         }
-        if request.json_schema is not None:
-            args["response_format"] = {"type": "json_object", "schema": request.json_schema}
-        return args
 
-    def _stream_sync(
-        self, request: GenerationRequest, stop: threading.Event, background: bool = False
-    ) -> Iterator[Delta]:
-        """Generate on the calling thread; stops early when `stop` is set or time runs out."""
-        llama = self._instance(request.model, background=background)
-        deadline = time.monotonic() + self._timeout_s
-        started = time.perf_counter()
-        first: float | None = None
-        completion_tokens = 0
-        finish = "stop"
-        with _engine_errors():
-            chunks = llama.create_chat_completion(**self._completion_args(request))
-            try:
-                for chunk in chunks:
-                    choice = chunk["choices"][0]
-                    text = choice["delta"].get("content")
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                    if text:
-                        completion_tokens += 1
-                        if first is None:
-                            first = time.perf_counter()
-                        yield Delta(content=text)
-                    if stop.is_set():
-                        finish = "cancelled"
-                        break
-                    if time.monotonic() > deadline:
-                        finish = "timeout"
-                        break
-                    # Time spent giving way to interactive requests does not count as slow.
-                    deadline += self._pause(background)
-            finally:
-                chunks.close()
-        total = time.perf_counter() - started
-        yield Delta(
-            content="",
-            finish_reason=finish,
-            usage=Usage(
-                # After a generation the context holds the prompt plus the generated tokens.
-                prompt_tokens=max(int(llama.n_tokens) - completion_tokens, 0),
-                completion_tokens=completion_tokens,
-                ttft_s=(first - started) if first is not None else total,
-                total_s=total,
-            ),
-        )
+    async def _deltas(self, request: GenerationRequest, background: bool) -> AsyncIterator[Delta]:
+        worker = self.worker(request.model, "background" if background else "interactive")
+        message = self._chat_message(request, background)
+        lines = self._exchange(worker, message, background=background)
+        try:
+            async for line in lines:
+                if "t" in line:
+                    yield Delta(content=line["t"])
+                    continue
+                done = line["done"]
+                yield Delta(
+                    content="",
+                    finish_reason=done["finish_reason"],
+                    usage=Usage(
+                        prompt_tokens=done["prompt_tokens"],
+                        completion_tokens=done["completion_tokens"],
+                        ttft_s=done["ttft_s"],
+                        total_s=done["total_s"],
+                    ),
+                )
+        finally:
+            await lines.aclose()  # type: ignore[attr-defined]
 
-    def _generate_sync(self, request: GenerationRequest, background: bool = False) -> Generation:
-        pieces: list[str] = []
-        last = Delta(content="")
-        for delta in self._stream_sync(request, threading.Event(), background):
-            pieces.append(delta.content)
-            last = delta
-        assert last.usage is not None
+    async def generate(self, request: GenerationRequest) -> Generation:
+        """Generate the whole answer once the model is free."""
+        background = is_background()
+        self._model(request.model)
+        async with self.gate(request.model, background=background).slot():
+            pieces: list[str] = []
+            last = Delta(content="")
+            async for delta in self._deltas(request, background):
+                pieces.append(delta.content)
+                last = delta
+        if last.usage is None:
+            raise InferenceError("the engine worker ended the generation without a result")
         return Generation(
             content="".join(pieces),
             model=request.model,
@@ -269,109 +299,44 @@ class LlamaCppBackend:
             usage=last.usage,
         )
 
-    async def generate(self, request: GenerationRequest) -> Generation:
-        """Generate on a worker thread once the model is free."""
-        background = is_background()
-        async with self.gate(request.model, background=background).slot():
-            # Not abandoned on cancel: the gate stays held until llama.cpp is really done.
-            return await anyio.to_thread.run_sync(self._generate_sync, request, background)
-
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Stream deltas produced on a worker thread; closing the stream stops generation."""
+        """Stream deltas as the worker produces them; closing the stream stops generation."""
         background = is_background()
+        self._model(request.model)
         async with self.gate(request.model, background=background).slot():
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[object] = asyncio.Queue()
-            stop = threading.Event()
-
-            def produce() -> None:
-                try:
-                    for delta in self._stream_sync(request, stop, background):
-                        loop.call_soon_threadsafe(queue.put_nowait, delta)
-                        if stop.is_set():
-                            break
-                    loop.call_soon_threadsafe(queue.put_nowait, _END)
-                except BaseException as exc:  # handed to the consumer, re-raised there
-                    loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-            worker = loop.run_in_executor(None, produce)
+            deltas = self._deltas(request, background)
             try:
-                while True:
-                    item = await queue.get()
-                    if item is _END:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    assert isinstance(item, Delta)
-                    yield item
+                async for delta in deltas:
+                    yield delta
             finally:
-                stop.set()
                 with anyio.CancelScope(shield=True):
-                    await worker
+                    await deltas.aclose()  # type: ignore[attr-defined]
 
     async def score_choices(
         self, request: GenerationRequest, choices: list[str]
     ) -> dict[str, float]:
         """Log-probability of each of `choices` as the answer (constrained-choice scoring)."""
-        from appliance.inference.choice import score_choices_sync
-
-        model = self._model(request.model)
+        self._model(request.model)
         if not choices:
             raise InvalidInput("at least one choice is needed", field="choices")
-
         background = is_background()
-
-        def run() -> dict[str, float]:
-            llama = self._instance(model.name, background=background)
-            with _engine_errors():
-                return score_choices_sync(
-                    llama,
-                    model.chat_format,
-                    request.messages,
-                    choices,
-                    between_steps=(lambda: self._pause(True)) if background else None,
-                )
-
+        worker = self.worker(request.model, "background" if background else "interactive")
+        message = {
+            "op": "score",
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "choices": list(choices),
+            "paced": background and self._quiet_s > 0,
+        }
         async with self.gate(request.model, background=background).slot():
-            return await anyio.to_thread.run_sync(run)
+            line = await self._last(worker, message, background=background)
+        return {str(k): float(v) for k, v in line["result"].items()}
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """One embedding vector per text: the mean of the model's token vectors."""
         local = self._model(model)
         if not texts:
             raise InvalidInput("at least one input is needed", field="input")
-
-        def run() -> list[list[float]]:
-            llama = _load(local, threads=self._threads, context=self._context, role="embedding")
-            # One input is embedded in one batch; longer would be cut silently, so refuse it.
-            limit = int(llama.n_batch)
-            for index, text in enumerate(texts):
-                count = len(llama.tokenize(text.encode("utf-8"), add_bos=True))
-                if count > limit:
-                    raise InvalidInput(
-                        f"input {index} is {count} tokens; '{local.name}' embeds at most {limit}",
-                        field="input",
-                    )
-            with _engine_errors():
-                vectors = llama.embed(texts)
-            return [[float(x) for x in vector] for vector in vectors]
-
+        worker = self.worker(local.name, "embedding")
         async with self._embedding_gates[local.name].slot():
-            return await anyio.to_thread.run_sync(run)
-
-
-@contextmanager
-def _engine_errors() -> Iterator[None]:
-    """Map llama.cpp's exceptions into the error tree without echoing any prompt text."""
-    try:
-        yield
-    except (InferenceError, InvalidInput, BackendUnavailable):
-        raise
-    except ValueError as exc:
-        if "context window" in str(exc):
-            raise InvalidInput(
-                "the messages do not fit the model's context window", field="messages"
-            ) from exc
-        raise InferenceError(f"generation failed ({type(exc).__name__})") from exc
-    except Exception as exc:
-        raise InferenceError(f"generation failed ({type(exc).__name__})") from exc
+            line = await self._last(worker, {"op": "embed", "texts": list(texts)}, background=False)
+        return [[float(x) for x in vector] for vector in line["result"]]

@@ -212,6 +212,13 @@ class Registry:
         self._rebuild()
         return outcome
 
+    def start(self) -> None:
+        """Start backends that run processes of their own (the embedded engine's workers)."""
+        for backend in self.backends:
+            start = getattr(backend, "start", None)
+            if start is not None:
+                start()
+
     async def aclose(self) -> None:
         """Close the connection pools of backends that hold one (at shutdown)."""
         for backend in self.backends:

@@ -1,9 +1,11 @@
-"""The embedded llama.cpp backend with the real bundled models (small and CPU-only)."""
+"""The embedded llama.cpp backend with the real bundled models (small and CPU-only), served by
+real worker processes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ import pytest
 from appliance.errors import BackendBusy, BackendUnavailable, InvalidInput, ModelNotFound
 from appliance.inference.base import Backend, Delta, GenerationRequest, Message
 from appliance.inference.bundled import BUNDLED
-from appliance.inference.llamacpp import LlamaCppBackend, LocalModel, _load, _loaded
+from appliance.inference.engine import LlamaInstance
+from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
 
 THREADS, CONTEXT = 2, 2048
 MODEL_NAMES = [m.name for m in BUNDLED]
@@ -74,9 +77,12 @@ def test_models_lists_the_configured_models(backend: LlamaCppBackend) -> None:
     assert [i.details["file"] for i in infos] == [m.filename for m in BUNDLED]
 
 
-async def test_health_is_ok_with_the_files_present(backend: LlamaCppBackend) -> None:
+async def test_health_is_ok_once_every_model_has_generated(backend: LlamaCppBackend) -> None:
+    for name in MODEL_NAMES:
+        backend.load(name)  # start the worker and wait for its first token
     health = await backend.health()
     assert health.ok
+    assert health.models == dict.fromkeys(MODEL_NAMES, "ready")
     assert str(len(BUNDLED)) in health.detail
 
 
@@ -138,22 +144,20 @@ async def test_json_schema_constrains_the_output(backend: LlamaCppBackend, model
     assert result.finish_reason == "stop"
 
 
-def test_each_model_file_is_loaded_once_per_process(
-    make_backend: Callable[..., LlamaCppBackend], models_dir: Path, tmp_path: Path
+def test_each_model_has_one_worker_process_per_process(
+    make_backend: Callable[..., LlamaCppBackend], models_dir: Path
 ) -> None:
     model = local_models(models_dir)[0]
-    key = (str(model.path.resolve()), THREADS, CONTEXT, "interactive")
-    make_backend().load(model.name)
-    llama = _loaded[key]
-    count = len(_loaded)
-    make_backend().load(model.name)  # a second backend instance
-    assert _loaded[key] is llama
-    assert _load(model, threads=THREADS, context=CONTEXT) is llama
-    # The same file reached through another path (a symlink) shares the instance too.
-    link = tmp_path / "link.gguf"
-    link.symlink_to(model.path)
-    assert _load(LocalModel("alias", link), threads=THREADS, context=CONTEXT) is llama
-    assert len(_loaded) == count
+    first = make_backend()
+    first.load(model.name)
+    worker = first.worker(model.name)
+    assert worker.pid is not None and worker.pid != os.getpid()  # never in the web process
+    second = make_backend()  # a second backend instance (another app in the same process)
+    second.load(model.name)
+    assert second.worker(model.name) is worker
+    assert second.worker(model.name).pid == worker.pid
+    # Another role is another process.
+    assert first.worker(model.name, "embedding") is not worker
 
 
 async def test_unknown_model_is_model_not_found(backend: LlamaCppBackend) -> None:
@@ -193,10 +197,13 @@ async def test_unloadable_model_file_is_backend_unavailable(
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf file at all" * 100)
     broken = make_backend([LocalModel("junk", junk)])
-    assert (await broken.health()).ok  # the file exists; loading happens on demand
     with pytest.raises(BackendUnavailable, match="failed to load"):
         await broken.generate(ask("junk", "hi"))
     assert not broken.gate("junk").busy
+    health = await broken.health()  # the worker tried, failed, and says so
+    assert not health.ok
+    assert "junk" in health.detail and "failed to load" in health.detail
+    assert health.models["junk"].startswith("unavailable")
 
 
 async def test_no_models_is_unhealthy(make_backend: Callable[..., LlamaCppBackend]) -> None:
@@ -272,10 +279,13 @@ async def test_messages_longer_than_the_context_are_invalid_input(
 def reference_prompt_tokens(models_dir: Path, model: str, text: str) -> int:
     """Prompt tokens as llama-cpp-python's own non-streaming completion counts them."""
     local = next(m for m in local_models(models_dir) if m.name == model)
-    llama = _load(local, threads=THREADS, context=CONTEXT)
-    reply = llama.create_chat_completion(
-        messages=[{"role": "user", "content": text}], max_tokens=1, temperature=0.0
-    )
+    instance = LlamaInstance(local, threads=THREADS, context=CONTEXT, role="interactive")
+    try:
+        reply = instance.llama.create_chat_completion(
+            messages=[{"role": "user", "content": text}], max_tokens=1, temperature=0.0
+        )
+    finally:
+        instance.close()
     return int(reply["usage"]["prompt_tokens"])
 
 
