@@ -10,15 +10,20 @@ BIN := $(VENV)/bin
 # because pip's own wheel cache ignores CMAKE_ARGS and would hand back whichever was built first.
 LLAMA_NATIVE ?= 0
 LLAMA_VERSION := $(shell sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)
+LLAMA_WHEEL_ROOT := $(HOME)/.cache/appliance/wheels
+# The offline bundle always ships the portable build, whatever this machine installed.
+export LLAMA_PORTABLE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+	-DGGML_AMX_BF16=OFF
+export LLAMA_PORTABLE_WHEELS := $(LLAMA_WHEEL_ROOT)/llama-$(LLAMA_VERSION)-portable
 ifeq ($(LLAMA_NATIVE),1)
 LLAMA_VARIANT := native
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON
 else
 LLAMA_VARIANT := portable
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CMAKE_ARGS := $(LLAMA_PORTABLE_ARGS)
 endif
-export LLAMA_WHEELS ?= $(HOME)/.cache/appliance/wheels/llama-$(LLAMA_VERSION)-$(LLAMA_VARIANT)
+LLAMA_WHEELS := $(LLAMA_WHEEL_ROOT)/llama-$(LLAMA_VERSION)-$(LLAMA_VARIANT)
 STAMP := $(VENV)/.install-stamp-$(LLAMA_VARIANT)
 HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var

@@ -16,14 +16,19 @@ llama_version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 # 1. llama.cpp, portable: the wheel pip builds by default uses -march=native of the build host and
-# would crash with SIGILL on an older CPU. Built once (about 6 minutes on two cores) and cached.
-mkdir -p "$cache/wheels-portable"
-if ! ls "$cache/wheels-portable"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
+# crashes on other CPUs (SIGILL on an older one; SIGSEGV in the AMX kernels on Intel CPUs that
+# advertise AMX). The Makefile passes its portable flags and wheel directory (the one
+# `make install` uses, so it is built once, about 6 minutes on two cores); never pip's own cache,
+# which ignores CMAKE_ARGS.
+portable_args=${LLAMA_PORTABLE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF}
+portable_wheels=${LLAMA_PORTABLE_WHEELS:-$cache/wheels-portable}
+mkdir -p "$portable_wheels"
+if ! ls "$portable_wheels"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python $llama_version portable (GGML_NATIVE=OFF)..."
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" "$py" -m pip wheel --no-deps --no-cache-dir \
-    -w "$cache/wheels-portable" "llama-cpp-python==$llama_version"
+  CMAKE_ARGS="$portable_args" "$py" -m pip wheel --no-deps --no-cache-dir \
+    -w "$portable_wheels" "llama-cpp-python==$llama_version"
 fi
-llama_wheel=$(ls "$cache/wheels-portable"/llama_cpp_python-"$llama_version"-*.whl)
+llama_wheel=$(ls "$portable_wheels"/llama_cpp_python-"$llama_version"-*.whl)
 
 stage="$out/stage/appliance-bundle"
 rm -rf "$out/stage"

@@ -49,6 +49,9 @@ from appliance.inference.supervisor import (
     worker_for,
 )
 
+HUNG_GRACE_S = 30.0
+"""How long past its time limit a worker may stay silent before it counts as hung."""
+
 _ERRORS: dict[str, type[InferenceError] | type[InvalidInput]] = {
     "invalid_input": InvalidInput,
     "backend_unavailable": BackendUnavailable,
@@ -84,6 +87,7 @@ class LlamaCppBackend:
         wrapper: Sequence[str] = (),
         breaker: BreakerPolicy | None = None,
         start_timeout_s: float = 120.0,
+        hung_grace_s: float = HUNG_GRACE_S,
     ) -> None:
         self._models = {m.name: m for m in models}
         self._threads = threads
@@ -95,6 +99,7 @@ class LlamaCppBackend:
         self._wrapper = tuple(wrapper)
         self._breaker = breaker or BreakerPolicy()
         self._start_timeout_s = start_timeout_s
+        self._hung_grace_s = hung_grace_s
         self._gates = {
             m.name: GenerationGate(name=m.name, queue_size=queue_size, retry_after=retry_after)
             for m in models
@@ -206,11 +211,22 @@ class LlamaCppBackend:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(inbox.put_nowait, line)
 
+        async def receive() -> dict[str, Any]:
+            # Silence past the time limit (plus grace) means a hung engine: end that worker.
+            try:
+                return await asyncio.wait_for(inbox.get(), self._timeout_s + self._hung_grace_s)
+            except TimeoutError:
+                worker.kill()
+                raise BackendUnavailable(
+                    f"the engine worker of model '{worker.name}' stopped answering; "
+                    "it is being restarted"
+                ) from None
+
         request_id = worker.submit(message, deliver)
         finished = False
         try:
             while True:
-                line = await inbox.get()
+                line = await receive()
                 if "step" in line:
                     if self._activity.busy(self._quiet_s):
                         await self._activity.wait_quiet(self._quiet_s)
@@ -226,9 +242,9 @@ class LlamaCppBackend:
         finally:
             if not finished:
                 worker.send({"op": "cancel", "id": request_id})
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout_s):
+                with anyio.CancelScope(shield=True), contextlib.suppress(BackendUnavailable):
                     while True:
-                        line = await inbox.get()
+                        line = await receive()
                         if "step" in line:
                             worker.send({"op": "go", "id": request_id})
                         elif "t" not in line:

@@ -58,6 +58,9 @@ _LOGGABLE = re.compile(
 )
 
 
+_FAULT = ("Fatal Python error", "Current thread", "Thread 0x", "  File ", "Extension modules")
+
+
 @dataclass(frozen=True)
 class BreakerPolicy:
     """When repeated crashes make a model unavailable, and for how long."""
@@ -198,6 +201,12 @@ class EngineWorker:
         with self._lock, contextlib.suppress(OSError):
             self._write(message)
 
+    def kill(self) -> None:
+        """End a worker that stopped answering; it is restarted like one that crashed."""
+        with self._lock:
+            if self._proc is not None:
+                self._proc.kill()
+
     def forget(self, request_id: int) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
@@ -325,10 +334,16 @@ class EngineWorker:
             text = line.rstrip()
             if not text:
                 continue
-            detail = text[:500] if _LOGGABLE.match(text) else f"[{len(text)} characters withheld]"
-            log.warning(
+            known = _LOGGABLE.match(text)
+            # llama.cpp's own notes are informational; a fault or anything unknown is a warning.
+            log.log(
+                logging.INFO if known and not text.startswith(_FAULT) else logging.WARNING,
                 "engine worker output",
-                extra={"model": self.name, "event": "engine.worker_output", "detail": detail},
+                extra={
+                    "model": self.name,
+                    "event": "engine.worker_output",
+                    "detail": text[:500] if known else f"[{len(text)} characters withheld]",
+                },
             )
 
     def stop(self) -> None:

@@ -5,7 +5,10 @@
   beyond the PII scan;
 - the router's own decision time (no router-model call);
 - a pool with one dead node (a closed loopback port) against the live node alone, with a real
-  llama-cpp-python OpenAI-compatible server: the added latency per request.
+  llama-cpp-python OpenAI-compatible server: the added latency per request;
+- the engine's worker processes against the in-process engine they replace: same model and
+  prompts, interleaved; added latency per request and the tokens/s ratio; and two models
+  generating at once (one thread per worker, two cores) against the same two one after the other.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import upgrade
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.base import GenerationRequest, Message
+from appliance.inference.bundled import BUNDLED
+from appliance.inference.engine import LlamaInstance, LocalModel
+from appliance.inference.llamacpp import LlamaCppBackend
 from appliance.inference.openai_compat import OpenAICompatBackend
 from appliance.inference.router import Router, RouterConfig
 from appliance.services import embedded_backend
@@ -287,6 +293,132 @@ def bench_dead_node(lines: list[str]) -> None:
     ]
 
 
+def _in_process(instance: LlamaInstance, prompt: str, max_tokens: int) -> tuple[float, int]:
+    """One generation in this process: (seconds, completion tokens)."""
+    started = time.perf_counter()
+    usage = None
+    for delta in instance.stream_chat(
+        messages=[Message("user", prompt)],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        json_schema=None,
+        timeout_s=300,
+    ):
+        usage = delta.usage or usage
+    assert usage is not None
+    return time.perf_counter() - started, usage.completion_tokens
+
+
+async def _workers(lines: list[str]) -> None:
+    model = "smollm2-135m"
+    threads = 2
+    local = {m.name: LocalModel(m.name, MODELS / m.filename, m.chat_format) for m in BUNDLED}
+    engine = LlamaCppBackend(
+        list(local.values()), threads=threads, context=2048, queue_size=4, retry_after=1,
+        timeout_s=300,
+    )  # fmt: skip
+    engine.load(model)
+    instance = LlamaInstance(local[model], threads=threads, context=2048, role="interactive")
+
+    async def via_worker(prompt: str, max_tokens: int, name: str = model) -> tuple[float, int]:
+        started = time.perf_counter()
+        result = await engine.generate(
+            GenerationRequest(model=name, messages=[Message("user", prompt)], max_tokens=max_tokens)
+        )
+        return time.perf_counter() - started, result.usage.completion_tokens
+
+    for prompt in PROMPTS[:2]:  # warm both paths
+        _in_process(instance, prompt, 4)
+        await via_worker(prompt, 4)
+    # Added latency per request: one token, paired and interleaved, alternating order.
+    added: list[float] = []
+    one_in, one_worker = [], []
+    for i in range(60):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        if i % 2:
+            a = _in_process(instance, prompt, 1)[0]
+            b = (await via_worker(prompt, 1))[0]
+        else:
+            b = (await via_worker(prompt, 1))[0]
+            a = _in_process(instance, prompt, 1)[0]
+        one_in.append(a)
+        one_worker.append(b)
+        added.append(b - a)
+    # Throughput: 64 tokens each way, interleaved.
+    rate_in, rate_worker = [], []
+    for i in range(8):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        for path in (0, 1) if i % 2 else (1, 0):
+            if path == 0:
+                seconds, tokens = _in_process(instance, prompt, 64)
+                rate_in.append(tokens / seconds)
+            else:
+                seconds, tokens = await via_worker(prompt, 64)
+                rate_worker.append(tokens / seconds)
+    instance.close()
+    ratio = statistics.median(rate_worker) / statistics.median(rate_in)
+
+    # Two models at once against one after the other, one thread per worker.
+    single = LlamaCppBackend(
+        list(local.values()), threads=1, context=2048, queue_size=4, retry_after=1, timeout_s=300
+    )
+    for name in local:
+        single.load(name)
+
+    async def timed(name: str) -> float:
+        started = time.perf_counter()
+        await single.generate(
+            GenerationRequest(
+                model=name, messages=[Message("user", PROMPTS[2])], max_tokens=48,
+                temperature=0.0,
+            )
+        )  # fmt: skip
+        return time.perf_counter() - started
+
+    together, apart = [], []
+    for i in range(5):
+        for mode in ("at once", "apart") if i % 2 else ("apart", "at once"):
+            started = time.perf_counter()
+            if mode == "at once":
+                await asyncio.gather(*(timed(name) for name in local))
+                together.append(time.perf_counter() - started)
+            else:
+                for name in local:
+                    await timed(name)
+                apart.append(time.perf_counter() - started)
+    parallel = statistics.median(together) / statistics.median(apart)
+    lines += [
+        "## Worker processes against the in-process engine (smollm2-135m)",
+        "",
+        "The engine runs each model in a supervised worker process (a native crash costs one "
+        "request). The in-process arm calls the same llama.cpp build in the benchmark's own "
+        "process, with no gate, thread hop or pipe: the cost of the isolation, measured "
+        f"strictly. {threads} threads each; 60 paired one-token requests and 8 rounds of 64 "
+        "tokens, interleaved, alternating order.",
+        "",
+        "| path | one token p50 ms | one token p99 ms | tokens/s (64 tokens, median) |",
+        "|---|---|---|---|",
+        f"| in-process | {pct(one_in, 0.5) * 1000:.2f} | {pct(one_in, 0.99) * 1000:.2f} | "
+        f"{statistics.median(rate_in):.1f} |",
+        f"| worker process | {pct(one_worker, 0.5) * 1000:.2f} | "
+        f"{pct(one_worker, 0.99) * 1000:.2f} | {statistics.median(rate_worker):.1f} |",
+        "",
+        f"Added per request (paired): **p50 {pct(added, 0.5) * 1000:.2f} ms**, p99 "
+        f"{pct(added, 0.99) * 1000:.2f} ms (target ≤ 2 ms p50). Tokens/s ratio worker / "
+        f"in-process: **{ratio:.3f}** (target ≥ 0.97).",
+        "",
+        "Two models (smollm2-135m and gemma3-270m, 48 tokens each, one thread per worker) "
+        f"generating at once against the same two one after the other, 5 rounds each: median "
+        f"{statistics.median(together):.2f} s against {statistics.median(apart):.2f} s, "
+        f"**{parallel:.2f}×** (target ≤ 0.65×).",
+        "",
+    ]
+
+
+def bench_workers(lines: list[str]) -> None:
+    asyncio.run(_workers(lines))
+
+
 def main() -> None:
     lines = [
         "# Inference benchmark",
@@ -298,6 +430,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_router(lines, Path(tmp) / "router")
         bench_dead_node(lines)
+        bench_workers(lines)
         bench_gateway(lines, Path(tmp) / "gw")
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(OUT.read_text())

@@ -44,7 +44,12 @@ def make_engine(models_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Llam
     built: list[LlamaCppBackend] = []
 
     def build(
-        *, crashes: int = 3, cooldown_s: float = 60.0, wrapper: list[str] | None = None
+        *,
+        crashes: int = 3,
+        cooldown_s: float = 60.0,
+        wrapper: list[str] | None = None,
+        timeout_s: float = 120,
+        hung_grace_s: float = 30,
     ) -> LlamaCppBackend:
         backend = LlamaCppBackend(
             [LocalModel(m.name, models_dir / m.filename, m.chat_format) for m in BUNDLED],
@@ -52,7 +57,8 @@ def make_engine(models_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Llam
             context=1024,
             queue_size=4,
             retry_after=1,
-            timeout_s=120,
+            timeout_s=timeout_s,
+            hung_grace_s=hung_grace_s,
             wrapper=wrapper or [],
             breaker=BreakerPolicy(
                 crashes=crashes, window_s=120, cooldown_s=cooldown_s, backoff_s=0.05
@@ -109,6 +115,24 @@ async def test_a_worker_killed_mid_stream_fails_that_stream_only_and_comes_back(
     assert worker.pid not in (None, first_pid)
     assert worker.restarts == 1
     assert sig.name in (worker.reason or "") or worker.reason is None
+
+
+async def test_a_hung_worker_is_ended_and_replaced(
+    make_engine: Callable[..., LlamaCppBackend],
+) -> None:
+    engine = make_engine(timeout_s=1, hung_grace_s=1)
+    engine.load(SMALL)
+    worker = engine.worker(SMALL)
+    assert worker.pid is not None
+    hung = worker.pid
+    os.kill(hung, signal.SIGSTOP)  # alive, but never answers again
+    with pytest.raises(BackendUnavailable, match="stopped answering"):
+        await engine.generate(ask(SMALL, "Say hi.", 4))
+    assert not engine.gate(SMALL).busy
+    # A fresh worker answers (within this test's one-second limit: it may be cut short).
+    again = await engine.generate(ask(SMALL, "Say hi.", 4))
+    assert again.finish_reason in {"stop", "length", "timeout"}
+    assert worker.pid != hung
 
 
 async def test_repeated_crashes_open_the_breaker_and_name_the_cause(
