@@ -203,9 +203,13 @@ class EngineWorker:
 
     def kill(self) -> None:
         """End a worker that stopped answering; it is restarted like one that crashed."""
-        with self._lock:
+        with self._changed:
             if self._proc is not None:
                 self._proc.kill()
+                # Requests from now on wait for the replacement instead of meeting the corpse.
+                self._proc = None
+                self.state = RESTARTING
+                self._changed.notify_all()
 
     def forget(self, request_id: int) -> None:
         with self._lock:
