@@ -70,6 +70,18 @@ def api_key(env: dict[str, str], *scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
 
 
+def say_hi(client: httpx.Client, model: str) -> httpx.Response:
+    """A short non-streamed chat with `model`."""
+    return client.post(
+        "/api/v1/chat",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 4,
+        },
+    )
+
+
 def crash_during_stream(
     client: httpx.Client, server: subprocess.Popen[bytes], sig: signal.Signals
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -110,14 +122,7 @@ def test_a_worker_crash_mid_stream_costs_that_request_only(
                 def ask_other(
                     client: httpx.Client = client, out: dict[str, httpx.Response] = other
                 ) -> None:
-                    out["response"] = client.post(
-                        "/api/v1/chat",
-                        json={
-                            "model": OTHER,
-                            "messages": [{"role": "user", "content": "Say hi."}],
-                            "max_tokens": 4,
-                        },
-                    )
+                    out["response"] = say_hi(client, OTHER)
 
                 received = crash_during_stream(client, server, sig)
                 # Right after the crash: the other model, the probes and the UI still answer.
@@ -136,14 +141,7 @@ def test_a_worker_crash_mid_stream_costs_that_request_only(
                 audit_id = error["receipt"]["audit_id"]
 
                 # The next request on the crashed model is served by a fresh worker.
-                again = client.post(
-                    "/api/v1/chat",
-                    json={
-                        "model": SMALL,
-                        "messages": [{"role": "user", "content": "Hi."}],
-                        "max_tokens": 4,
-                    },
-                )
+                again = say_hi(client, SMALL)
                 assert again.status_code == 200, again.text
                 assert worker_pid(server, SMALL) != before
 
@@ -209,20 +207,10 @@ def test_a_model_whose_worker_crashes_on_start_is_reported_and_the_rest_serves(
             redacted = client.post("/api/v1/pii/redact", json={"text": "Mail jane.doe@example.com"})
             assert redacted.status_code == 200
             assert "jane.doe@example.com" not in redacted.text
-            down = client.post(
-                "/api/v1/chat",
-                json={"model": OTHER, "messages": [{"role": "user", "content": "Hi."}]},
-            )
+            down = say_hi(client, OTHER)
             assert down.status_code == 503
             assert down.json()["error"]["code"] == "backend_unavailable"
-            up = client.post(
-                "/api/v1/chat",
-                json={
-                    "model": SMALL,
-                    "messages": [{"role": "user", "content": "Hi."}],
-                    "max_tokens": 4,
-                },
-            )
+            up = say_hi(client, SMALL)
             assert up.status_code == 200
     finally:
         server.terminate()
