@@ -232,7 +232,18 @@ class EngineWorker:
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
-            ready, outcome = self._run_once()
+            try:
+                ready, outcome = self._run_once()
+            except Exception as exc:
+                # A supervisor that stopped reading would leave requests waiting on a live
+                # worker: end the worker and treat it as a crash instead.
+                log.error(
+                    "engine worker supervision failed",
+                    extra={"model": self.name, "event": "engine.worker_restart"},
+                    exc_info=True,
+                )
+                self.kill()
+                ready, outcome = True, f"its supervision failed ({type(exc).__name__})"
             if self._stopping.is_set():
                 break
             self._fail_pending(outcome)
