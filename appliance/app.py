@@ -38,7 +38,10 @@ from appliance.api.review import ReviewController
 from appliance.api.tasks import TasksController
 from appliance.api.usage import UsageController
 from appliance.audit.schedule import maintain as maintain_audit
+from appliance.audit.schedule import record_integrity
 from appliance.audit.store import AuditRecord
+from appliance.audit.verify import Integrity, check_integrity
+from appliance.audit.witness import parts as witness_parts
 from appliance.auth.guards import PRINCIPAL_STATE, enforce_access
 from appliance.auth.identity import Identity
 from appliance.auth.oidc import OidcClient
@@ -48,7 +51,7 @@ from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
 from appliance.documents.service import sweep_forever
 from appliance.error_handlers import EXCEPTION_HANDLERS, describe
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, AuditError
 from appliance.gateway import CHAT_ACTION
 from appliance.inference.base import Backend
 from appliance.middleware import refuse_nul_characters, request_id_middleware, security_headers
@@ -131,6 +134,23 @@ async def _sweep_batches_and_reviews(services: Services) -> int:
     return removed
 
 
+def _check_audit_integrity(services: Services) -> Integrity:
+    """The trail's triggers and tail, checked before serving: a failure stops start-up
+    (`audit_integrity_check = "refuse"`) or keeps `/readyz` at 503 with a critical log line."""
+    settings = services.settings
+    if not witness_parts(settings.audit_witness):
+        log.warning(
+            "audit witness disabled (audit_witness = none): rows cut from the end of the trail "
+            "or rewritten after the last checkpoint would go unnoticed"
+        )
+    integrity = Integrity()
+    status = check_integrity(services.audit, witness_setting=settings.audit_witness)
+    record_integrity(integrity, status)
+    if not integrity.ok and settings.audit_integrity_check == "refuse":
+        raise AuditError(f"refusing to start: audit trail integrity {status}")
+    return integrity
+
+
 def create_app(
     settings: Settings | None = None, *, backends: list[Backend] | None = None
 ) -> Litestar:
@@ -141,12 +161,21 @@ def create_app(
     services = Services.build(
         settings, engine, backends if backends is not None else [embedded_backend(settings)]
     )
+    services.gateway.requestable_policies = tuple(settings.requestable_policies)
+    integrity = _check_audit_integrity(services)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         task = asyncio.create_task(_load_detector(services))
+        # Embedded models start in their worker processes now; each is ready once it generated.
+        services.registry.start()
         audit_task = asyncio.create_task(
-            maintain_audit(services.audit, retention_days=settings.audit_retention_days)
+            maintain_audit(
+                services.audit,
+                retention_days=settings.audit_retention_days,
+                integrity=integrity,
+                witness_setting=settings.audit_witness,
+            )
         )
         sweep_task = asyncio.create_task(
             sweep_forever(
@@ -241,6 +270,7 @@ def create_app(
         logging_config=None,
     )
     app.state.services = services
+    app.state.audit_integrity = integrity
     app.state.identity = Identity(settings, engine, services.audit)
     app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,10 +86,35 @@ class Settings(BaseSettings):
         description="Largest `max_tokens` a request may ask for; larger requests are capped.",
     )
     llama_threads: int = Field(
-        default=2, gt=0, description="CPU threads each embedded llama.cpp model uses."
+        default=2, gt=0, description="CPU threads of each embedded model's worker process."
     )
     llama_context: int = Field(
         default=2048, gt=0, description="Context window (tokens) for embedded models."
+    )
+    engine_worker_wrapper: list[str] = Field(
+        default_factory=list,
+        description="A command each embedded model's worker process is started under (JSON "
+        'list, e.g. `["taskset", "-c", "1"]` to pin it to a core); empty starts it directly.',
+    )
+    engine_start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest an embedded model's worker may take to load and generate its first "
+        "token before it counts as failed.",
+    )
+    engine_crash_limit: int = Field(
+        default=3,
+        ge=1,
+        description="Worker crashes within `engine_crash_window_s` that make an embedded model "
+        "unavailable (its breaker opens; `/readyz` names it and the cause).",
+    )
+    engine_crash_window_s: float = Field(
+        default=60.0, gt=0, description="Window in which `engine_crash_limit` crashes are counted."
+    )
+    engine_breaker_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an unavailable embedded model waits before a fresh worker is tried.",
     )
     generation_queue_size: int = Field(
         default=8,
@@ -180,10 +205,11 @@ class Settings(BaseSettings):
         default=1000, gt=0, description="Write a signed audit checkpoint after this many events."
     )
     audit_checkpoint_minutes: float = Field(
-        default=15.0,
+        default=0.9,
         gt=0,
         description="Also write a signed audit checkpoint when this many minutes passed since "
-        "the last one and events were added.",
+        "the last one and events were added (checked every few seconds, so while events "
+        "arrive a checkpoint is witnessed at least once a minute).",
     )
     audit_key_file: Path | None = Field(
         default=None,
@@ -191,9 +217,19 @@ class Settings(BaseSettings):
         "`<data_dir>/keys/audit_signing.pem` (created with mode 0600 on first use).",
     )
     audit_witness: str = Field(
-        default="",
-        description="External witness of every checkpoint: a file path (JSON lines), `syslog` "
-        "(`/dev/log`) or `syslog:<socket path>`; empty writes checkpoints to the database only.",
+        default="auto",
+        description="External witnesses of every checkpoint, comma-separated: a file path (JSON "
+        "lines, 0600), `syslog` (`/dev/log`, which journald reads too), `syslog?` (syslog when "
+        "the socket exists) or `syslog:<socket path>`. `auto` (the default) is "
+        "`<data_dir>/witness/audit-checkpoints.jsonl` (directory 0700) plus `syslog?`; `none` "
+        "keeps checkpoints in the database only (start-up logs a warning: a cut tail would "
+        "then go unnoticed).",
+    )
+    audit_integrity_check: Literal["ready", "refuse"] = Field(
+        default="ready",
+        description="When the audit tables' append-only triggers are missing or the chain does "
+        "not verify from its last checkpoint: `ready` keeps serving with `/readyz` 503 and a "
+        "critical log line; `refuse` stops start-up.",
     )
     audit_retention_days: int = Field(
         default=0,
@@ -220,6 +256,27 @@ class Settings(BaseSettings):
     )
     login_rate_per_minute: int = Field(
         default=10, gt=0, description="Sign-in attempts allowed per address and per username."
+    )
+    auth_failures_per_minute: int = Field(
+        default=20,
+        gt=0,
+        description="Failed API-key authentications allowed per minute from one address; past "
+        "it the address gets 429 with `Retry-After`, and its refusals are counted in one "
+        "`auth.throttled` audit row per address and window instead of a row each.",
+    )
+    requestable_policies: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Policies a caller with no assignment (key, team or task) may name in a "
+        "request (JSON list; `*`: any active policy). A caller with an assignment may name "
+        "only the assigned policy and those the admin allowed with it (`policy assign ... "
+        "--allow`); anything else is 403 `policy_not_allowed`.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=4,
+        le=1000,
+        description="Deepest nesting of arrays and objects a JSON body may have; deeper is 400 "
+        "`malformed_body` before it is parsed.",
     )
     inference_rate_per_minute: int = Field(
         default=120,
@@ -319,7 +376,7 @@ class Settings(BaseSettings):
     batch_llama_threads: int = Field(
         default=1,
         gt=0,
-        description="CPU threads of the embedded engine's separate model instance for batch "
+        description="CPU threads of the embedded engine's separate worker process for batch "
         "items (fewer than `llama_threads` leaves cores to interactive requests).",
     )
     batch_max_items: int = Field(
@@ -345,6 +402,14 @@ class Settings(BaseSettings):
         "empty means no cap. Admins can change it at runtime; past it the policy's "
         "`routing.over_budget` applies.",
     )
+
+    @model_validator(mode="after")
+    def _resolve_witness(self) -> Settings:
+        # `auto` becomes concrete paths here, so everything reading the setting sees them.
+        if self.audit_witness.strip().lower() == "auto":
+            path = (self.data_dir / "witness" / "audit-checkpoints.jsonl").resolve()
+            object.__setattr__(self, "audit_witness", f"{path},syslog?")
+        return self
 
     @classmethod
     def settings_customise_sources(

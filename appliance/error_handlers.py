@@ -16,6 +16,7 @@ from appliance.errors import (
     PasswordChangeRequired,
     RateLimited,
 )
+from appliance.middleware import logged_path
 
 log = logging.getLogger("appliance.errors")
 
@@ -116,7 +117,7 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         log.error(
             "unhandled error",
             exc_info=(type(exc), exc, None),
-            extra={"request_id": request_id, "path": request.url.path},
+            extra={"request_id": request_id, "path": logged_path(request.scope)},
         )
         body["message"] = f"internal error (request id {request_id})"
     receipt = body.get("receipt")

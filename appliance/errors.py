@@ -2,6 +2,7 @@
 
     ApplianceError (500)
     +-- InvalidInput (422)                 a field of the request is wrong; `field` names it
+    +-- MalformedBody (400)                the body is not UTF-8 JSON, or is nested too deep
     +-- PayloadTooLarge (413)
     +-- NotFound (404)
     |   +-- ModelNotFound (404)            lists the models that do exist
@@ -21,9 +22,11 @@
     +-- Forbidden (403)                    signed in, but the role or key scopes do not allow it
     |   +-- CsrfFailed (403)               a state-changing browser request without its token
     |   +-- PasswordChangeRequired (403)   the account must set a new password first
+    |   +-- PolicyNotAllowed (403)         the request named a policy its assignment does not allow
     +-- RateLimited (429)                  too many requests; `retry_after` seconds
     |   +-- LoginThrottled (429)           the account is in backoff or locked after failures
     |   +-- EscalationBudgetExhausted (429) external spend reached this month's escalation budget
+    |   +-- AuthThrottled (429)            too many failed API keys from one address
     +-- Conflict (409)                     the named thing already exists
     +-- AuditError (500)                   the audit trail cannot be written, read or exported
     |   +-- AuditKeyError (500)            the checkpoint signing key is missing, unreadable, open
@@ -65,6 +68,13 @@ class InvalidInput(ApplianceError):
 
     status_code = 422
     code = "invalid_input"
+
+
+class MalformedBody(ApplianceError):
+    """The body cannot be read as JSON: not UTF-8, not JSON, or nested beyond the limit."""
+
+    status_code = 400
+    code = "malformed_body"
 
 
 class PayloadTooLarge(ApplianceError):
@@ -205,6 +215,13 @@ class PasswordChangeRequired(Forbidden):
     code = "password_change_required"
 
 
+class PolicyNotAllowed(Forbidden):
+    """The request named a policy that is neither the one assigned to the caller (key, team,
+    task) nor one the admin allowed with that assignment: a caller cannot pick a weaker one."""
+
+    code = "policy_not_allowed"
+
+
 class RateLimited(ApplianceError):
     """Too many requests or failed sign-ins; retry after `retry_after` seconds."""
 
@@ -236,6 +253,13 @@ class EscalationBudgetExhausted(RateLimited):
     def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
         ApplianceError.__init__(self, message, field="model", **extra)
         self.retry_after = retry_after
+
+
+class AuthThrottled(RateLimited):
+    """Too many failed API-key authentications from one address: refused before the key is
+    checked, until the window resets."""
+
+    code = "auth_throttled"
 
 
 class Conflict(ApplianceError):

@@ -8,15 +8,16 @@ reaches the audit trail or a log is never raw: only counts, names and decisions.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
@@ -30,6 +31,7 @@ from appliance.errors import (
     InvalidInput,
     OutputInvalid,
     PiiBlocked,
+    PolicyNotAllowed,
 )
 from appliance.inference.base import (
     Delta,
@@ -48,8 +50,11 @@ from appliance.pii.stream import StreamScanner
 from appliance.pii.vault import PseudonymScope, PseudonymVault
 from appliance.policies.schema import LoadedPolicy
 from appliance.policies.store import PolicyStore
+from appliance.tasks.caller_text import replace_strings, strings_in
+from appliance.tasks.schema_limits import check_schema
 from appliance.tasks.steps import RoutingSteps, TaskInput, TaskResult
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 CHAT_ACTION = "chat.completion"
@@ -161,6 +166,8 @@ class _Trace:
     output_counts: Counter[str] = field(default_factory=Counter)
     output_actions: dict[str, str] = field(default_factory=dict)
     restored: int = 0
+    restored_entities: Counter[str] = field(default_factory=Counter)
+    """How many pseudonyms of each type were put back in the answer for the caller."""
     model: str | None = None
     context: ActionContext | None = None
     scope: PseudonymScope | None = None
@@ -169,6 +176,8 @@ class _Trace:
     task: str | None = None
     route: Route | None = None
     generations: list[Generation] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    """A task's parameters after the policy's actions (what the model may see)."""
 
     def note(self, transformed: Transformed, direction: Literal["input", "output"]) -> None:
         counts, actions = (
@@ -217,6 +226,7 @@ class _Trace:
                 "entities": dict(sorted(self.output_counts.items())),
                 "actions": dict(sorted(self.output_actions.items())),
                 "restored": self.restored,
+                "restored_entities": dict(sorted(self.restored_entities.items())),
             },
             "outcome": outcome or self.outcome(),
             "model": self.model,
@@ -302,6 +312,8 @@ class Gateway:
         self.review: ReviewIntake | None = None
         # Set by the services: the history that keeps content where the policy retains it.
         self.history: HistoryIntake | None = None
+        # Policies a caller with no assignment may name (`*`: any); set from the settings.
+        self.requestable_policies: tuple[str, ...] = ("*",)
 
     # -- PII steps, shared by every adapter -------------------------------------------------------
     def spec(self, policy: LoadedPolicy, direction: Literal["input", "output"]) -> DetectionSpec:
@@ -314,12 +326,19 @@ class Gateway:
     async def detect(self, text: str, spec: DetectionSpec) -> list[Finding]:
         """Findings in `text`; any failure or timeout fails closed (DetectorUnavailable)."""
         detector = self.detector.get()
+        return await self._analysis(lambda: detector.analyze(text, spec))
+
+    async def detect_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
+        """Findings per text of one conversation, values split across two texts included;
+        fails closed like `detect`."""
+        detector = self.detector.get()
+        return await self._analysis(lambda: detector.analyze_many(texts, spec))
+
+    async def _analysis(self, run: Callable[[], T]) -> T:
         try:
             with anyio.fail_after(self.detector_timeout_s):
                 # Abandoned on timeout: the analysis thread finishes on its own, unused.
-                return await anyio.to_thread.run_sync(
-                    lambda: detector.analyze(text, spec), abandon_on_cancel=True
-                )
+                return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
         except TimeoutError as exc:
             raise DetectorUnavailable(
                 f"PII detection timed out after {self.detector_timeout_s} s; nothing was sent"
@@ -366,9 +385,21 @@ class Gateway:
             lambda: transform(text, findings, policy.policy, context, direction)
         )
 
-    async def _prepare(self, trace: _Trace, chat: ChatInput) -> GenerationRequest:
-        """Everything before the model: policy, model lookup, detection, actions, block."""
-        trace.policy = self.policies.resolve(
+    async def _prepare(
+        self,
+        trace: _Trace,
+        chat: ChatInput,
+        *,
+        policy: LoadedPolicy | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> GenerationRequest:
+        """Everything before the model: policy, model lookup, detection, actions, block.
+
+        Every caller string is protected: the messages, a task's `params` (kept in
+        `trace.params`) and the structured-output schema (`chat.json_schema`)."""
+        if chat.json_schema is not None:
+            check_schema(chat.json_schema, field="json_schema")
+        trace.policy = policy or self.policies.resolve(
             key=_key_id(trace.actor),
             key_policy=trace.actor.key_policy,
             team=trace.actor.team,
@@ -383,28 +414,86 @@ class Gateway:
             conversation_id=chat.conversation_id,
         )
         outgoing: list[Message] = []
-        for message in chat.messages:
-            transformed = await self.protect(message.content, trace.policy, trace.context)
+        # The messages are read as one conversation: a value split across two of them (an SSN
+        # in two halves) is found in both.
+        texts = [message.content for message in chat.messages]
+        found = await self.detect_many(texts, self.spec(trace.policy, "input"))
+        policy, context = trace.policy, trace.context
+        results = await anyio.to_thread.run_sync(
+            lambda: [
+                transform(text, hits, policy.policy, context, "input")
+                for text, hits in zip(texts, found, strict=True)
+            ]
+        )
+        for message, transformed in zip(chat.messages, results, strict=True):
             trace.note(transformed, "input")
             outgoing.append(Message(role=message.role, content=transformed.text))
+        blocked_field = "messages" if "block" in trace.actions.values() else None
+        fields = {"params": params or {}, "json_schema": chat.json_schema}
+        protected, blocked_in = await self._protect_fields(trace, fields)
+        trace.params = protected["params"]
         if "block" in trace.actions.values():
             blocked = sorted(e for e, a in trace.actions.items() if a == "block")
             raise PiiBlocked(
                 f"the policy '{trace.policy.policy.name}' blocks requests containing "
                 f"{', '.join(blocked)}; nothing was sent to a model",
-                field="messages",
+                field=blocked_field or blocked_in or "messages",
             )
         request = GenerationRequest(
             model=trace.route.model,
             messages=outgoing,
             max_tokens=min(chat.max_tokens or self.max_tokens, self.max_tokens_limit),
             temperature=chat.temperature,
-            json_schema=chat.json_schema,
+            json_schema=protected["json_schema"],
         )
         # Route checks that need the protected text: context fit, router verdict, external rule.
         request = await self.routing.after_protect(trace, chat, request)
         trace.model = trace.route.model
         return request
+
+    async def _protect_fields(
+        self, trace: _Trace, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """Structured fields (task params, a JSON schema) with every caller string in them,
+        keys included, put through the policy's actions: one detection pass over all of them,
+        each finding counted in the receipt like message text. Returns the fields with the
+        strings replaced, and the name of the first field where a `block` rule fired."""
+        assert trace.policy is not None and trace.context is not None
+        found = {name: sorted(set(strings_in(value))) for name, value in fields.items()}
+        texts = sorted({text for names in found.values() for text in names})
+        if not texts:
+            return fields, None
+        policy, context = trace.policy, trace.context
+        # One analysis of all strings joined by blank lines; findings are cut back per string.
+        starts, cursor = [], 0
+        for text in texts:
+            starts.append(cursor)
+            cursor += len(text) + 2
+        findings = await self.detect("\n\n".join(texts), self.spec(policy, "input"))
+        per: list[list[Finding]] = [[] for _ in texts]
+        for finding in findings:
+            index = bisect.bisect_right(starts, finding.start) - 1
+            start, end = starts[index], starts[index] + len(texts[index])
+            if finding.start >= end:
+                continue  # inside a separator
+            per[index].append(
+                replace(finding, start=finding.start - start, end=min(finding.end, end) - start)
+            )
+        results = await anyio.to_thread.run_sync(
+            lambda: [
+                transform(text, hits, policy.policy, context, "input")
+                for text, hits in zip(texts, per, strict=True)
+            ]
+        )
+        mapping: dict[str, str] = {}
+        blocked: set[str] = set()
+        for text, transformed in zip(texts, results, strict=True):
+            trace.note(transformed, "input")
+            mapping[text] = transformed.text
+            if transformed.blocked:
+                blocked.add(text)
+        blocked_in = next((n for n, names in found.items() if blocked & set(names)), None)
+        return {n: replace_strings(v, mapping) for n, v in fields.items()}, blocked_in
 
     async def _finish_output(self, trace: _Trace, text: str) -> str:
         """Scan a whole answer with the policy's output rules, then restore pseudonyms."""
@@ -427,9 +516,14 @@ class Gateway:
         assert trace.policy is not None
         if trace.scope is None or not trace.policy.policy.output.restore_pseudonyms:
             return text
+        if trace.route is not None and trace.route.tier == "external":
+            # An answer from an external tier keeps its placeholders (issue 15): the values are
+            # restored only where the whole round trip stayed on the box.
+            return text
         scope = trace.scope
-        restored, count = await anyio.to_thread.run_sync(lambda: scope.restore(text))
-        trace.restored += count
+        restored, counts = await anyio.to_thread.run_sync(lambda: scope.restore_counted(text))
+        trace.restored += sum(counts.values())
+        trace.restored_entities.update(counts)
         return restored
 
     def _stream_scanner(self, trace: _Trace) -> StreamScanner | None:
@@ -504,10 +598,35 @@ class Gateway:
         return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(None)}
 
     def _policy_for(self, actor: Actor, name: str | None) -> LoadedPolicy:
-        if name is not None:
-            return self.policies.get(name)
-        return self.policies.resolve(
-            key=_key_id(actor), key_policy=actor.key_policy, team=actor.team
+        return self.requested_policy(actor, name)
+
+    def requested_policy(
+        self, actor: Actor, name: str | None, *, task: str | None = None
+    ) -> LoadedPolicy:
+        """The policy a request runs under when it names `name` (or names none).
+
+        The caller's assignment (API key, team, task, in that order) is a floor set by an
+        admin: a request may name the assigned policy or one the admin allowed with that
+        assignment, nothing else (`PolicyNotAllowed`, 403). A caller with no assignment may
+        name the policies the `requestable_policies` setting lists. An unknown name is a 404.
+        """
+        floor = self.policies.resolve(
+            key=_key_id(actor), key_policy=actor.key_policy, team=actor.team, task=task
+        )
+        if name is None or name == floor.policy.name:
+            return floor
+        named = self.policies.get(name)
+        assigned, allowed = self.policies.choices(
+            key=_key_id(actor), key_policy=actor.key_policy, team=actor.team, task=task
+        )
+        if not assigned:
+            allowed = frozenset(self.requestable_policies)
+        if name in allowed or (not assigned and "*" in allowed):
+            return named
+        raise PolicyNotAllowed(
+            f"this caller's requests run under policy '{floor.policy.name}'; naming '{name}' is "
+            "not allowed (an admin can allow it with the assignment)",
+            field="policy",
         )
 
     # -- chat ------------------------------------------------------------------------------------
@@ -737,16 +856,10 @@ class Gateway:
                 text = await self.documents.text_for(actor, task.document_id)
                 task = replace(task, text=text, document_id=None)
             template, params, chat = self.routing.task_input(task, actor)
-            if chat.task is not None and task.policy and not actor.key_policy:
-                trace.actor = Actor(
-                    id=actor.id,
-                    role=actor.role,
-                    source=actor.source,
-                    key_policy=task.policy,
-                    team=actor.team,
-                )
-            request = await self._prepare(trace, chat)
+            policy = self.requested_policy(actor, task.policy, task=task.name)
+            request = await self._prepare(trace, chat, policy=policy, params=params)
             protected = request.messages[0].content
+            params = trace.params
             output = await self.routing.run_template(trace, template, params, request)
             for key in self.routing.text_fields(template, output):
                 output[key] = await self._finish_output(trace, output[key])

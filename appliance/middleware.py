@@ -1,5 +1,6 @@
-"""ASGI middleware: request ids, one metadata-only log line per request, security headers, and
-the refusal of NUL characters in request text.
+"""ASGI middleware: request ids, one metadata-only log line per request (the route template,
+never the raw path), security headers, and the refusal of NUL characters, invalid UTF-8 and
+over-deep JSON in request bodies.
 
 Every response carries the CSP (no `unsafe-inline`), `nosniff`, Referrer-Policy and framing
 rules; HSTS is added when TLS is in effect.
@@ -19,7 +20,8 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.errors import InvalidInput
+from appliance.auth.guards import route_target
+from appliance.errors import InvalidInput, MalformedBody
 
 log = logging.getLogger("appliance.http")
 
@@ -64,6 +66,15 @@ async def security_headers(message: Message, scope: Scope) -> None:
         headers["Strict-Transport-Security"] = HSTS
 
 
+def logged_path(scope: Scope) -> str:
+    """The route template and a keyed hash of the path parameters (see `route_target`): a
+    raw path can hold what a caller typed into it, and logs never keep request text."""
+    app = scope.get("litestar_app")
+    identity = getattr(getattr(app, "state", None), "identity", None)
+    key = identity.pepper if identity is not None else b"appliance-log"
+    return route_target(scope, key)
+
+
 def request_id_of(request: Request[Any, Any, Any]) -> str:
     """The id the middleware gave this request."""
     return str(request.scope.get("state", {}).get("request_id", ""))
@@ -101,7 +112,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                     extra={
                         "request_id": request_id,
                         "method": scope.get("method"),
-                        "path": scope["path"],
+                        "path": logged_path(scope),
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     },
@@ -131,6 +142,52 @@ def _nul_at(value: Any, where: str) -> str | None:
     return None
 
 
+_STRING = re.compile(rb'"(?:[^"\\\\]|\\\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _max_depth(request: Request[Any, Any, Any]) -> int:
+    services = getattr(request.app.state, "services", None)
+    return int(getattr(getattr(services, "settings", None), "max_json_depth", 64))
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, without parsing it (strings
+    are skipped, so brackets inside them do not count). Linear in the body's size."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def check_utf8(body: bytes) -> None:
+    """Refuse a JSON body that is not UTF-8 (`MalformedBody`, 400) before it is decoded."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(
+            f"the request body is not valid UTF-8 (invalid byte at offset {exc.start})",
+            field="body",
+        ) from None
+
+
+def check_depth(body: bytes, *, max_depth: int) -> None:
+    """Refuse a JSON body nesting arrays and objects deeper than `max_depth` (`MalformedBody`,
+    400), before any parser or validator recurses into it."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return  # cannot be deeper than the limit: skip the scan
+    depth = json_depth(body)
+    if depth > max_depth:
+        raise MalformedBody(
+            f"the request body nests arrays and objects {depth} deep; at most {max_depth}",
+            field="body",
+        )
+
+
 def _refuse(field: str) -> InvalidInput:
     return InvalidInput(f"{field} must not contain a NUL character (U+0000)", field=field)
 
@@ -141,7 +198,8 @@ async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
 
     A body is checked whatever its declared type (a JSON body is read as JSON even when sent as
     `text/plain`); for multipart forms, the text fields are checked and the files left to the
-    document extractors.
+    document extractors. A JSON body must also be UTF-8 and nest at most `max_json_depth` deep
+    (400 `malformed_body`), so no decoder or validator downstream fails with a 500.
     """
     for name, value in request.path_params.items():
         if isinstance(value, str) and _NUL in value:
@@ -159,11 +217,15 @@ async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
                 raise _refuse(name)
         return
     body = await request.body()
-    if b"\\u0000" not in body and b"\x00" not in body:
-        return
-    try:
-        where = _nul_at(json.loads(body), "")
-    except (ValueError, RecursionError):
-        raise _refuse("body") from None
-    if where is not None:
-        raise _refuse(where or "body")
+    as_json = media_type.endswith("json") or body.lstrip()[:1] in (b"{", b"[")
+    if as_json:
+        check_utf8(body)
+    if b"\\u0000" in body or b"\x00" in body:
+        try:
+            where = _nul_at(json.loads(body), "")
+        except (ValueError, RecursionError):
+            raise _refuse("body") from None
+        if where is not None:
+            raise _refuse(where or "body")
+    if as_json:
+        check_depth(body, max_depth=_max_depth(request))

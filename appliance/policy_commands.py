@@ -174,7 +174,8 @@ def cmd_assign(settings: Settings, args: argparse.Namespace) -> int:
     if policy is None and not args.remove:
         print("error: name a policy or pass --remove", file=sys.stderr)
         return 1
-    store.assign(args.kind, args.target, policy)
+    allowed = [n for n in (args.allow or "").split(",") if n] if args.allow is not None else None
+    store.assign(args.kind, args.target, policy, allowed=allowed)
     _audit(
         audit, "policy.activated", args, policy or "(none)", kind=args.kind, assigned_to=args.target
     )
@@ -216,5 +217,11 @@ def add_commands(sub: Any) -> None:
     assign.add_argument("target")
     assign.add_argument("policy", nargs="?")
     assign.add_argument("--remove", action="store_true")
+    assign.add_argument(
+        "--allow",
+        metavar="NAMES",
+        help="comma-separated policies a request under this assignment may also name "
+        "(the assigned one is a floor; '' clears the list)",
+    )
     assign.add_argument("--by", help="who assigns (default: the OS user)")
     assign.set_defaults(func=cmd_assign)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Response
 
@@ -26,8 +26,11 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", summary="Readiness: database, PII detector and a backend")
-    async def readyz(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
-        """503 until the database answers, the detector is loaded and a backend is healthy."""
+    async def readyz(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+    ) -> Response[dict[str, Any]]:
+        """503 until the database answers, the detector is loaded and a backend is healthy, and
+        while the audit trail's triggers are missing or its tail does not verify."""
         checks: dict[str, Any] = {}
         try:
             await anyio.to_thread.run_sync(ping, services.engine)
@@ -36,14 +39,22 @@ class HealthController(Controller):
             checks["database"] = f"failed: {type(exc).__name__}"
         checks["detector"] = services.detector.status
         backends: dict[str, str] = {}
+        models: dict[str, str] = {}
         for backend in services.registry.backends:
             health = await backend.health()
             backends[backend.name] = "ok" if health.ok else f"failed: {health.detail}"
+            models.update(health.models)
         checks["backends"] = backends
+        integrity = getattr(request.app.state, "audit_integrity", None)
+        checks["audit"] = integrity.status if integrity is not None else "unchecked"
+        if models:
+            # An unavailable model is named with its cause; the others keep serving.
+            checks["models"] = models
         ready = (
             checks["database"] == "ok"
             and checks["detector"] == "ready"
             and any(v == "ok" for v in backends.values())
+            and checks["audit"] == "ok"
         )
         return Response(
             {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -27,6 +27,7 @@ from appliance.gateway import ChatInput
 from appliance.inference.base import Message
 from appliance.middleware import request_id_of
 from appliance.services import Services
+from appliance.tasks.schema_limits import check_schema
 
 OLLAMA_API_VERSION = "0.6.0"
 
@@ -112,7 +113,10 @@ def _name(model: str) -> str:
 def _schema(fmt: Literal["json"] | dict[str, Any] | None) -> dict[str, Any] | None:
     if fmt is None:
         return None
-    return {"type": "object"} if fmt == "json" else fmt
+    if fmt == "json":
+        return {"type": "object"}
+    check_schema(fmt, field="format")
+    return fmt
 
 
 def _final(model: str, usage: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from appliance.gateway import ChatInput
 from appliance.inference.base import Message
 from appliance.middleware import request_id_of
 from appliance.services import Services
+from appliance.tasks.schema_limits import check_schema
 
 
 class OpenAIMessage(BaseModel):
@@ -129,6 +130,7 @@ def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     schema = spec.get("schema")
     if not isinstance(schema, dict):
         raise InvalidInput("json_schema.schema must be an object", field="response_format")
+    check_schema(schema, field="response_format.json_schema.schema")
     return schema
 
 

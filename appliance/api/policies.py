@@ -56,6 +56,9 @@ class AssignmentIn(BaseModel):
     kind: Literal["key", "team", "task"]
     target: str = Field(min_length=1, max_length=200)
     policy: str | None = Field(default=None, min_length=1, max_length=100)
+    allowed: list[str] | None = Field(default=None, max_length=50)
+    """Other policies a request under this assignment may name (the assigned one is a floor:
+    naming anything else is refused with 403 `policy_not_allowed`); null keeps the list."""
 
 
 def _version(v: VersionInfo) -> dict[str, Any]:
@@ -210,9 +213,16 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Resolution order for a request: key's bound policy, key, team, task, default."""
-        services.policies.assign(data.kind, data.target, data.policy)
+        services.policies.assign(data.kind, data.target, data.policy, allowed=data.allowed)
         ref = services.policies.get(data.policy).ref if data.policy else "(none)"
+        extra = {"allowed": ",".join(sorted(set(data.allowed)))[:200]} if data.allowed else {}
         await self._audit(
-            request, services, "policy.activated", ref, kind=data.kind, assigned_to=data.target
+            request,
+            services,
+            "policy.activated",
+            ref,
+            kind=data.kind,
+            assigned_to=data.target,
+            **extra,
         )
         return data.model_dump()

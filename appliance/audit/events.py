@@ -146,6 +146,16 @@ class ApiKeyDenied(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuthThrottled(Event):
+    """Failed API-key authentications from one address went past the throttle: every refusal
+    of one window is counted in a single row per address (`details.count`, `details.window_s`),
+    so a flood of bad keys cannot grow the trail without bound."""
+
+    name = "auth.throttled"
+    default_outcome = "throttled"
+
+
+@dataclass(frozen=True, kw_only=True)
 class UserCreated(Event):
     """A local account was created; `target` is the user id."""
 
@@ -270,6 +280,15 @@ class ExternalRefused(CompletionEvent):
 
     name = "external.refused"
     default_outcome = "refused"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyNotAllowed(CompletionEvent):
+    """A request named a policy that its caller's assignment (key, team, task) does not allow:
+    refused with 403 before any detection; `policy` is the floor the caller runs under."""
+
+    name = "policy.not_allowed"
+    default_outcome = "policy_not_allowed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -472,6 +491,7 @@ _BY_OUTCOME = {
     "detector_unavailable": "pii.detector_failed",
     "external_refused": "external.refused",
     "escalation_budget_exhausted": "external.refused",
+    "policy_not_allowed": "policy.not_allowed",
 }
 
 
@@ -490,7 +510,7 @@ def typed_action(action: str, outcome: str, status_code: int | None = None) -> s
             return "completion.rejected"
         return "completion.failed"
     if action == GENERIC_REFUSAL:
-        return "request.refused"
+        return "policy.not_allowed" if outcome == "policy_not_allowed" else "request.refused"
     raise ValueError(
         f"unknown audit event '{action}': add a class to appliance/audit/events.py "
         f"(and a row to the README's audit events table); known: {', '.join(EVENTS)}"

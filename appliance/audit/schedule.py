@@ -1,4 +1,5 @@
-"""The audit trail's background work in a running app: timed checkpoints and daily retention."""
+"""The audit trail's background work in a running app: timed checkpoints, the integrity check,
+and daily retention."""
 
 from __future__ import annotations
 
@@ -9,22 +10,52 @@ import anyio
 
 from appliance.audit.retention import purge
 from appliance.audit.store import AuditLog
+from appliance.audit.verify import Integrity, check_integrity
 
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
+INTEGRITY_EVERY_S = 60.0
+"""How often a running app re-checks the triggers and the chain's tail."""
 
 
-async def maintain(audit: AuditLog, *, retention_days: int, tick_s: float | None = None) -> None:
-    """Run until cancelled: a checkpoint when `checkpoint_minutes` passed with new events, and,
-    when a retention period is set, a purge once a day (the first one a tick after start)."""
-    interval = tick_s or min(60.0, audit.checkpoint_interval.total_seconds())
+def record_integrity(integrity: Integrity, status: str) -> None:
+    """Keep the status `/readyz` reports; a failure is logged loudly, once per change."""
+    if status != integrity.status and not status.startswith("ok"):
+        log.critical(
+            "AUDIT TRAIL INTEGRITY CHECK FAILED: the server is not ready until it is resolved",
+            extra={"detail": status[:300]},
+        )
+    elif status != integrity.status and integrity.status.startswith("failed"):
+        log.warning("audit trail integrity restored")
+    integrity.status = status
+
+
+async def maintain(
+    audit: AuditLog,
+    *,
+    retention_days: int,
+    tick_s: float | None = None,
+    integrity: Integrity | None = None,
+    witness_setting: str = "",
+) -> None:
+    """Run until cancelled: a checkpoint once `checkpoint_minutes` passed with new events
+    (looked for every few seconds, so the interval holds to within a tick), the integrity
+    check every minute, and, when a retention period is set, a purge once a day."""
+    interval = tick_s or min(5.0, max(audit.checkpoint_interval.total_seconds() / 6, 0.5))
     last_purge: float | None = None
+    last_check = time.monotonic()
     while True:
         await anyio.sleep(interval)
         try:
             await anyio.to_thread.run_sync(audit.checkpoint_if_due_sync)
             now = time.monotonic()
+            if integrity is not None and now - last_check >= INTEGRITY_EVERY_S:
+                last_check = now
+                status = await anyio.to_thread.run_sync(
+                    lambda: check_integrity(audit, witness_setting=witness_setting)
+                )
+                record_integrity(integrity, status)
             if retention_days > 0 and (last_purge is None or now - last_purge >= DAY_S):
                 await anyio.to_thread.run_sync(
                     lambda: purge(audit, older_than_days=retention_days, actor="system")

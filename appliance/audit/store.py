@@ -5,6 +5,11 @@ process, other processes, other replicas on PostgreSQL) extends one linear chain
 and no gap: SQLite takes its write lock up front (`BEGIN IMMEDIATE`), PostgreSQL takes a
 transaction-scoped advisory lock, and only then is the head read and the next row inserted.
 A lock inside the process queues this process's writers cheaply before they reach the database.
+
+A change that the trail records (a deletion of content, say) commits in the same transaction as
+its event: `AuditLog.transaction()` opens that serialised transaction as a session, the caller
+makes its change and `append`s the event through it, and both commit or neither does. An
+`append_sync(..., within=session)` joins a transaction the caller opened itself.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -140,6 +146,23 @@ def begin_serialised(connection: Connection) -> None:
         raise RuntimeError(f"unsupported database {connection.dialect.name}")
 
 
+def join_serialised(connection: Connection) -> None:
+    """Hold the chain's write lock in the transaction `connection` is in (or is about to open).
+
+    PostgreSQL: the advisory lock can be taken at any point of a transaction (again is harmless),
+    and each later statement reads what was committed before it was granted. SQLite: a
+    connection not yet in a transaction begins one with the write lock; one already in a
+    transaction has written (pysqlite opens a transaction only for a write), so it holds the
+    write lock and reads the newest snapshot, as SQLite grants that lock on no other.
+    """
+    if connection.dialect.name == "sqlite":
+        dbapi = connection.connection.dbapi_connection
+        if dbapi is None or not dbapi.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        begin_serialised(connection)
+
+
 def read_head(connection: Connection) -> Head:
     """The chain's head; after a purge of everything, the anchor it continues from."""
     row = connection.execute(
@@ -151,6 +174,33 @@ def read_head(connection: Connection) -> Head:
     if anchor is not None:
         return Head(anchor.seq, anchor.head_hash)
     return Head(0, GENESIS)
+
+
+class ChainTransaction:
+    """A serialised transaction opened by `AuditLog.transaction()`: the caller's changes go
+    through `session`, its events through `append`; they commit together or not at all."""
+
+    def __init__(self, log: AuditLog, session: Session) -> None:
+        self._log = log
+        self.session = session
+        self.head: Head | None = None
+
+    @property
+    def connection(self) -> Connection:
+        """The connection the transaction runs on (for Core statements)."""
+        return self.session.connection()
+
+    def append(self, record: AuditRecord, *, event_id: str | None = None) -> str:
+        """Link one event onto the chain in this transaction; returns its id.
+
+        Pending ORM changes are flushed first, so the change and its event reach the database
+        in that order (a crash between them rolls both back).
+        """
+        row = validate(record)
+        row["id"] = event_id or uuid.uuid4().hex
+        self.session.flush()
+        self.head = self._log.extend(self.connection, [row])
+        return str(row["id"])
 
 
 class AuditLog:
@@ -175,6 +225,7 @@ class AuditLog:
         self.checkpoint_interval = timedelta(minutes=checkpoint_minutes)
         self.witness = witness
         self._lock = threading.Lock()
+        self._inside = threading.local()
         self._checkpointed_seq = 0
 
     @classmethod
@@ -200,20 +251,82 @@ class AuditLog:
 
     # --- appending ------------------------------------------------------------------------
 
-    def append_many_sync(self, records: Sequence[AuditRecord]) -> list[str]:
-        """Commit several events in one transaction, in order; returns their ids."""
+    def append_many_sync(
+        self, records: Sequence[AuditRecord], *, within: Session | Connection | None = None
+    ) -> list[str]:
+        """Commit several events in one transaction, in order; returns their ids.
+
+        With `within`, the events join the caller's transaction instead (see `append_sync`).
+        """
         rows = [validate(record) for record in records]
         for row in rows:
             row["id"] = uuid.uuid4().hex
-        self._write(rows)
+        if within is not None:
+            self._join(within, rows)
+        else:
+            self._write(rows)
         return [str(row["id"]) for row in rows]
 
-    def append_sync(self, record: AuditRecord, *, event_id: str | None = None) -> str:
-        """Commit one event and return its id. Raises `ValueError` for an unknown event name."""
+    def append_sync(
+        self,
+        record: AuditRecord,
+        *,
+        event_id: str | None = None,
+        within: Session | Connection | None = None,
+    ) -> str:
+        """Commit one event and return its id. Raises `ValueError` for an unknown event name.
+
+        With `within` (the caller's session or connection), the event is linked inside the
+        caller's transaction, which then holds the chain's lock, and commits when the caller
+        commits: a change and the event recording it are one commit. No checkpoint is made
+        there (the next append or the periodic pass makes it, so it can be witnessed).
+        """
         row = validate(record)
         row["id"] = event_id or uuid.uuid4().hex
-        self._write([row])
+        if within is not None:
+            self._join(within, [row])
+        else:
+            self._write([row])
         return str(row["id"])
+
+    def _join(self, within: Session | Connection, rows: list[dict[str, Any]]) -> None:
+        if isinstance(within, Session):
+            within.flush()  # the caller's own changes first, as in `ChainTransaction.append`
+            connection = within.connection()
+        else:
+            connection = within
+        join_serialised(connection)
+        self.extend(connection, rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[ChainTransaction]:
+        """A session in one transaction that holds the chain's lock from its first statement.
+
+        The caller makes its change through `tx.session` and appends the events recording it
+        with `tx.append`; on leaving the block both commit (with a checkpoint when one is due,
+        witnessed after the commit), and on an exception neither does. Keep the work inside
+        short: every other writer of the trail waits for it.
+        """
+        if getattr(self._inside, "open", False):
+            raise RuntimeError("an audit transaction is already open in this thread")
+        made: list[Checkpoint] = []
+        with self._lock, Session(self._engine, expire_on_commit=False) as session:
+            self._inside.open = True
+            try:
+                begin_serialised(session.connection())
+                tx = ChainTransaction(self, session)
+                yield tx
+                session.flush()
+                if tx.head is not None:
+                    made = self._due_checkpoints(session.connection(), tx.head, force_time=False)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                self._checkpointed_seq = 0  # re-read from the database next time
+                raise
+            finally:
+                self._inside.open = False
+        self._witness(made)
 
     async def append(self, record: AuditRecord, *, event_id: str | None = None) -> str:
         """Commit one event off the event loop and return its id."""
@@ -224,6 +337,7 @@ class AuditLog:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         made: list[Checkpoint] = []
+        self._refuse_inside()
         with self._lock, self._engine.connect() as connection:
             begin_serialised(connection)
             try:
@@ -235,6 +349,11 @@ class AuditLog:
                 self._checkpointed_seq = 0  # re-read from the database next time
                 raise
             self._witness(made)
+
+    def _refuse_inside(self) -> None:
+        # The thread holds the lock for its open transaction: waiting for it would never end.
+        if getattr(self._inside, "open", False):
+            raise RuntimeError("append through the open audit transaction (tx.append)")
 
     def extend(self, connection: Connection, rows: list[dict[str, Any]]) -> Head:
         """Link `rows` onto the head and insert them; the caller holds the lock (see above)."""
@@ -300,6 +419,7 @@ class AuditLog:
 
     def checkpoint_if_due_sync(self) -> Checkpoint | None:
         """Write a checkpoint if `checkpoint_minutes` passed and events were added since."""
+        self._refuse_inside()
         with self._lock, self._engine.connect() as connection:
             begin_serialised(connection)
             try:
@@ -313,6 +433,7 @@ class AuditLog:
 
     def checkpoint_now_sync(self) -> Checkpoint:
         """Write a checkpoint of the current head now (kind `manual`)."""
+        self._refuse_inside()
         with self._lock, self._engine.connect() as connection:
             begin_serialised(connection)
             try:
@@ -329,6 +450,7 @@ class AuditLog:
 
         `work` returns its result and the checkpoints it made, witnessed after the commit.
         """
+        self._refuse_inside()
         with self._lock, self._engine.connect() as connection:
             begin_serialised(connection)
             try:

@@ -29,7 +29,7 @@ from appliance.audit.checkpoints import Checkpoint
 from appliance.audit.events import AuditVerified, Scalar
 from appliance.audit.keys import VerifyKey
 from appliance.audit.store import EVENTS_TABLE, AuditLog
-from appliance.audit.witness import read_checkpoints
+from appliance.audit.witness import last_checkpoints, read_checkpoints, witness_files
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class VerifyReport:
     witnessed: int
     bad_seq: int | None = None
     reason: str | None = None
+    witnessed_seq: int | None = None
+    """The highest sequence number a witnessed (external) checkpoint vouches for."""
+    unvouched: int = 0
+    """Events after the last witnessed head: they verify as a chain, but nothing outside the
+    database vouches for them, so rows cut from (or rewritten at) the end would not show."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as the API and `appliance audit verify --json` show it."""
@@ -54,10 +59,18 @@ class VerifyReport:
         """One line for people."""
         if self.ok:
             span = f"seq {self.first_seq}..{self.last_seq}" if self.events else "no events"
-            return (
+            line = (
                 f"OK: {self.events} events ({span}), {self.checkpoints} checkpoints, "
                 f"{self.witnessed} witnessed checkpoints verified"
             )
+            if self.unvouched:
+                after = (
+                    f"the last witnessed head (seq {self.witnessed_seq})"
+                    if self.witnessed_seq is not None
+                    else "any witnessed head (no witness checkpoint found)"
+                )
+                line += f"; UNVOUCHED: {self.unvouched} events after {after}"
+            return line
         return f"FAILED at seq {self.bad_seq}: {self.reason}"
 
 
@@ -113,7 +126,15 @@ def _report(
     ok: bool,
     failure: _Failure | None,
 ) -> VerifyReport:
+    vouched = max((c.seq for c in witnessed), default=None)
+    last = counters["last"]
+    unvouched = 0
+    if last is not None:
+        first = counters["first"] or 1
+        unvouched = last - max(vouched or 0, first - 1)
     return VerifyReport(
+        witnessed_seq=vouched,
+        unvouched=max(unvouched, 0),
         ok=ok,
         events=counters["events"],
         first_seq=counters["first"],
@@ -223,10 +244,9 @@ def _check_ends(
 
 
 def witness_file(setting: str) -> Path | None:
-    """The witness file the `audit_witness` setting names, if it is a file (not syslog)."""
-    if not setting or setting == "syslog" or setting.startswith("syslog:"):
-        return None
-    return Path(setting)
+    """The first witness file the `audit_witness` setting names, if any (not syslog)."""
+    files = witness_files(setting)
+    return files[0] if files else None
 
 
 def verify_and_record(
@@ -246,15 +266,16 @@ def verify_and_record(
     checked; its outcome and details say what the verifier found.
     """
     witnessed = list(extra)
-    path = witness_file(witness_setting)
-    if path is not None and path.exists():
-        witnessed += read_checkpoints(path)
+    for path in witness_files(witness_setting):
+        if path.exists():
+            witnessed += read_checkpoints(path)
     report = verify(audit.engine, key=key or audit.verify_key, witnessed=witnessed)
     details: dict[str, Scalar] = {
         "events": report.events,
         "last_seq": report.last_seq,
         "checkpoints": report.checkpoints,
         "witnessed": report.witnessed,
+        "unvouched": report.unvouched,
     }
     if not report.ok:
         details["bad_seq"] = report.bad_seq
@@ -270,3 +291,147 @@ def verify_and_record(
         ).record()
     )
     return report
+
+
+# -- start-up integrity: the triggers are there and the tail verifies ---------------------------
+
+SQLITE_TRIGGERS = frozenset(
+    {
+        "audit_events_no_update",
+        "audit_events_no_delete",
+        "audit_checkpoints_no_update",
+        "audit_checkpoints_no_delete",
+    }
+)
+POSTGRES_TRIGGERS = frozenset(
+    {
+        "audit_events_append_only",
+        "audit_events_no_truncate",
+        "audit_checkpoints_append_only",
+        "audit_checkpoints_no_truncate",
+    }
+)
+
+
+@dataclass
+class Integrity:
+    """Whether the trail can be trusted right now: `ok`, or `failed: <reason>`. Read by
+    `/readyz`; set at start-up and by the audit maintenance loop."""
+
+    status: str = "unchecked"
+
+    @property
+    def ok(self) -> bool:
+        """True once a check passed and none failed since."""
+        return self.status == "ok"
+
+
+def missing_triggers(engine: Engine) -> list[str]:
+    """The append-only triggers of the audit tables that are missing (or disabled)."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+            )
+            present = {str(row[0]) for row in rows}
+            return sorted(SQLITE_TRIGGERS - present)
+        rows = connection.exec_driver_sql(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' "
+            "AND tgrelid IN ('audit_events'::regclass, 'audit_checkpoints'::regclass)"
+        )
+        present = {str(row[0]) for row in rows}
+        return sorted(POSTGRES_TRIGGERS - present)
+
+
+def verify_tail(
+    engine: Engine, *, key: VerifyKey | None, witnessed: Sequence[Checkpoint] = ()
+) -> VerifyReport:
+    """Verify the chain from the last checkpoint (stored or witnessed) to the head: cheap enough
+    for every start, and what a cut or rewritten tail breaks. The full check is `verify`."""
+    counters: dict[str, Any] = {"events": 0, "first": None, "last": None, "head": None}
+    with engine.connect() as connection:
+        # Only the newest stored checkpoint matters here (there is one a minute: reading and
+        # checking all of them would grow with the trail's age).
+        newest = checkpoints.latest(connection)
+        stored = [newest] if newest is not None else []
+        newest_witnessed = max(witnessed, key=lambda c: c.seq, default=None)
+        witnessed = [newest_witnessed] if newest_witnessed is not None else []
+        try:
+            _check_signatures(stored, key, witnessed=False)
+            _check_signatures(witnessed, key, witnessed=True)
+            every = [(c, False) for c in stored] + [(c, True) for c in witnessed]
+            if not every:
+                return verify(engine, key=key, witnessed=witnessed)
+            start = max(c.seq for c, _ in every)
+            anchor_rows = connection.execute(
+                select(checkpoints.CHECKPOINTS).where(
+                    checkpoints.CHECKPOINTS.c.kind == "anchor",
+                    checkpoints.CHECKPOINTS.c.seq == start,
+                )
+            )
+            stored += [Checkpoint.from_row(row) for row in anchor_rows]
+            expected: dict[int, list[tuple[Checkpoint, bool]]] = {}
+            for checkpoint, is_witnessed in every:
+                if checkpoint.seq >= start:
+                    expected.setdefault(checkpoint.seq, []).append((checkpoint, is_witnessed))
+            anchors = {c.seq: c for c in stored if c.kind == "anchor"}
+            rows: Any = connection.execute(
+                select(EVENTS_TABLE).where(EVENTS_TABLE.c.seq >= start).order_by(EVENTS_TABLE.c.seq)
+            ).mappings()
+            prev_seq: int | None = None
+            prev_hash = ""
+            for row in rows:
+                seq = int(row["seq"])
+                if prev_seq is None:
+                    counters["first"] = seq
+                    if seq != start:
+                        anchor = anchors.get(start)
+                        if seq != start + 1 or anchor is None:
+                            raise _Failure(start, f"the checkpointed event seq {start} is missing")
+                        prev_hash = anchor.head_hash
+                    else:
+                        prev_hash = str(row["prev_hash"])
+                elif seq != prev_seq + 1:
+                    raise _Failure(prev_seq + 1, f"event seq {prev_seq + 1} is missing")
+                if row_hash(row) != row["hash"]:
+                    raise _Failure(seq, "the event's contents do not match its hash")
+                if row["prev_hash"] != prev_hash:
+                    raise _Failure(seq, "prev_hash does not match the event before it")
+                for checkpoint, is_witnessed in expected.get(seq, ()):
+                    if checkpoint.head_hash != row["hash"]:
+                        raise _Failure(
+                            seq,
+                            f"the {_describe(checkpoint, is_witnessed)} vouches for a different "
+                            "head (the chain was rewritten or an older copy was restored)",
+                        )
+                prev_seq, prev_hash = seq, str(row["hash"])
+                counters["events"] += 1
+                counters["last"], counters["head"] = seq, prev_hash
+            if prev_seq is None and start not in anchors:
+                raise _Failure(
+                    start,
+                    f"the chain ends before seq {start}, which a checkpoint vouches for: events "
+                    "were removed from the end or an older copy was restored",
+                )
+        except _Failure as failure:
+            return _report(counters, stored, witnessed, ok=False, failure=failure)
+    return _report(counters, stored, witnessed, ok=True, failure=None)
+
+
+def check_integrity(audit: AuditLog, *, witness_setting: str) -> str:
+    """`ok`, or `failed: <reason>`: the append-only triggers exist and the chain verifies from
+    its last checkpoint against the stored and witnessed checkpoints."""
+    missing = missing_triggers(audit.engine)
+    if missing:
+        return f"failed: append-only triggers missing: {', '.join(missing)}"
+    witnessed: list[Checkpoint] = []
+    for path in witness_files(witness_setting):
+        if path.exists():
+            try:
+                witnessed += last_checkpoints(path)
+            except (OSError, ValueError) as exc:
+                return f"failed: the witness file cannot be read ({type(exc).__name__})"
+    report = verify_tail(audit.engine, key=audit.verify_key, witnessed=witnessed)
+    if not report.ok:
+        return f"failed: the chain does not verify at seq {report.bad_seq}: {report.reason}"
+    return "ok"

@@ -7,7 +7,9 @@ scope, checks the CSRF token of a state-changing browser request, and counts rat
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 from typing import Any
 
 import anyio
@@ -24,6 +26,19 @@ PRINCIPAL_STATE = "principal"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def route_target(scope: Any, key: bytes) -> str:
+    """What audit rows and log lines say about a request's URL: the route template and a keyed
+    hash of its path parameters (`/api/v1/admin/keys/{key_id:str}#3f2a...`), never the raw
+    path, which can carry whatever a caller typed into it (an e-mail address, an SSN)."""
+    template = str(scope.get("path_template") or "(unrouted)")
+    params = scope.get("path_params") or {}
+    if not params:
+        return template[:200]
+    canonical = json.dumps(params, sort_keys=True, default=str, ensure_ascii=False)
+    digest = hmac.new(key, canonical.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return f"{template[:180]}#{digest.hexdigest()[:16]}"
 
 
 def identity_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
@@ -115,7 +130,7 @@ async def enforce_access(
                 outcome="scope",
                 caller=caller,
                 status=403,
-                target=connection.scope["path"][:100],
+                target=route_target(connection.scope, identity.pepper),
                 role=principal.role,
             )
             denied = Forbidden(

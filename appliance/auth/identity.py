@@ -7,7 +7,9 @@ to the audit trail (`auth.login`, `auth.login_failed`, `auth.logout`, `session.r
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -15,14 +17,15 @@ from typing import Any
 import anyio
 from sqlalchemy import Engine
 
+from appliance.audit.events import AuthThrottled as AuthThrottledEvent
 from appliance.audit.store import AuditLog, AuditRecord
 from appliance.auth import accounts, apikeys, sessions
 from appliance.auth.models import ApiKey
-from appliance.auth.ratelimit import RateLimiter
+from appliance.auth.ratelimit import FailureThrottle, RateLimiter
 from appliance.auth.roles import KEY_ROLE, Principal
 from appliance.config import Settings
 from appliance.db.models import User
-from appliance.errors import AuthError, LoginFailed, LoginThrottled, RateLimited
+from appliance.errors import AuthError, AuthThrottled, LoginFailed, LoginThrottled, RateLimited
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Identity:
         self.engine = engine
         self.audit = audit
         self.limiter = RateLimiter()
+        self.auth_throttle = FailureThrottle()
+        self._pending: set[asyncio.Task[None]] = set()
 
     @cached_property
     def pepper(self) -> bytes:
@@ -198,11 +203,27 @@ class Identity:
         )
 
     async def key_principal(self, presented: str, *, caller: Caller) -> Principal:
-        """The principal of a Bearer key; AuthError (audited `apikey.denied`) otherwise."""
+        """The principal of a Bearer key; AuthError (audited `apikey.denied`) otherwise.
+
+        An address past `auth_failures_per_minute` failed keys is refused with 429 before its
+        key is checked, until the window ends; those refusals are audited as one
+        `auth.throttled` row per address and window, with their count."""
+        address = caller.source or "unknown"
+        wait, first = self.auth_throttle.refuse(address, self.settings.auth_failures_per_minute)
+        if wait:
+            if first:
+                self._count_refusals(address)
+            throttled = AuthThrottled(
+                "too many failed API keys from this address; retry later", retry_after=wait
+            )
+            # Counted in one `auth.throttled` row per window, not a row each.
+            throttled.audited = True  # type: ignore[attr-defined]
+            raise throttled
         check = await anyio.to_thread.run_sync(
             lambda: apikeys.verify(self.engine, self.pepper, presented)
         )
         if check.key is None:
+            self.auth_throttle.failed(address)
             actor = f"apikey:{check.key_id}" if check.key_id else "anonymous"
             await self.record(
                 "apikey.denied", actor=actor, outcome=check.reason, caller=caller, status=401
@@ -211,6 +232,36 @@ class Identity:
             exc.audited = True  # type: ignore[attr-defined]
             raise exc
         return key_to_principal(check.key)
+
+    def _count_refusals(self, address: str) -> None:
+        """Write the `auth.throttled` row of `address` when its window ends (or when the app
+        stops first), counting every refusal of the window."""
+        started = self.auth_throttle.window_start(address)
+        if started is None:
+            return
+
+        async def write_when_over() -> None:
+            try:
+                await anyio.sleep(max(started + self.auth_throttle.window_s - time.monotonic(), 0))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    count = self.auth_throttle.take(address, started)
+                    if count:
+                        await self.audit.append(
+                            AuthThrottledEvent(
+                                actor="anonymous",
+                                source=address[:100],
+                                status_code=429,
+                                details={
+                                    "count": count,
+                                    "window_s": int(self.auth_throttle.window_s),
+                                },
+                            ).record()
+                        )
+
+        task = asyncio.get_running_loop().create_task(write_when_over())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     # -- administration ------------------------------------------------------------------------
 

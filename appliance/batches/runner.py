@@ -158,6 +158,9 @@ async def sweep_batches(batches: Batches) -> int:
 
     removed = 0
     for job_id in await anyio.to_thread.run_sync(batches.expired, utcnow()):
-        if await anyio.to_thread.run_sync(batches.delete, None, job_id):
+        if await anyio.to_thread.run_sync(partial(batches.delete, None, job_id, scrub_after=False)):
             removed += 1
+    if removed or batches.scrub_pending:
+        # Once for all, after the commits; also when a scrub was left unfinished (a restart).
+        await anyio.to_thread.run_sync(batches.scrub)
     return removed

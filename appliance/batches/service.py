@@ -8,9 +8,11 @@ lets a job resume after a restart without running a finished item again.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import logging
 import uuid
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -20,7 +22,7 @@ from sqlalchemy import Engine, delete, func, update
 from sqlmodel import col, select
 
 from appliance.batches.models import BatchItem, BatchJob
-from appliance.db.engine import session_scope
+from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import policy_for, retention_for
@@ -29,6 +31,11 @@ from appliance.errors import NotFound
 
 if TYPE_CHECKING:
     from appliance.gateway import Actor, Gateway
+
+SEALED_PARAMS = "sealed"
+"""The one key of a job's stored `params`: the sealed JSON of the real ones, base64."""
+
+log = logging.getLogger(__name__)
 
 RATE_WINDOW = timedelta(minutes=5)
 """Rate and ETA are measured over items finished this recently."""
@@ -60,7 +67,8 @@ class Batches:
         template = self.gateway.routing.tasks.get(task)
         template.validate_params(params)
         if policy is not None:
-            self.gateway.policies.get(policy)
+            # The caller's assignment is a floor here too (403 `policy_not_allowed`).
+            self.gateway.requested_policy(actor, policy, task=task)
         resolved = policy_for(self.gateway.policies, actor)
         now = utcnow()
         job = BatchJob(
@@ -68,7 +76,7 @@ class Batches:
             owner=actor.id,
             actor=asdict(actor),
             task=task,
-            params=params,
+            params={},
             policy=policy,
             model=model,
             status="queued",
@@ -76,6 +84,7 @@ class Batches:
             created_at=now,
             expires_at=now + retention_for(resolved, self.default_retention),
         )
+        job.params = self._seal_params(job.id, params)
         rows = [
             BatchItem(
                 job_id=job.id,
@@ -137,8 +146,12 @@ class Batches:
                 job.finished_at = utcnow()
             session.add(job)
 
-    def delete(self, owner: str | None, job_id: str) -> bool:
-        """Remove a job with its items and results (`owner` None: any owner, for the sweeper)."""
+    def delete(self, owner: str | None, job_id: str, *, scrub_after: bool = True) -> bool:
+        """Remove a job with its items and results (`owner` None: any owner, for the sweeper).
+
+        As for documents, the freed space is zeroed and the files are scrubbed after the commit
+        (the sweeper passes `scrub_after=False` and scrubs once for all the jobs it removed).
+        """
         with session_scope(self.engine) as session:
             statement = select(BatchJob).where(BatchJob.id == job_id)
             if owner is not None:
@@ -146,9 +159,28 @@ class Batches:
             job = session.exec(statement).first()
             if job is None:
                 return False
+            secure_delete_on(session)
             session.execute(delete(BatchItem).where(col(BatchItem.job_id) == job_id))
             session.delete(job)
+        self.scrub_pending = True
+        if scrub_after:
+            self.scrub()
         return True
+
+    scrub_pending = True
+    """Whether deleted content may still sit in the database files: True at start-up, as the
+    process before this one may have died between a deletion and its scrub."""
+
+    def scrub(self) -> None:
+        """Leave no copy of deleted items in the database files; a failure is logged and left
+        to the next sweep (the deletion itself has committed)."""
+        self.scrub_pending = True
+        try:
+            scrub(self.engine, BatchItem.__tablename__)
+        except Exception:
+            log.error("scrubbing deleted batch items failed; the next sweep retries", exc_info=True)
+            return
+        self.scrub_pending = False
 
     def expired(self, now: datetime) -> list[str]:
         """Ids of jobs past their expiry."""
@@ -157,15 +189,34 @@ class Batches:
 
     # -- reading ---------------------------------------------------------------------------------
     def open_jobs(self) -> list[BatchJob]:
-        """Jobs with work left, oldest first."""
+        """Jobs with work left, oldest first (their `params` opened, on detached copies)."""
         with session_scope(self.engine) as session:
-            return list(
+            jobs = list(
                 session.exec(
                     select(BatchJob)
                     .where(col(BatchJob.status).in_(("queued", "running")))
                     .order_by(col(BatchJob.created_at))
                 )
             )
+        for job in jobs:
+            # After the session closed: the opened params are never written back.
+            job.params = self._open_params(job)
+        return jobs
+
+    def _seal_params(self, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Job-level params are content (a question, labels, a schema): sealed like items."""
+        sealed = self.sealer.seal(json.dumps(params).encode(), bound_to=f"batch-params:{job_id}")
+        return {SEALED_PARAMS: base64.b64encode(sealed).decode("ascii")}
+
+    def _open_params(self, job: BatchJob) -> dict[str, Any]:
+        stored = job.params or {}
+        if set(stored) != {SEALED_PARAMS}:
+            return dict(stored)  # a job stored before params were sealed
+        sealed = base64.b64decode(stored[SEALED_PARAMS])
+        opened: dict[str, Any] = json.loads(
+            self.sealer.open(sealed, bound_to=f"batch-params:{job.id}")
+        )
+        return opened
 
     def pending(self, job_id: str, *, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """The next unfinished items of a job: (seq, input)."""

@@ -119,3 +119,6 @@ class PolicyAssignment(SQLModel, table=True):
     kind: str = Field(max_length=10)
     target: str = Field(max_length=200)
     policy: str = Field(max_length=100)
+    # Migration 0010: other policies a request under this assignment may name (comma list);
+    # the assigned one is a floor, and naming anything else is refused.
+    allowed: str = Field(default="", max_length=1000)

@@ -1,5 +1,7 @@
 """The documents service: upload (extract in a worker, seal, audit), read, delete, expire.
 
+Each upload, deletion and expiry commits in one transaction with its audit event.
+
 Expiry: a document must be stored to be used by a task, whatever the policy. When the caller's
 policy says `retention: {content: encrypted, days: N}`, it is kept N days; when it says `never`
 (the default), it is kept `document_default_retention_hours` (24 h by default) and then swept.
@@ -25,7 +27,7 @@ from appliance.documents.worker import extract_isolated
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from appliance.audit.store import AuditLog
+    from appliance.audit.store import AuditLog, AuditRecord
     from appliance.config import Settings
     from appliance.gateway import Actor
     from appliance.policies.schema import LoadedPolicy
@@ -116,19 +118,9 @@ class Documents:
             raise InvalidInput(str(exc), field="file") from None
         policy = policy_for(self.policies, actor)
         now = utcnow()
-        info = await anyio.to_thread.run_sync(
-            lambda: self.store.add(
-                owner=actor.id,
-                name=name,
-                data=data,
-                extracted=extracted,
-                policy=policy.ref,
-                created_at=now,
-                expires_at=now + retention_for(policy, self.default_retention),
-            )
-        )
-        await self.audit.append(
-            DocumentUploaded(
+
+        def uploaded(info: DocumentInfo) -> AuditRecord:
+            return DocumentUploaded(
                 actor=actor.id,
                 role=actor.role,
                 source=actor.source,
@@ -145,6 +137,20 @@ class Documents:
                     "expires_at": info.expires_at.isoformat(),
                 },
             ).record()
+
+        # The document and its `document.uploaded` event commit together.
+        info = await anyio.to_thread.run_sync(
+            lambda: self.store.add(
+                owner=actor.id,
+                name=name,
+                data=data,
+                extracted=extracted,
+                policy=policy.ref,
+                created_at=now,
+                expires_at=now + retention_for(policy, self.default_retention),
+                audit=self.audit,
+                event=uploaded,
+            )
         )
         return info
 
@@ -166,13 +172,12 @@ class Documents:
             raise _missing(document_id)
         return text
 
-    async def delete(self, actor: Actor, doc_id: str, *, request_id: str | None) -> None:
-        """Remove one of the caller's documents for good, and audit it."""
-        info = await anyio.to_thread.run_sync(self.store.delete, actor.id, doc_id)
-        if info is None:
-            raise _missing(doc_id)
-        await self.audit.append(
-            DocumentDeleted(
+    def delete_sync(self, actor: Actor, doc_id: str, *, request_id: str | None) -> None:
+        """Remove one of the caller's documents for good; the deletion and its
+        `document.deleted` event are one commit, the scrub of the files follows."""
+
+        def deleted(info: DocumentInfo) -> AuditRecord:
+            return DocumentDeleted(
                 actor=actor.id,
                 role=actor.role,
                 source=actor.source,
@@ -181,29 +186,45 @@ class Documents:
                 status_code=204,
                 details={"kind": info.kind, "size_bytes": info.size_bytes, "sha256": info.sha256},
             ).record()
+
+        if self.store.delete(actor.id, doc_id, audit=self.audit, event=deleted) is None:
+            raise _missing(doc_id)
+        self.store.scrub()
+
+    async def delete(self, actor: Actor, doc_id: str, *, request_id: str | None) -> None:
+        """`delete_sync` off the event loop."""
+        await anyio.to_thread.run_sync(
+            lambda: self.delete_sync(actor, doc_id, request_id=request_id)
         )
 
-    async def sweep(self) -> list[str]:
-        """Remove every expired document, one audit row each; returns their ids."""
+    def sweep_sync(self) -> list[str]:
+        """Remove every expired document, each with its `document.expired` event in one
+        transaction, then scrub (also when a scrub was left unfinished); returns their ids."""
         now = utcnow()
+
+        def expired(info: DocumentInfo) -> AuditRecord:
+            return DocumentExpired(
+                actor="system",
+                target=info.id,
+                details={
+                    "kind": info.kind,
+                    "size_bytes": info.size_bytes,
+                    "expired_at": info.expires_at.isoformat(),
+                },
+            ).record()
+
         removed: list[str] = []
-        for doc_id in await anyio.to_thread.run_sync(self.store.expired, now):
-            info = await anyio.to_thread.run_sync(self.store.delete, None, doc_id)
-            if info is None:
-                continue  # deleted by its owner meanwhile
-            await self.audit.append(
-                DocumentExpired(
-                    actor="system",
-                    target=doc_id,
-                    details={
-                        "kind": info.kind,
-                        "size_bytes": info.size_bytes,
-                        "expired_at": info.expires_at.isoformat(),
-                    },
-                ).record()
-            )
-            removed.append(doc_id)
+        for doc_id in self.store.expired(now):
+            # None: deleted by its owner (or swept by another replica) meanwhile.
+            if self.store.delete(None, doc_id, audit=self.audit, event=expired) is not None:
+                removed.append(doc_id)
+        if removed or self.store.scrub_pending:
+            self.store.scrub()
         return removed
+
+    async def sweep(self) -> list[str]:
+        """`sweep_sync` off the event loop."""
+        return await anyio.to_thread.run_sync(self.sweep_sync)
 
 
 def _missing(doc_id: str) -> NotFound:

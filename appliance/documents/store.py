@@ -4,15 +4,21 @@ Deleting a row is not enough to make its bytes unreadable: SQLite keeps freed pa
 images in the write-ahead log. On SQLite a delete therefore runs with `secure_delete` (freed pages
 are zeroed) and then truncates the log; on PostgreSQL the table is vacuumed after the delete. The
 ciphertext is useless without the key file in any case.
+
+A write the trail records (an upload, a deletion) commits in one transaction with its audit event
+(`AuditLog.transaction`), so a crash leaves both or neither. The scrub follows the commit; when a
+crash interrupts it, the next sweep (the first one of the restarted process) runs it again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlmodel import col, select
@@ -21,6 +27,14 @@ from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.documents.crypto import Sealer
 from appliance.documents.extract import Extracted
 from appliance.documents.models import DocumentRow
+
+if TYPE_CHECKING:
+    from appliance.audit.store import AuditLog, AuditRecord
+
+log = logging.getLogger(__name__)
+
+Event = Callable[["DocumentInfo"], "AuditRecord"]
+"""Builds the audit record of a write from the document's metadata."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,9 @@ class DocumentStore:
     def __init__(self, engine: Engine, sealer: Sealer) -> None:
         self._engine = engine
         self._sealer = sealer
+        # Whether deleted content may still sit in the database files: True at start-up, as
+        # the process before this one may have died between a deletion and its scrub.
+        self.scrub_pending = True
 
     def add(
         self,
@@ -69,8 +86,11 @@ class DocumentStore:
         policy: str | None,
         created_at: datetime,
         expires_at: datetime,
+        audit: AuditLog | None = None,
+        event: Event | None = None,
     ) -> DocumentInfo:
-        """Seal and store one document; returns its metadata."""
+        """Seal and store one document; returns its metadata. With `audit` and `event`, the row
+        and the event `event(info)` commit in one transaction."""
         doc_id = uuid.uuid4().hex
         row = DocumentRow(
             id=doc_id,
@@ -86,9 +106,15 @@ class DocumentStore:
             name_sealed=self._sealer.seal(name.encode(), bound_to=f"document-name:{doc_id}"),
             text_sealed=self._sealer.seal(extracted.text.encode(), bound_to=f"document:{doc_id}"),
         )
-        with session_scope(self._engine) as session:
-            session.add(row)
-        return self._info(row)
+        info = self._info(row)
+        if audit is not None and event is not None:
+            with audit.transaction() as tx:
+                tx.session.add(row)
+                tx.append(event(info))
+        else:
+            with session_scope(self._engine) as session:
+                session.add(row)
+        return info
 
     def owned(self, owner: str) -> list[DocumentInfo]:
         """The owner's documents, newest first."""
@@ -112,20 +138,35 @@ class DocumentStore:
             return None
         return self._sealer.open(row.text_sealed, bound_to=f"document:{doc_id}").decode()
 
-    def delete(self, owner: str | None, doc_id: str) -> DocumentInfo | None:
-        """Remove a document for good (`owner` None: any owner, for the sweeper)."""
-        with session_scope(self._engine) as session:
+    def delete(
+        self, owner: str | None, doc_id: str, *, audit: AuditLog, event: Event
+    ) -> DocumentInfo | None:
+        """Delete a document (`owner` None: any owner, for the sweeper) and append `event(info)`
+        in the same transaction; None when there is no such document. Call `scrub` after."""
+        with audit.transaction() as tx:
             statement = select(DocumentRow).where(DocumentRow.id == doc_id)
             if owner is not None:
                 statement = statement.where(DocumentRow.owner == owner)
-            row = session.exec(statement).first()
+            row = tx.session.exec(statement).first()
             if row is None:
                 return None
             info = self._info(row)
-            secure_delete_on(session)
-            session.delete(row)
-        scrub(self._engine, "documents")
+            secure_delete_on(tx.session)
+            tx.session.delete(row)
+            tx.append(event(info))
+        self.scrub_pending = True
         return info
+
+    def scrub(self) -> None:
+        """Leave no copy of deleted documents in the database files (see the module docstring).
+        A failure is logged and left for the next sweep: the deletion itself has committed."""
+        self.scrub_pending = True
+        try:
+            scrub(self._engine, DocumentRow.__tablename__)
+        except Exception:
+            log.error("scrubbing deleted documents failed; the next sweep retries", exc_info=True)
+            return
+        self.scrub_pending = False
 
     def expired(self, now: datetime) -> list[str]:
         """Ids of documents whose expiry has passed."""

@@ -57,10 +57,29 @@ DIGIT_ENTITIES = frozenset(
         "US_ITIN",
         "UK_NHS",
         "US_PASSPORT",
+        "US_DRIVER_LICENSE",
         "MEDICAL_LICENSE",
         "IBAN_CODE",
     }
 )
+# Presidio recognizers replaced by the shape-first ones in `identifiers.py`: each of these
+# discards shaped values (a "known invalid" SSN, an unlisted card prefix, a lower-case IBAN)
+# or scores them below any threshold even with context. README "PII policies" says which
+# recognizer owns each type.
+_REPLACED_PRESIDIO_RECOGNIZERS = (
+    "UsSsnRecognizer",
+    "CreditCardRecognizer",
+    "IbanRecognizer",
+    "UsLicenseRecognizer",
+    "UsPassportRecognizer",
+    "IpRecognizer",
+)
+# An allowed finding (action `allow`) yields to any overlapping finding of a type the policy
+# protects that scores at least this, even below that type's own threshold: "allow" on a coarse
+# NER label must not release a person, an address or an identifier another signal saw.
+_PROTECT_SIGNAL_FLOOR = 0.3
+# How much of each side of a message boundary is re-read joined, for a value split in two.
+_SEAM_CHARS = 64
 DEFAULT_PHONE_REGIONS = ("US", "GB")
 CHUNK_CHARS = 2000
 CHUNK_OVERLAP = 200
@@ -68,7 +87,6 @@ CHUNK_OVERLAP = 200
 _CONTEXT_BOOST = 0.35
 _CONTEXT_FLOOR = 0.4
 _CONTEXT_CHARS = 60
-_CASE_SENSITIVE = re.DOTALL | re.MULTILINE
 _NHS_CONTEXT = re.compile(r"\b(nhs|national health|health service)\b", re.IGNORECASE)
 _NOT_AN_ORGANISATION = re.compile(
     r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|"
@@ -139,11 +157,7 @@ class PiiDetector:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
-        from presidio_analyzer.predefined_recognizers import (
-            IbanRecognizer,
-            PhoneRecognizer,
-            SpacyRecognizer,
-        )
+        from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
 
         if not spacy.util.is_package(spacy_model) and not os.path.isdir(spacy_model):
             raise DetectorUnavailable(
@@ -181,14 +195,8 @@ class PiiDetector:
         self._engine.registry.add_recognizer(
             PhoneRecognizer(supported_regions=phone_regions, supported_language=language)
         )
-        # The registry runs every pattern case-insensitively; Presidio's IBAN pattern then takes
-        # the word after an IBAN whose length is a multiple of four ("ES95 ... 4076 held") as one
-        # more group, the checksum fails on every candidate and the IBAN is lost. IBANs are
-        # written in capitals: run that recognizer case-sensitively.
-        self._engine.registry.remove_recognizer("IbanRecognizer")
-        iban = IbanRecognizer(supported_language=language)
-        iban.global_regex_flags = _CASE_SENSITIVE
-        self._engine.registry.add_recognizer(iban)
+        for name in _REPLACED_PRESIDIO_RECOGNIZERS:
+            self._engine.registry.remove_recognizer(name)
         for recognizer in builtin_recognizers():
             self._engine.registry.add_recognizer(recognizer)
         self.supported_entities: frozenset[str] = frozenset(
@@ -228,26 +236,58 @@ class PiiDetector:
             )
         if compact is not None:
             raw += _mapped(compact, self._digit_pass(compact.text, entities, spec))
-        raw = [_trim_person(f, text) for f in raw]
+        # Names have no digits: a PERSON over "8:24-cv-15332" or an IPv6 address is spaCy's
+        # misreading (the identifier's own recognizer covers it where the policy asks).
+        raw = [
+            f
+            for f in (_trim_person(f, text) for f in raw)
+            if not (f.entity == "PERSON" and any(c.isdigit() for c in text[f.start : f.end]))
+        ]
+        # A value on the allow-list is not an identifier, and neither is any part of it (the
+        # domain inside an allowed e-mail address is not a URL to protect).
+        allowed = [f for f in raw if text[f.start : f.end].strip().casefold() in spec.allow_list]
         kept = [
             f
             for f in raw
             if f.score >= spec.threshold(f.entity)
-            and text[f.start : f.end].strip().casefold() not in spec.allow_list
+            and not any(a.start <= f.start and f.end <= a.end for a in allowed)
             and not _false_organisation(f, text)
         ]
         if spec.passthrough:
-            # spaCy calls "3905 Cedar Terrace" or "NY 46440" an ORGANIZATION; where the policy
-            # allows organisations, that finding would win the overlap and the address behind it
-            # would pass unredacted.
-            acted = [f for f in kept if f.entity not in spec.passthrough]
-            kept = [
-                f
-                for f in kept
-                if f.entity not in spec.passthrough
-                or not any(a.start < f.end and f.start < a.end for a in acted)
-            ]
+            kept = _protect_over_allow(kept, raw, spec, text)
+        kept += _other_mentions(kept, clean, spec)
         return resolve_overlaps(kept, text)
+
+    def analyze_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
+        """Findings per text for the messages of one conversation, in order.
+
+        Each text is analysed on its own, and each boundary between two consecutive texts is
+        read once more joined (the end of one and the start of the next), so that a value split
+        across two messages ("SSN 078-05" then "-1120") is found in both halves.
+        """
+        results = [self.analyze(text, spec) for text in texts]
+        for index in range(len(texts) - 1):
+            left, right = texts[index], texts[index + 1]
+            head = left[-_SEAM_CHARS:]
+            tail = right[:_SEAM_CHARS]
+            if not head.strip() or not tail.strip():
+                continue
+            seam = f"{head}\n{tail}"
+            cut = len(head)
+            offset = len(left) - len(head)
+            for finding in self.analyze(seam, spec):
+                if not (finding.start < cut < finding.end):
+                    continue  # wholly on one side: already found there
+                results[index].append(
+                    Finding(finding.entity, offset + finding.start, len(left), finding.score)
+                )
+                results[index + 1].append(
+                    Finding(finding.entity, 0, finding.end - cut - 1, finding.score)
+                )
+        return [
+            resolve_overlaps([f for f in found if f.end > f.start], text)
+            for found, text in zip(results, texts, strict=True)
+        ]
 
     def _digit_pass(
         self, text: str, entities: list[str] | None, spec: DetectionSpec
@@ -272,6 +312,100 @@ class PiiDetector:
                     score = min(1.0, max(score + _CONTEXT_BOOST, _CONTEXT_FLOOR))
                 found.append((result.entity_type, result.start, result.end, score))
         return found
+
+
+def _protect_over_allow(
+    kept: list[Finding], raw: list[Finding], spec: DetectionSpec, text: str
+) -> list[Finding]:
+    """Allow never beats protect. spaCy calls "3905 Cedar Terrace", "Bradley Jones" or a
+    passport number an ORGANIZATION or a LOCATION; where the policy allows those labels, that
+    finding would win the overlap and the value behind it would pass unredacted. An allowed
+    finding is dropped when a finding the policy acts on overlaps it; a weaker signal of a
+    protected type (below its own threshold, not below the floor) is raised to that threshold
+    and replaces it."""
+    acted = [f for f in kept if f.entity not in spec.passthrough]
+    signals = [
+        f
+        for f in raw
+        if f.entity not in spec.passthrough
+        and f.score >= _PROTECT_SIGNAL_FLOOR
+        and text[f.start : f.end].strip().casefold() not in spec.allow_list
+    ]
+    result = list(acted)
+    for finding in kept:
+        if finding.entity not in spec.passthrough:
+            continue
+        if any(a.start < finding.end and finding.start < a.end for a in acted):
+            continue
+        overlapping = [s for s in signals if s.start < finding.end and finding.start < s.end]
+        if not overlapping or finding.entity not in _COARSE_NER:
+            # An `allow` on a precise type (an e-mail address) is the policy's own choice; only
+            # coarse NER labels yield to a weaker protected signal.
+            result.append(finding)
+            continue
+        for signal in overlapping:
+            raised = Finding(
+                signal.entity,
+                signal.start,
+                signal.end,
+                max(signal.score, spec.threshold(signal.entity)),
+            )
+            if raised not in result:
+                result.append(raised)
+    return result
+
+
+_MENTION_ENTITIES = frozenset({"PERSON"})
+_MENTION_STOP = frozenset(
+    {"the", "and", "for", "with", "from", "this", "that", "mr", "mrs", "ms", "dr", "miss",
+     "sir", "dame", "prof", "judge", "justice"}
+)  # fmt: skip
+
+
+def _other_mentions(kept: list[Finding], clean: View, spec: DetectionSpec) -> list[Finding]:
+    """Every other mention of a name found once in the text: the same name in lower case, in
+    a sentence spaCy misreads, or its surname alone ("... Sørensen, though Sørensen ...").
+
+    One confident finding makes the name known for the whole text; leaving its other mentions
+    readable would undo the protection of the first.
+    """
+    names: dict[str, float] = {}
+    for finding in kept:
+        if finding.entity not in _MENTION_ENTITIES or finding.entity in spec.passthrough:
+            continue
+        if finding.score < spec.threshold(finding.entity):
+            continue
+        start, end = _clean_span(clean, finding.start, finding.end)
+        words = clean.text[start:end].split()
+        if not words or any(c.isdigit() for c in "".join(words)):
+            continue
+        full = " ".join(words).casefold()
+        names[full] = max(names.get(full, 0.0), finding.score)
+        for word in words:
+            token = word.strip(".,'\u2019").casefold()
+            if len(token) >= 3 and token not in _MENTION_STOP and word[:1].isupper():
+                names.setdefault(token, spec.threshold(finding.entity))
+    if not names:
+        return []
+    folded = clean.text.casefold()
+    if len(folded) != len(clean.text):
+        return []  # casefolding changed the length (ß, ...): offsets would not line up
+    found = []
+    for name, score in names.items():
+        single = " " not in name
+        pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in name.split()) + r"(?!\w)"
+        for match in re.finditer(pattern, folded):
+            if single and not clean.text[match.start()].isupper():
+                continue  # a surname alone counts only where it is written as a name
+            start, end = clean.span_to_original(match.start(), match.end())
+            found.append(Finding("PERSON", start, end, score))
+    return found
+
+
+def _clean_span(clean: View, start: int, end: int) -> tuple[int, int]:
+    """The clean-view span of an original-text span (the inverse of `span_to_original`)."""
+    indices = [i for i, s in enumerate(clean.source) if start <= s < end]
+    return (indices[0], indices[-1] + 1) if indices else (0, 0)
 
 
 def _custom(entity: str, spec: DetectionSpec) -> bool:
@@ -332,7 +466,14 @@ def _false_organisation(finding: Finding, text: str) -> bool:
     )
 
 
-def _rank(finding: Finding, text: str) -> tuple[float, int]:
+# Coarse NER labels: in a cluster with a shaped or listed finding, the specific type names it.
+_COARSE_NER = frozenset({"DATE_TIME", "LOCATION", "ORGANIZATION", "NRP"})
+# Above this, scores rank equal and the longer finding names the cluster (a checksum-valid IBAN
+# over a DEA-shaped run inside it).
+_RANK_CAP = 0.9
+
+
+def _rank(finding: Finding, text: str) -> tuple[int, float, int]:
     score = finding.score
     if finding.entity == "UK_NHS" and not _NHS_CONTEXT.search(
         text[max(0, finding.start - 60) : finding.start]
@@ -340,7 +481,11 @@ def _rank(finding: Finding, text: str) -> tuple[float, int]:
         # A 10-digit number with a valid NHS checksum is far more often a phone number; Presidio
         # scores both, NHS with 1.0. Without NHS context, let the phone reading win.
         score = min(score, 0.3)
-    return score, finding.end - finding.start
+    if finding.entity == "PERSON" and any(c.isdigit() for c in text[finding.start : finding.end]):
+        # spaCy calls "3890 Creekside Lane" or an IPv6 address a person; names have no digits.
+        score = min(score, 0.3)
+    tier = 0 if finding.entity in _COARSE_NER else 1
+    return tier, min(score, _RANK_CAP), finding.end - finding.start
 
 
 def resolve_overlaps(findings: list[Finding], text: str = "") -> list[Finding]:
@@ -348,15 +493,21 @@ def resolve_overlaps(findings: list[Finding], text: str = "") -> list[Finding]:
     entity and the span covers the whole cluster, so no part of any finding escapes its action.
 
     A PERSON inside a wider ORGANIZATION span replaces it first (spaCy's small model often
-    wraps a name and the words before it as an organisation).
+    wraps a name and the words before it as an organisation), and a PERSON inside a street
+    address gives way to it.
     """
     persons = [f for f in findings if f.entity == "PERSON"]
+    addresses = [f for f in findings if f.entity == "STREET_ADDRESS"]
     findings = [
         f
         for f in findings
         if not (
             f.entity == "ORGANIZATION"
             and any(p.start >= f.start and p.end <= f.end for p in persons)
+        )
+        # A "person" inside a street address is the street's name ("2263 Bubby Drive").
+        and not (
+            f.entity == "PERSON" and any(a.start <= f.start and f.end <= a.end for a in addresses)
         )
     ]
     resolved: list[Finding] = []

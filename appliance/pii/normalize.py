@@ -8,7 +8,13 @@ normalised views; findings are mapped back to the original text, which is what g
 - `clean` view: NFKC, invisible and bidi control characters removed, Cyrillic and Greek
   look-alikes folded to Latin. Same words, same layout.
 - `compact` view: the clean view with separators inside digit runs removed (spaces, dots,
-  dashes, slashes, line breaks), so `4 1 1 1 - 1 1 1 1` or `212-555-\n0199` become one run.
+  dashes, slashes, line breaks, and a single comma or underscore), so `4 1 1 1 - 1 1 1 1`,
+  `212-555-\n0199` or `123_45_6789` become one run.
+
+The clean view also folds what a word processor or another script puts in a value: every dash
+(U+2010-U+2015, U+2212 minus, small and full-width hyphen-minus) to `-`, every decimal digit
+(Arabic-Indic, Devanagari, ...) to its ASCII digit, and drops combining marks written over a
+Latin letter or a digit (`1̲2̲3̲`, a decomposed `é`), so `078–05–1120` reads as `078-05-1120`.
 """
 
 from __future__ import annotations
@@ -110,8 +116,15 @@ CONFUSABLES = str.maketrans(
     }
 )
 
+# Dashes that stand for a hyphen-minus between the parts of a value.
+DASHES = frozenset(
+    [*range(0x2010, 0x2016), 0x2043, 0x2212, 0x02D7, 0x2796, 0xFE58, 0xFE63, 0xFF0D, 0x2E3A, 0x2E3B]
+)
+
 # A separator between two digits that people use to group or to hide digits.
-_DIGIT_SEPARATOR = re.compile(r"(?<=\d)[ \t.\-/\u00a0]*(?:\r?\n[ \t]*)?[ \t.\-/\u00a0]*(?=\d)")
+_DIGIT_SEPARATOR = re.compile(
+    r"(?<=\d)(?:[ \t.\-/\u00a0]*(?:\r?\n[ \t]*)?[ \t.\-/\u00a0]*|[,_])(?=\d)"
+)
 
 
 @dataclass(frozen=True)
@@ -132,10 +145,21 @@ def clean_view(text: str) -> View:
     source: list[int] = []
     for index, char in enumerate(text):
         # Any other format character (tag characters, invisible operators, ...) is invisible too.
-        if ord(char) in INVISIBLE or unicodedata.category(char) == "Cf":
+        category = unicodedata.category(char)
+        if ord(char) in INVISIBLE or category == "Cf":
+            continue
+        if category == "Mn" and chars and chars[-1].isascii() and chars[-1].isalnum():
+            continue  # a combining mark over a Latin letter or a digit
+        if ord(char) in DASHES:
+            chars.append("-")
+            source.append(index)
             continue
         normal = unicodedata.normalize("NFKC", char).translate(CONFUSABLES)
         for piece in normal:
+            if not piece.isascii() and piece.isdecimal():
+                piece = str(unicodedata.decimal(piece))
+            elif ord(piece) in DASHES:
+                piece = "-"
             chars.append(piece)
             source.append(index)
     return View("".join(chars), tuple(source))

@@ -16,19 +16,54 @@ from typing import Any
 import regex
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 
+from appliance.pii.checksums import luhn_valid, mod97_valid
+from appliance.pii.identifiers import identifier_recognizers
 from appliance.policies.schema import CustomRecognizer
+
+__all__ = [
+    "GivenNameRecognizer",
+    "GroupRecognizer",
+    "PersonCueRecognizer",
+    "PolicyPatternRecognizer",
+    "builtin_recognizers",
+    "first_names",
+    "given_names",
+    "luhn_valid",
+    "mod97_valid",
+    "policy_recognizers",
+]
 
 # Presidio matches patterns case-insensitively by default; capitalisation is evidence here.
 _CASE_SENSITIVE = regex.DOTALL | regex.MULTILINE
-_STREET_TYPES = (
+# Street words: the common USPS suffixes (Publication 28) and British ones; capitalised, or in
+# lower case after a capitalised street name ("14 Elm road").
+_STREET_WORDS = (
     "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|"
     "Terrace|Terr|Close|Crescent|Cres|Square|Sq|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Row|"
-    "Gardens|Grove|Hill|Mews|Walk"
+    "Gardens|Grove|Hill|Hills|Mews|Walk|Alley|Bend|Bluff|Bypass|Causeway|Center|Cliff|"
+    "Common|Corner|Cove|Creek|Crossing|Dale|Drives|Estates|Expressway|Extension|Falls|Ferry|"
+    "Field|Fields|Flats|Ford|Forest|Forge|Fork|Fort|Freeway|Garden|Gateway|Glen|Green|Harbor|"
+    "Harbour|Haven|Heights|Hollow|Inlet|Island|Junction|Key|Knoll|Lake|Lakes|Landing|Loop|"
+    "Mall|Manor|Meadow|Meadows|Mill|Mills|Mission|Motorway|Mount|Mountain|Orchard|Oval|Park|"
+    "Pass|Path|Pike|Pine|Pines|Plain|Plains|Plaza|Point|Port|Prairie|Ranch|Rapids|Rest|Ridge|"
+    "River|Route|Run|Shoal|Shore|Shores|Spring|Springs|Spur|Station|Summit|Trace|Track|Trail|"
+    "Tunnel|Turnpike|Union|Valley|Via|Viaduct|View|Village|Ville|Vista|Wall|Wells|Wharf|Wood|"
+    "Woods|Yard|Parade|Rise|Vale|Wynd|Gate|Approach|Broadway|Esplanade|Isle|Islands|Crest|"
+    "Curve|Divide|Estate|Light|Lights|Lock|Locks|Lodge|Neck|Radial|Ramp|Rue|Skyway|Stream|"
+    "Stravenue|Throughway|Trafficway|Underpass|Overpass|Canyon|Cape|Camp|Club|Course|Burg|"
+    "Brook|Brooks|Branch|Bridge|Bottom|Beach|Dam|Fall|Flat|Harbors|Hollows|Hills|Mountains|"
+    "Passage|Pointe|Ranches|Rows|Shoals|Spurs|Squares|Summits|Terraces|Trails|Views|Villages|"
+    "Vistas|Walks|Ways|Wells"
 )
-_UNIT = r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|#)\.?\s*[A-Za-z0-9-]+)?"
+_STREET_NAME = r"(?:[A-Z][A-Za-z'’.-]*\s+)"
+_UNIT = (
+    r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|Rm|Bldg|Building|#)\.?\s*"
+    r"(?:[A-Za-z0-9-]*\d[A-Za-z0-9-]*|[A-Z]\b))?"
+)
 STREET_ADDRESS = (
-    r"\b\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?(?:[A-Z][A-Za-z'’.-]*\s+){0,4}"
-    rf"(?:{_STREET_TYPES})\b\.?{_UNIT}"
+    r"\b\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?"
+    rf"(?:{_STREET_NAME}{{1,4}}(?:(?:{_STREET_WORDS})s?|(?:{_STREET_WORDS.lower()})s?)|Broadway)"
+    rf"\b\.?{_UNIT}"
 )
 PO_BOX = r"\bP\.?\s?O\.?\s+Box\s+\d{1,7}\b"
 _STATES = (
@@ -37,16 +72,122 @@ _STATES = (
 )
 US_ZIP_AFTER_STATE = rf"\b(?:{_STATES})\s+(?P<value>\d{{5}}(?:-\d{{4}})?)\b"
 US_ZIP = r"\b\d{5}(?:-\d{4})?\b"
+# The last line of a postal address: "<street>, <Town>[,] [ST] 12345" (the ZIP ends it).
+ZIP_AFTER_ADDRESS = (
+    rf"(?:{STREET_ADDRESS}|{PO_BOX}),?\s+(?:[A-Z][A-Za-z'.-]+\s+){{0,3}}[A-Z][A-Za-z'.-]+,?"
+    rf"\s+(?:[A-Z]{{2}}\s+|(?:United States|USA|U\.S\.A\.)\s+)?(?P<value>\d{{5}}(?:-\d{{4}})?)\b"
+)
 UK_POSTCODE = r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"
 TITLES = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Professor|Sir|Dame|Judge|Justice|Rev|Nurse)"
-TITLED_NAME = rf"\b{TITLES}\.?\s+(?P<value>[A-Z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+)?)"
-_SURNAME = r"[A-Z][a-z'’-]+(?:-[A-Z][a-z'’-]+)?"
+# The title in any case ("ms. Tómas"), the name capitalised.
+TITLED_NAME = rf"\b(?i:{TITLES})\.?\s+(?P<value>[A-ZÀ-ÖØ-Þ][\w'’-]+(?:\s+[A-ZÀ-ÖØ-Þ][\w'’-]+)?)"
+# "Smith", "McCann", "O'Brien", "DeLuca", "Smith-Jones".
+_SURNAME = r"[A-Z][a-z'’]*[A-Z]?[a-z'’]+(?:-[A-Z][a-z'’]*[A-Z]?[a-z'’]+)?"
+# Words that, capitalised in a name-like run, make it an organisation, a place or a heading.
+_NOT_NAME_WORDS = frozenset(
+    [
+        "inc",
+        "llc",
+        "ltd",
+        "llp",
+        "plc",
+        "corp",
+        "corporation",
+        "company",
+        "co",
+        "group",
+        "bank",
+        "trust",
+        "partners",
+        "associates",
+        "university",
+        "college",
+        "hospital",
+        "clinic",
+        "court",
+        "county",
+        "city",
+        "state",
+        "department",
+        "agency",
+        "foundation",
+        "institute",
+        "services",
+        "holdings",
+        "capital",
+        "systems",
+        "technologies",
+        "solutions",
+        "fund",
+        "church",
+        "school",
+        "center",
+        "centre",
+        "street",
+        "road",
+        "avenue",
+        "lane",
+        "drive",
+        "the",
+        "of",
+        "and",
+        "for",
+        "agreement",
+        "contract",
+        "section",
+        "article",
+        "schedule",
+        "exhibit",
+        "note",
+        "notes",
+        "plan",
+        "policy",
+        "report",
+        "summary",
+        "order",
+        "motion",
+        "act",
+    ]
+)
+# Words after which a capitalised run is a person: party roles, signature blocks, name fields.
+_PERSON_CUES = (
+    r"(?:plaintiffs?|defendants?|claimants?|respondents?|petitioners?|appellants?|appellees?|"
+    r"employee|patient|counsel(?:\s+for\s+\w+)?|attorney|solicitor|witness|deponent|"
+    r"applicant|tenant|landlord|guardian|beneficiary|signed|signature|sincerely|regards|"
+    r"yours\s+(?:faithfully|truly|sincerely)|/s/|(?:full\s+)?name|next\s+of\s+kin|"
+    r"emergency\s+contact|prepared\s+by|reviewed\s+by|witnessed\s+by|physician|doctor|"
+    r"nurse|clinician|therapist|consultant|surgeon|manager|supervisor|contact|attn|c/o|"
+    r"name\s+of|on\s+behalf\s+of)"
+)
+_NAME_WORD = r"[A-Z][a-z'’]*[A-Z]?[a-z'’]+"
+_NAME_RUN = rf"{_NAME_WORD}(?:\s+[A-Z]\.)?(?:[ \t]+{_NAME_WORD}){{1,2}}"
+PERSON_AFTER_CUE = rf"(?i:\b{_PERSON_CUES})\b[,:;.]?[ \t]*(?:\r?\n[ \t]*)?(?P<value>{_NAME_RUN})"
+# Phrases after which even one capitalised word is a name ("My name is Viktor", "call me
+# Margrethe", "Last name: Weber", "Dear Tómas").
+PERSON_AFTER_NAME_CUE = (
+    r"(?i:\b(?:my\s+name\s+is|name\s+is|call\s+me|(?:first|last|given|family|sur|full|maiden)"
+    r"\s*name(?:\s+is)?|dear|speak\s+(?:to|with)|ask\s+for|signed\s+by))\b[?,:;.]?[ \t]*"
+    r"(?P<value>[A-ZÀ-ÖØ-Þ][\w'’-]+(?:[ \t]+[A-ZÀ-ÖØ-Þ][\w'’-]+){0,2})"
+)
+PERSON_BEFORE_CUE = (
+    rf"\b(?P<value>{_NAME_RUN}),?[ \t]+(?:Esq\b|(?i:counsel|attorney|solicitor)\b|J\.D\.|"
+    r"M\.D\.|MD\b|RN\b|Ph\.?D\b)"
+)
 _STOPWORDS = (
     "a an and are as at be but by for from had has have he her his i in is it its of on or "
     "our she so that the their them they this to was we were with you your will would can "
     "could should said says about after before here there"
 )
 _LOWER_STOP = frozenset(_STOPWORDS.split())
+
+
+@cache
+def given_names() -> frozenset[str]:
+    """The curated list and the US Census given names (`pii/data/given_names.txt`), lower case:
+    for capitalised "Given Surname" pairs."""
+    text = files("appliance.pii").joinpath("data/given_names.txt").read_text(encoding="utf-8")
+    census = {line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"}
+    return frozenset(census) | first_names()
 
 
 @cache
@@ -102,13 +243,24 @@ class GivenNameRecognizer(EntityRecognizer):
         """The name list loads lazily, once per process."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-        """Capitalised pairs score 0.7; lower-case pairs, more often ordinary words, 0.6."""
-        names = first_names()
+        """Capitalised pairs score 0.7 (0.65 when the given name is only on the census list);
+        lower-case pairs, more often ordinary words, 0.6 and only from the curated list."""
+        curated, census = first_names(), given_names()
         results = []
-        for pattern, score in ((self._CAPITALISED, 0.7), (self._LOWER, 0.6)):
+        for pattern, lower in ((self._CAPITALISED, False), (self._LOWER, True)):
             for match in pattern.finditer(text):
                 first, last = match.group("first").lower(), match.group("last").lower()
-                if first not in names or last in _LOWER_STOP:
+                if last in _LOWER_STOP or last in _NOT_NAME_WORDS:
+                    continue
+                if first in curated:
+                    score = 0.6 if lower else 0.7
+                elif not lower and first in census:
+                    score = 0.65
+                elif lower and first in census and _nouns(nlp_artifacts, match, text):
+                    # "lewis walton": a census given name and a second word that spaCy tags as
+                    # nouns (not "rose early", "bill them").
+                    score = 0.6
+                else:
                     continue
                 results.append(
                     RecognizerResult(
@@ -116,6 +268,107 @@ class GivenNameRecognizer(EntityRecognizer):
                         match.start("first"),
                         match.end("last"),
                         score,
+                        recognition_metadata={"recognizer_name": self._label},
+                    )
+                )
+        for start, end in single_given_names(nlp_artifacts):
+            results.append(
+                RecognizerResult(
+                    "PERSON",
+                    start,
+                    end,
+                    0.6,
+                    recognition_metadata={"recognizer_name": self._label},
+                )
+            )
+        return results
+
+
+_NAME_POS = frozenset({"PROPN", "NOUN"})
+
+
+def _nouns(nlp_artifacts: Any, match: re.Match[str], text: str) -> bool:
+    """Whether spaCy tagged every token of the pair as a noun or proper noun."""
+    doc = getattr(nlp_artifacts, "tokens", None)
+    if doc is None:
+        return False
+    start, end = match.start("first"), match.end("last")
+    tokens = [t for t in doc if t.idx < end and t.idx + len(t.text) > start]
+    return bool(tokens) and all(t.pos_ in _NAME_POS for t in tokens)
+
+
+# spaCy entity labels under which a capitalised given name is something else (Madison, WI).
+_NOT_PERSON_LABELS = frozenset(
+    {"GPE", "LOC", "FAC", "ORG", "NORP", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "DATE", "TIME"}
+)
+
+
+_SUBJECT_FOLLOWERS = frozenset({"VERB", "AUX"})
+
+
+def single_given_names(nlp_artifacts: Any) -> list[tuple[int, int]]:
+    """Spans of lone capitalised given names ("Freddie shouted", "leave me Martin") that spaCy
+    tags as proper nouns and does not call a place, an organisation or a date."""
+    doc = getattr(nlp_artifacts, "tokens", None)
+    if doc is None:
+        return []
+    census = given_names()
+    spans = []
+    for token in doc:
+        word = token.text
+        if len(word) < 3 or not word[0].isupper() or not word[1:].islower():
+            continue
+        folded = word.casefold()
+        if folded not in census or folded in _LOWER_STOP or folded in _NOT_NAME_WORDS:
+            continue
+        if token.pos_ != "PROPN":
+            continue
+        following = doc[token.i + 1] if token.i + 1 < len(doc) else None
+        first = token.i == 0 or doc[token.i - 1].is_sent_end or "\n" in doc[token.i - 1].text
+        if first and (following is None or following.pos_ not in _SUBJECT_FOLLOWERS):
+            continue  # a capitalised first word ("Ping 10.0.0.1") is a name only as a subject
+        if token.ent_type_ in _NOT_PERSON_LABELS:
+            # spaCy's small model calls many lone names an ORG ("Freddie shouted"); a one-word
+            # ORG that is a given name is read as the name, a longer one ("Karl's Shoes") not.
+            whole = token.ent_type_ == "ORG" and token.ent_iob_ == "B"
+            if not whole or (following is not None and following.ent_iob_ == "I"):
+                continue
+        spans.append((token.idx, token.idx + len(word)))
+    return spans
+
+
+class PersonCueRecognizer(EntityRecognizer):
+    """A capitalised run of two or three name-like words after a party role, a signature or a
+    name field ("Plaintiff Bradley Jones", "Sincerely,\nCrystal Medina"), or before "Esq." or
+    "counsel": the person signal that an `allow` on ORGANIZATION or LOCATION must not beat."""
+
+    _PATTERNS = (
+        re.compile(PERSON_AFTER_CUE, re.MULTILINE),
+        re.compile(PERSON_BEFORE_CUE, re.MULTILINE),
+        re.compile(PERSON_AFTER_NAME_CUE, re.MULTILINE),
+    )
+
+    def __init__(self) -> None:
+        self._label = "PersonCueRecognizer"
+        super().__init__(supported_entities=["PERSON"], name=self._label, supported_language="en")
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        """Each cued run whose words are not organisation, place or function words: 0.7."""
+        results = []
+        for pattern in self._PATTERNS:
+            for match in pattern.finditer(text):
+                words = [w.strip(".").lower() for w in match.group("value").split()]
+                if any(w in _NOT_NAME_WORDS or w in _LOWER_STOP for w in words):
+                    continue
+                results.append(
+                    RecognizerResult(
+                        "PERSON",
+                        match.start("value"),
+                        match.end("value"),
+                        0.7,
                         recognition_metadata={"recognizer_name": self._label},
                     )
                 )
@@ -138,6 +391,12 @@ def builtin_recognizers() -> list[Any]:
             regex=US_ZIP_AFTER_STATE,
             score=0.85,
         ),
+        GroupRecognizer(
+            entity="POSTAL_CODE",
+            name="ZipAfterAddressRecognizer",
+            regex=ZIP_AFTER_ADDRESS,
+            score=0.8,
+        ),
         PatternRecognizer(
             supported_entity="POSTAL_CODE",
             name="PostalCodeRecognizer",
@@ -149,32 +408,9 @@ def builtin_recognizers() -> list[Any]:
             entity="PERSON", name="TitledNameRecognizer", regex=TITLED_NAME, score=0.75
         ),
         GivenNameRecognizer(),
+        PersonCueRecognizer(),
+        *identifier_recognizers(),
     ]
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum (payment cards and many account numbers)."""
-    numbers = [int(c) for c in digits if c in "0123456789"]
-    if len(numbers) < 2:
-        return False
-    total = 0
-    for index, value in enumerate(reversed(numbers)):
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def mod97_valid(value: str) -> bool:
-    """ISO 7064 mod-97 (IBAN): move the first four characters to the end, letters to numbers."""
-    compact = re.sub(r"[\s-]", "", value).upper()
-    if len(compact) < 5 or not compact.isalnum():
-        return False
-    rearranged = compact[4:] + compact[:4]
-    digits = "".join(str(int(c, 36)) for c in rearranged)
-    return int(digits) % 97 == 1
 
 
 _VALIDATORS = {"luhn": luhn_valid, "mod97": mod97_valid}

@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import logging
 import os
+import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -173,9 +175,15 @@ class PseudonymScope:
 
     def restore(self, text: str) -> tuple[str, int]:
         """Replace this scope's placeholders in `text` by their values; others stay as they are."""
+        restored, counts = self.restore_counted(text)
+        return restored, sum(counts.values())
+
+    def restore_counted(self, text: str) -> tuple[str, Counter[str]]:
+        """As `restore`, with how many placeholders of each entity type were restored (for the
+        receipt: what the caller got back, never the values)."""
         wanted = {m.group(0) for m in PLACEHOLDER.finditer(text)}
         if not wanted:
-            return text, 0
+            return text, Counter()
         with self.vault.connect() as conn:
             rows = conn.execute(
                 select(
@@ -202,14 +210,13 @@ class PseudonymScope:
             except InvalidTag:
                 # A row altered or moved from another scope: keep the placeholder (fail closed).
                 log.warning("pseudonym vault entry failed authentication; not restored")
-        restored = 0
+        counts: Counter[str] = Counter()
 
-        def swap(match: object) -> str:
-            nonlocal restored
-            token = match.group(0)  # type: ignore[attr-defined]
+        def swap(match: re.Match[str]) -> str:
+            token = match.group(0)
             if token in values:
-                restored += 1
+                counts[match.group(1)] += 1
                 return values[token]
-            return str(token)
+            return token
 
-        return PLACEHOLDER.sub(swap, text), restored
+        return PLACEHOLDER.sub(swap, text), counts

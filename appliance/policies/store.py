@@ -246,10 +246,23 @@ class PolicyStore:
         return self._parse(target)
 
     # -- assignment and resolution -------------------------------------------------------------
-    def assign(self, kind: AssignmentKind, target: str, policy: str | None) -> None:
-        """Assign `policy` to a key, team or task (None removes the assignment)."""
+    def assign(
+        self,
+        kind: AssignmentKind,
+        target: str,
+        policy: str | None,
+        *,
+        allowed: list[str] | None = None,
+    ) -> None:
+        """Assign `policy` to a key, team or task (None removes the assignment).
+
+        `allowed` names the other policies a request under this assignment may ask for (None
+        keeps the current list); the assigned policy is a floor, anything else is refused."""
         if policy is not None:
             self.get(policy)  # must exist
+        for name in allowed or []:
+            self.get(name)
+        listed = ",".join(sorted(set(allowed))) if allowed is not None else None
         with Session(self._engine) as session:
             row = session.exec(
                 select(PolicyAssignment).where(
@@ -260,11 +273,45 @@ class PolicyStore:
                 if row is not None:
                     session.delete(row)
             elif row is None:
-                session.add(PolicyAssignment(kind=kind, target=target, policy=policy))
+                session.add(
+                    PolicyAssignment(kind=kind, target=target, policy=policy, allowed=listed or "")
+                )
             else:
                 row.policy = policy
+                if listed is not None:
+                    row.allowed = listed
                 session.add(row)
             session.commit()
+
+    def choices(
+        self,
+        *,
+        key: str | None = None,
+        key_policy: str | None = None,
+        team: str | None = None,
+        task: str | None = None,
+    ) -> tuple[bool, frozenset[str]]:
+        """Whether an assignment decides the caller's policy (a key's own policy, or a key,
+        team or task assignment, in the order `resolve` uses), and the policies the admin
+        allowed a request under it to name besides the assigned one."""
+        candidates = [(k, t) for k, t in (("key", key), ("team", team), ("task", task)) if t]
+        found: dict[tuple[str, str], PolicyAssignment] = {}
+        if candidates:
+            with Session(self._engine) as session:
+                rows = session.exec(
+                    select(PolicyAssignment).where(
+                        PolicyAssignment.target.in_([t for _, t in candidates])  # type: ignore[attr-defined]
+                    )
+                ).all()
+            found = {(r.kind, r.target): r for r in rows}
+        if key_policy:
+            row = found.get(("key", key)) if key else None
+            return True, _names(row.allowed) if row is not None else frozenset()
+        for kind, target in candidates:
+            row = found.get((kind, target))
+            if row is not None:
+                return True, _names(row.allowed)
+        return False, frozenset()
 
     def resolve(
         self,
@@ -291,3 +338,7 @@ class PolicyStore:
                 if (kind, target) in found:
                     return self.get(found[(kind, target)])
         return self.get()
+
+
+def _names(listed: str) -> frozenset[str]:
+    return frozenset(name for name in listed.split(",") if name)

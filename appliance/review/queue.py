@@ -8,7 +8,9 @@ AES-GCM and expire after N days; with `content: never` the item holds metadata o
 HMAC digests, sizes) and says so. Content is never logged nor written to the audit trail.
 
 Every decision is audited: `review.queued`, `review.opened`, `review.accepted`,
-`review.corrected`, `review.golden_added`.
+`review.corrected`, `review.golden_added`. Queuing an item and deciding on it commit in one
+transaction with their events, so the trail never misses a change to the queue, nor records one
+that did not happen.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import anyio
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from appliance.audit.store import AuditLog, AuditRecord
+from appliance.audit.store import AuditLog, AuditRecord, ChainTransaction
 from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
@@ -96,6 +98,9 @@ class ReviewQueue:
         self.audit = audit
         self._digest_key = digest_key
         self.confidence_threshold = confidence_threshold
+        # Whether wiped content may still sit in the database files: True at start-up, as the
+        # process before this one may have died between a wipe and its scrub.
+        self._scrub_pending = True
 
     # -- intake --------------------------------------------------------------------------------
     def reason_for(self, captured: Captured) -> tuple[str | None, float | None]:
@@ -152,20 +157,20 @@ class ReviewQueue:
             item.content_kept = True
             item.content_sealed = self._seal(item.id, content)
             item.expires_at = now + timedelta(days=retention.days)
-        with session_scope(self.engine) as session:
-            session.add(item)
-        self.audit.append_sync(
-            AuditRecord(
-                actor=captured.actor,
-                action="review.queued",
-                outcome=reason,
-                policy=captured.policy.ref,
-                model=captured.model,
-                request_id=captured.request_id,
-                target=f"review:{item.id}",
-                details={"task": captured.task, "content_kept": item.content_kept},
+        with self.audit.transaction() as tx:
+            tx.session.add(item)
+            tx.append(
+                AuditRecord(
+                    actor=captured.actor,
+                    action="review.queued",
+                    outcome=reason,
+                    policy=captured.policy.ref,
+                    model=captured.model,
+                    request_id=captured.request_id,
+                    target=f"review:{item.id}",
+                    details={"task": captured.task, "content_kept": item.content_kept},
+                )
             )
-        )
         return item.id
 
     async def offer(self, captured: Captured) -> str | None:
@@ -248,22 +253,37 @@ class ReviewQueue:
             raise NotFound(f"no review item '{item_id}'", field="item_id")
         return item
 
-    def _record(
-        self, action: str, item: ReviewItem, *, actor: str, role: str, **details: Any
-    ) -> None:
-        self.audit.append_sync(
-            AuditRecord(
-                actor=actor,
-                role=role,
-                action=action,
-                outcome="ok",
-                policy=item.policy,
-                model=item.model,
-                request_id=item.request_id,
-                target=f"review:{item.id}",
-                details={"task": item.task, **details},
-            )
+    @staticmethod
+    def _event(
+        action: str, item: ReviewItem, *, actor: str, role: str, **details: Any
+    ) -> AuditRecord:
+        return AuditRecord(
+            actor=actor,
+            role=role,
+            action=action,
+            outcome="ok",
+            policy=item.policy,
+            model=item.model,
+            request_id=item.request_id,
+            target=f"review:{item.id}",
+            details={"task": item.task, **details},
         )
+
+    def _record(
+        self,
+        action: str,
+        item: ReviewItem,
+        *,
+        actor: str,
+        role: str,
+        tx: ChainTransaction | None = None,
+        **details: Any,
+    ) -> None:
+        event = self._event(action, item, actor=actor, role=role, **details)
+        if tx is not None:
+            tx.append(event)
+        else:
+            self.audit.append_sync(event)
 
     def open_sync(
         self,
@@ -308,7 +328,9 @@ class ReviewQueue:
         now: datetime | None = None,
     ) -> dict[str, Any]:
         now = now or utcnow()
-        with session_scope(self.engine) as session:
+        # The decision and its event are one commit; a refusal below rolls back both.
+        with self.audit.transaction() as tx:
+            session = tx.session
             item = session.get(ReviewItem, item_id)
             if item is None:
                 raise NotFound(f"no review item '{item_id}'", field="item_id")
@@ -335,9 +357,13 @@ class ReviewQueue:
             session.flush()
             session.refresh(item)
             summary = self.summary(item)
-        self._record(
-            "review.corrected" if corrected else "review.accepted", item, actor=actor, role=role
-        )
+            self._record(
+                "review.corrected" if corrected else "review.accepted",
+                item,
+                actor=actor,
+                role=role,
+                tx=tx,
+            )
         return summary
 
     def accept_sync(self, item_id: str, *, actor: str, role: str) -> dict[str, Any]:
@@ -376,15 +402,23 @@ class ReviewQueue:
             [(str(content["input"]), content["expected"])],
             author=actor,
         )
-        with session_scope(self.engine) as session:
-            row = session.get(ReviewItem, item_id)
+        # The set's new version commits first (it is the golden-set store's own transaction);
+        # marking the item and its event are one commit after it.
+        with self.audit.transaction() as tx:
+            row = tx.session.get(ReviewItem, item_id)
             assert row is not None
             row.golden_set = set_name[:200]
             row.golden_version = int(version)
-            session.add(row)
-        self._record(
-            "review.golden_added", item, actor=actor, role=role, set=set_name[:100], version=version
-        )
+            tx.session.add(row)
+            self._record(
+                "review.golden_added",
+                item,
+                actor=actor,
+                role=role,
+                tx=tx,
+                set=set_name[:100],
+                version=version,
+            )
         return {"item_id": item_id, "set_name": set_name, "version": int(version)}
 
     # -- retention -----------------------------------------------------------------------------
@@ -397,14 +431,17 @@ class ReviewQueue:
                     col(ReviewItem.expires_at) <= now, col(ReviewItem.content_sealed).is_not(None)
                 )
             ).all()
-            if not items:
-                return 0
-            # As for documents: the overwritten ciphertext leaves no copy in the files.
-            secure_delete_on(session)
-            for item in items:
-                item.content_sealed = None
-                session.add(item)
-        scrub(self.engine, ReviewItem.__tablename__)
+            if items:
+                # As for documents: the overwritten ciphertext leaves no copy in the files.
+                secure_delete_on(session)
+                for item in items:
+                    item.content_sealed = None
+                    session.add(item)
+        if items or self._scrub_pending:
+            # After the commit; a crash before it is made up by the next process's first sweep.
+            self._scrub_pending = True
+            scrub(self.engine, ReviewItem.__tablename__)
+            self._scrub_pending = False
         return len(items)
 
     async def sweep(self) -> int:

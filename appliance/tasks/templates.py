@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance.errors import InvalidInput, PolicyError, TaskNotFound
 from appliance.inference.base import Tier
+from appliance.tasks.schema_limits import check_schema
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
@@ -55,6 +56,10 @@ class TaskTemplate(BaseModel):
             error: SchemaValidationError = errors[0]
             where = ".".join(str(p) for p in ["params", *error.absolute_path])
             raise InvalidInput(f"{where}: {error.message}", field=where)
+        for key, spec in self.parameters.get("properties", {}).items():
+            # A parameter that becomes a grammar (`x-json-schema`) gets the schema limits first.
+            if isinstance(spec, dict) and spec.get("x-json-schema") and key in params:
+                check_schema(params[key], field=f"params.{key}")
         filled = dict(params)
         for key, spec in self.parameters.get("properties", {}).items():
             if key not in filled and isinstance(spec, dict) and "default" in spec:

@@ -3,6 +3,7 @@ can prove what a model received through the backend seam (never through logs).""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 from appliance.inference.base import (
@@ -27,9 +28,17 @@ class RecordingBackend:
         """What the model really produced, before the gateway scanned it."""
         self.embedded: list[list[str]] = []
         """The texts of each embeddings request, as the model received them."""
+        self.choices: list[list[str]] = []
+        """The closed answers of each constrained-choice scoring (classify labels)."""
 
     def models(self) -> list[ModelInfo]:
         return self.inner.models()
+
+    def start(self) -> None:
+        """Start the inner engine's workers, as the app does at start-up."""
+        start = getattr(self.inner, "start", None)
+        if start is not None:
+            start()
 
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
@@ -57,6 +66,7 @@ class RecordingBackend:
     ) -> dict[str, float]:
         """Constrained-choice scoring, recorded like a generation."""
         self.requests.append(request)
+        self.choices.append(list(choices))
         return await self.inner.score_choices(request, choices)  # type: ignore[attr-defined, no-any-return]
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -67,3 +77,11 @@ class RecordingBackend:
     def received_text(self) -> str:
         """Everything any model was sent, joined."""
         return "\n".join(m.content for r in self.requests for m in r.messages)
+
+    def received_everything(self) -> str:
+        """Every byte any model could read: messages, structured-output schemas (they become
+        grammars), scoring choices and embedding inputs."""
+        schemas = [json.dumps(r.json_schema) for r in self.requests if r.json_schema is not None]
+        choices = [c for group in self.choices for c in group]
+        embedded = [t for group in self.embedded for t in group]
+        return "\n".join([self.received_text(), *schemas, *choices, *embedded])

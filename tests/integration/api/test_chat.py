@@ -35,7 +35,9 @@ def test_identifiers_are_replaced_before_the_model_sees_them(appliance: RunningA
     assert body["message"]["content"].strip()
     receipt = body["receipt"]
     assert {"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER"} <= set(receipt["entities"])
-    assert receipt["actions"]["PERSON"] == "redact"
+    # The default pack pseudonymizes contact details: the model sees placeholders, the caller
+    # gets its own values back in the answer.
+    assert receipt["actions"]["PERSON"] == "pseudonymize"
     assert receipt["outcome"] == "redacted"
     policy = appliance.services.policies.get()
     assert receipt["policy"] == {"name": "default", "version": policy.version}
@@ -127,3 +129,18 @@ def test_unknown_model_is_404_listing_the_available_ones(appliance: RunningAppli
     assert error["available"] == ["gemma3-270m", "smollm2-135m"]
     assert appliance.backend.requests == []
     assert [r.outcome for r in audit_rows(appliance)] == ["model_not_found"]
+
+
+def test_an_identifier_split_across_two_messages_reaches_no_model(
+    appliance: RunningAppliance,
+) -> None:
+    messages = [
+        {"role": "user", "content": "Please file this for me. My SSN is 078-05"},
+        {"role": "user", "content": "-1120 and my claim is due."},
+    ]
+    response = chat(appliance, {"messages": messages, "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    assert response.json()["receipt"]["entities"].get("US_SSN") == 2  # one half in each
+    sent = appliance.backend.received_text()
+    assert "078-05" not in sent
+    assert "1120" not in sent

@@ -19,6 +19,9 @@ class BrokenDetector:
     def analyze(self, text: str, spec: DetectionSpec) -> list[Finding]:
         raise RuntimeError("analysis crashed")
 
+    def analyze_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
+        return [self.analyze(text, spec) for text in texts]
+
 
 class StalledDetector:
     """A detector that hangs until released, standing in for an analysis that never ends."""
@@ -31,6 +34,9 @@ class StalledDetector:
         self.release.wait(30)
         self.finished.set()
         return []
+
+    def analyze_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
+        return [self.analyze(text, spec) for text in texts]
 
 
 @pytest.mark.parametrize("stream", [False, True])

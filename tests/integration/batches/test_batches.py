@@ -7,12 +7,15 @@ on the shared CPU take minutes.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +23,9 @@ from sqlmodel import Session, select
 
 from appliance.auth import apikeys
 from appliance.auth.roles import SCOPES
-from appliance.batches.models import BatchItem
-from appliance.db.models import AuditEvent
+from appliance.batches.models import BatchItem, BatchJob
+from appliance.batches.runner import sweep_batches
+from appliance.db.models import AuditEvent, utcnow
 from tests.conftest import RunningAppliance
 
 LABELS = ["meeting", "invoice", "recipe"]
@@ -186,6 +190,47 @@ def test_refusals_and_owners(appliance: RunningAppliance) -> None:
         assert other.delete(f"/api/v1/batches/{job['id']}").status_code == 404
     assert appliance.client.delete(f"/api/v1/batches/{job['id']}").status_code == 204
     assert appliance.client.get(f"/api/v1/batches/{job['id']}").status_code == 404
+
+
+def sealed_probe(app: RunningAppliance, job_id: str) -> bytes:
+    """A slice of the ciphertext of the job's first input."""
+    with Session(app.services.engine) as session:
+        item = session.exec(
+            select(BatchItem).where(BatchItem.job_id == job_id, BatchItem.seq == 0)
+        ).one()
+        return item.input_sealed[12:44]
+
+
+def database_files(app: RunningAppliance) -> bytes | None:
+    """The SQLite database and its logs, as bytes; None on PostgreSQL."""
+    if app.services.engine.dialect.name != "sqlite":
+        return None
+    path = Path(str(app.services.engine.url.database))
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_deleted_and_expired_jobs_leave_no_sealed_bytes(appliance: RunningAppliance) -> None:
+    deleted, expired, kept = (create(appliance.client, jsonl(2)).json()["id"] for _ in range(3))
+    probes = {job_id: sealed_probe(appliance, job_id) for job_id in (deleted, expired)}
+    before = database_files(appliance)
+    assert before is None or all(probe in before for probe in probes.values())
+
+    assert appliance.client.delete(f"/api/v1/batches/{deleted}").status_code == 204
+    with Session(appliance.services.engine) as session:
+        job = session.get(BatchJob, expired)
+        assert job is not None
+        job.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(job)
+        session.commit()
+    # Driven here rather than waited for: the app's own sweeper runs every five minutes.
+    assert asyncio.run(sweep_batches(appliance.services.batches)) == 1
+
+    with Session(appliance.services.engine) as session:
+        left = {j.id for j in session.exec(select(BatchJob))}
+        items = {i.job_id for i in session.exec(select(BatchItem))}
+    assert left == items == {kept}
+    after = database_files(appliance)
+    assert after is None or not any(probe in after for probe in probes.values())
 
 
 def test_a_deleted_job_stops_sending_items_to_the_model(appliance: RunningAppliance) -> None:

@@ -73,6 +73,23 @@ def wait_run(
         time.sleep(0.3)
 
 
+def wait_event(app: RunningAppliance, action: str, target: str, *, timeout: float = 60) -> None:
+    """Wait for the audit event itself: a run reads `completed` a moment before its
+    `eval.run_finished` row is committed, so the status is no proxy for the event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with Session(app.services.engine) as session:
+            found = session.exec(
+                select(AuditEvent.id).where(
+                    AuditEvent.action == action, AuditEvent.target == target
+                )
+            ).first()
+        if found is not None:
+            return
+        assert time.monotonic() < deadline, f"no {action} event for {target}"
+        time.sleep(0.1)
+
+
 def test_both_models_compared_recommended_calibrated_and_applied(
     appliance: RunningAppliance,
 ) -> None:
@@ -97,6 +114,7 @@ def test_both_models_compared_recommended_calibrated_and_applied(
     # The two models answer differently: their predictions (confusion matrices) differ.
     assert small["confusion"]["matrix"] != large["confusion"]["matrix"]
     # Every item went through the gateway as the pinned model, each with its own audit row.
+    wait_event(appliance, "eval.run_finished", run["id"])
     with Session(appliance.services.engine) as session:
         results = list(session.exec(select(EvalResult).where(EvalResult.run_id == run["id"])))
         actions = [e.action for e in session.exec(select(AuditEvent))]

@@ -37,7 +37,9 @@ class Pipeline:
         self.detector = detector
         self.policy = policy
         self.spec = DetectionSpec.for_policy(policy, "output")
-        self.context = ActionContext(book=PlaceholderBook(), hash_key=b"k" * 32)
+        self.context = ActionContext(
+            book=PlaceholderBook(), hash_key=b"k" * 32, pseudonyms=PlaceholderBook()
+        )
         self.calls = 0
         self.fail_on_call = fail_on_call
 
@@ -57,7 +59,9 @@ class Pipeline:
 
     def whole(self, text: str) -> str:
         findings = self.detector.analyze(text, self.spec)
-        context = ActionContext(book=PlaceholderBook(), hash_key=b"k" * 32)
+        context = ActionContext(
+            book=PlaceholderBook(), hash_key=b"k" * 32, pseudonyms=PlaceholderBook()
+        )
         return transform(text, findings, self.policy, context, "output").text
 
 

@@ -208,3 +208,18 @@ def test_transform_with_a_vault_scope_round_trips(vault: PseudonymVault) -> None
     # The answer is restored for the caller: pseudonyms only; the redacted e-mail stays hidden.
     answer = "<PERSON_2> replied to <PERSON_1> at <EMAIL_ADDRESS_1>."
     assert scope.restore(answer) == ("Bob Stone replied to Ann Lee at <EMAIL_ADDRESS_1>.", 2)
+
+
+def test_restore_counts_what_it_put_back_per_entity_type(vault: PseudonymVault) -> None:
+    # The receipt says what was restored (issue 15): counts per type, never the values.
+    scope = vault.scope("req:alice:1", ttl=TTL)
+    person = scope.placeholder("PERSON", "John Smith")
+    email = scope.placeholder("EMAIL_ADDRESS", "john@example.org")
+    answer = f"Dear {person}, I wrote to {email}. Regards to {person}. <US_SSN_1> stays."
+    restored, counts = scope.restore_counted(answer)
+    assert restored == (
+        "Dear John Smith, I wrote to john@example.org. Regards to John Smith. <US_SSN_1> stays."
+    )
+    assert dict(counts) == {"PERSON": 2, "EMAIL_ADDRESS": 1}
+    assert scope.restore(answer) == (restored, 3)
+    assert vault.scope("req:bob:1", ttl=TTL).restore_counted(answer) == (answer, {})

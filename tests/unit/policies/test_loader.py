@@ -65,8 +65,13 @@ def test_shipped_default_policy_loads() -> None:
     assert loaded.policy.name == "default"
     assert re.fullmatch(r"default@[0-9a-f]{12}", loaded.ref)
     rules = {r.entity: r.action for r in loaded.policy.entities}
-    for entity in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"):
+    # The caller's contact details are pseudonymized (and restored for the caller); government
+    # and financial identifiers are redacted and never restored.
+    for entity in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STREET_ADDRESS"):
+        assert rules[entity] == "pseudonymize"
+    for entity in ("US_SSN", "CREDIT_CARD", "IBAN_CODE", "US_PASSPORT"):
         assert rules[entity] == "redact"
+    assert loaded.policy.output.restore_pseudonyms is True
 
 
 def test_shipped_default_policy_file_loads_directly() -> None:

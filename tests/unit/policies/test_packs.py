@@ -107,13 +107,103 @@ def test_strict_lets_text_without_identifiers_through(
     assert run(packs["strict"], detector, text) == (text, [])
 
 
-def test_default_redacts(packs: dict[str, LoadedPolicy], detector: PiiDetector) -> None:
-    text, actions = run(packs["default"], detector, SAMPLE)
-    assert set(actions) == {"redact"}
+def test_default_pseudonymizes_contact_details_and_redacts_the_rest(
+    packs: dict[str, LoadedPolicy], detector: PiiDetector
+) -> None:
+    findings = detector.analyze(SAMPLE, DetectionSpec.for_policy(packs["default"].policy))
+    context = ActionContext(book=PlaceholderBook(), hash_key=b"k" * 32, pseudonyms=Recording())
+    result = transform(SAMPLE, findings, packs["default"].policy, context)
+    by_entity = {a.finding.entity: a.action for a in result.applied}
+    assert by_entity["PERSON"] == by_entity["EMAIL_ADDRESS"] == "pseudonymize"
+    assert by_entity["PHONE_NUMBER"] == by_entity["STREET_ADDRESS"] == "pseudonymize"
+    assert by_entity["CREDIT_CARD"] == "redact"
+    # Only the contact details go to the vault (to be restored for the caller); the card does not.
+    assert {entity for entity, _ in context.pseudonyms.stored} == {  # type: ignore[union-attr]
+        "PERSON",
+        "EMAIL_ADDRESS",
+        "PHONE_NUMBER",
+        "STREET_ADDRESS",
+    }
     for value in SAMPLE_VALUES:
-        assert value not in text
+        assert value not in result.text
     for placeholder in ("<PERSON_1>", "<EMAIL_ADDRESS_1>", "<PHONE_NUMBER_1>", "<CREDIT_CARD_1>"):
-        assert placeholder in text
+        assert placeholder in result.text
+    assert packs["default"].policy.output.restore_pseudonyms is True
+    # strict keeps no values at all: it blocks.
+    assert packs["strict"].policy.output.restore_pseudonyms is False
+
+
+class Recording(PlaceholderBook):
+    """A pseudonym scope stand-in (a fake: the vault needs a database) that records what it
+    would store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: list[tuple[str, str]] = []
+
+    def placeholder(self, entity: str, value: str) -> str:
+        self.stored.append((entity, value))
+        return super().placeholder(entity, value)
+
+
+# --- coverage table (policies/README.md) ---------------------------------------------------------
+
+# Identifier classes each domain's documents commonly carry (issue 15): a pack may add types,
+# never drop one of these.
+REQUIRED = {
+    "legal": {
+        "PERSON", "STREET_ADDRESS", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "US_PASSPORT",
+        "US_DRIVER_LICENSE", "DATE_OF_BIRTH", "ACCOUNT_NUMBER", "POLICY_NUMBER", "CASE_NUMBER",
+        "CREDIT_CARD", "IBAN_CODE", "URL", "IP_ADDRESS", "VEHICLE_ID", "DEVICE_ID",
+    },
+    "hr": {
+        "PERSON", "STREET_ADDRESS", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "US_PASSPORT",
+        "US_DRIVER_LICENSE", "DATE_OF_BIRTH", "ACCOUNT_NUMBER", "POLICY_NUMBER", "CASE_NUMBER",
+        "EMPLOYEE_ID", "CREDIT_CARD", "IBAN_CODE", "URL", "IP_ADDRESS", "VEHICLE_ID", "DEVICE_ID",
+    },
+    "medical": {
+        "PERSON", "STREET_ADDRESS", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "US_PASSPORT",
+        "US_DRIVER_LICENSE", "DATE_OF_BIRTH", "ACCOUNT_NUMBER", "HEALTH_PLAN_ID",
+        "MEDICAL_RECORD_NUMBER", "LICENSE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "URL",
+        "IP_ADDRESS", "VEHICLE_ID", "DEVICE_ID", "MAC_ADDRESS",
+    },
+}  # fmt: skip
+
+
+def coverage_table() -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(pack names, {entity: {pack: action or "—"}}) from the README's coverage table."""
+    text = (POLICIES / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Coverage per pack", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    names = [c.strip("`") for c in header[2:]]
+    table: dict[str, dict[str, str]] = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] not in table, f"{cells[0]} has two rows"
+        table[cells[0]] = dict(zip(names, cells[2:], strict=True))
+    return names, table
+
+
+def test_coverage_table_matches_the_pack_files(packs: dict[str, LoadedPolicy]) -> None:
+    names, table = coverage_table()
+    assert sorted(names) == PACKS
+    for name, loaded in packs.items():
+        for direction in ("input", "output"):
+            rules = {r.entity: r.action for r in loaded.policy.entities
+                     if r.applies_to in (direction, "both")}  # fmt: skip
+            listed = {e: row[name] for e, row in table.items() if row[name] != "—"}
+            assert listed == rules, f"policies/README.md coverage table is wrong for {name}"
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_domain_packs_keep_every_identifier_class_their_documents_carry(
+    packs: dict[str, LoadedPolicy], name: str
+) -> None:
+    actions = {r.entity: r.action for r in packs[name].policy.entities}
+    missing = REQUIRED[name] - set(actions)
+    assert not missing, f"{name} lost coverage of {sorted(missing)}"
+    assert all(actions[e] != "allow" for e in REQUIRED[name])
 
 
 @pytest.mark.parametrize("name", ["medical", "hr", "legal"])
