@@ -22,11 +22,12 @@ def test_chat_streams_the_answer_with_its_receipt(
     page.wait_for_url("**/workspace")
     page.get_by_label("Task").select_option("chat")
     page.get_by_label("Text", exact=True).fill(TEXT)
-    # The preview highlights what the default policy finds, coloured by action, with counts.
+    # The preview highlights what the default policy finds, coloured by action, with counts
+    # (the default pack pseudonymizes contact details: the caller gets them back).
     preview = page.locator("#preview")
-    expect(preview.locator("mark.act-redact").first).to_be_visible()
+    expect(preview.locator("mark.act-pseudonymize").first).to_be_visible()
     expect(preview.locator("mark", has_text="jane.smith@example.com")).to_contain_text(
-        "EMAIL_ADDRESS · redact"
+        "EMAIL_ADDRESS · pseudonymize"
     )
     expect(preview.locator(".legend")).to_contain_text("pseudonymize")
     # Record each state of the answer pane as the stream fills it.
@@ -78,7 +79,7 @@ def test_redact_task_result_and_json_extract_download(
     )
     expect(page.locator("#file-status")).to_contain_text("Loaded letter.txt")
     expect(page.get_by_label("Text", exact=True)).to_have_value(TEXT)
-    expect(page.locator("#preview mark.act-redact").first).to_be_visible()
+    expect(page.locator("#preview mark.act-pseudonymize").first).to_be_visible()
     page.get_by_role("button", name="Send").click()
     answer = page.locator("#answer")
     expect(page.locator("#receipt .receipt")).to_contain_text("redacted")
