@@ -213,8 +213,11 @@ class LlamaCppBackend:
 
         async def receive() -> dict[str, Any]:
             # Silence past the time limit (plus grace) means a hung engine: end that worker.
+            if not inbox.empty():  # the common case mid-stream: no timer, no task
+                return inbox.get_nowait()
             try:
-                return await asyncio.wait_for(inbox.get(), self._timeout_s + self._hung_grace_s)
+                async with asyncio.timeout(self._timeout_s + self._hung_grace_s):
+                    return await inbox.get()
             except TimeoutError:
                 worker.kill()
                 raise BackendUnavailable(
