@@ -183,9 +183,10 @@ class LlamaCppBackend:
             return Health(ok=False, detail=f"missing model files: {', '.join(missing)}")
         self.start()
         states = self.model_states()
-        ready = [n for n in self._models if self.worker(n).state == READY]
-        starting = [n for n in self._models if self.worker(n).state == STARTING]
-        down = [n for n in self._models if self.worker(n).state == UNAVAILABLE]
+        workers = {name: self.worker(name) for name in self._models}
+        ready = [n for n, w in workers.items() if w.state == READY]
+        starting = [n for n, w in workers.items() if w.state == STARTING]
+        down = [n for n, w in workers.items() if w.state == UNAVAILABLE]
         if starting:
             detail = f"starting: {', '.join(starting)}"
         elif down:

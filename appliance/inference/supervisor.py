@@ -346,18 +346,19 @@ class EngineWorker:
 
     def _log_stderr(self, stream: IO[str]) -> None:
         for line in stream:
-            text = line.rstrip()
-            if not text:
+            output = line.rstrip()
+            if not output:
                 continue
-            known = _LOGGABLE.match(text)
+            known = _LOGGABLE.match(output)
             # llama.cpp's own notes are informational; a fault or anything unknown is a warning.
             log.log(
-                logging.INFO if known and not text.startswith(_FAULT) else logging.WARNING,
+                logging.INFO if known and not output.startswith(_FAULT) else logging.WARNING,
                 "engine worker output",
                 extra={
                     "model": self.name,
                     "event": "engine.worker_output",
-                    "detail": text[:500] if known else f"[{len(text)} characters withheld]",
+                    # Only shapes known to hold no input pass; the rest is reduced to a length.
+                    "detail": output[:500] if known else f"[{len(output)} characters withheld]",
                 },
             )
 
