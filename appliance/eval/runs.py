@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from appliance.db.engine import session_scope
 from appliance.db.models import utcnow
@@ -138,20 +138,38 @@ class EvalRuns:
                 .values(status=status, output_sealed=sealed, finished_at=utcnow(), **fields)
             )
 
-    def mark(self, run_id: str, status: str, *, metrics: dict[str, Any] | None = None) -> None:
-        """Move a run to `running` (stamping its start once), `completed` or `failed`."""
+    def mark(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        metrics: dict[str, Any] | None = None,
+        within: Session | None = None,
+    ) -> EvalRun | None:
+        """Move a run to `running` (stamping its start once), `completed` or `failed`.
+
+        With `within` the change joins the caller's transaction (the one that audits it)."""
+        if within is not None:
+            return self._mark(within, run_id, status, metrics)
         with session_scope(self.engine) as session:
-            run = session.get(EvalRun, run_id)
-            if run is None:
-                return
-            run.status = status
-            if status == "running" and run.started_at is None:
-                run.started_at = utcnow()
-            if status in ("completed", "failed"):
-                run.finished_at = utcnow()
-            if metrics is not None:
-                run.metrics = metrics
-            session.add(run)
+            return self._mark(session, run_id, status, metrics)
+
+    @staticmethod
+    def _mark(
+        session: Session, run_id: str, status: str, metrics: dict[str, Any] | None
+    ) -> EvalRun | None:
+        run = session.get(EvalRun, run_id)
+        if run is None:
+            return None
+        run.status = status
+        if status == "running" and run.started_at is None:
+            run.started_at = utcnow()
+        if status in ("completed", "failed"):
+            run.finished_at = utcnow()
+        if metrics is not None:
+            run.metrics = metrics
+        session.add(run)
+        return run
 
     # -- reading ---------------------------------------------------------------------------------
     def open_runs(self) -> list[EvalRun]:

@@ -225,27 +225,35 @@ class Evaluation:
         return public_run(run, await anyio.to_thread.run_sync(self.runs.progress, run.id))
 
     async def finish(self, run_id: str) -> None:
-        """Store the final metrics, mark the run completed and audit `eval.run_finished`."""
-        metrics = await anyio.to_thread.run_sync(self.runs.metrics, run_id)
-        progress = await anyio.to_thread.run_sync(self.runs.progress, run_id)
-        status = "completed" if progress["done"] == progress["total"] else "failed"
-        await anyio.to_thread.run_sync(lambda: self.runs.mark(run_id, status, metrics=metrics))
-        run = await anyio.to_thread.run_sync(self.runs.get, run_id)
-        await self.audit.append(
-            EvalRunFinished(
-                actor=str(run.actor.get("id", "system")),
-                role=run.actor.get("role"),
-                target=run_id,
-                outcome=status,
-                details={
-                    "set": run.set_name,
-                    "version": run.version,
-                    "done": progress["done"],
-                    "failed": progress["failed"],
-                    "total": progress["total"],
-                },
-            ).record()
-        )
+        """Store the final metrics and mark the run finished, in one commit with its audited
+        `eval.run_finished` (a crash leaves neither or both)."""
+        runs, audit = self.runs, self.audit
+
+        def finish() -> None:
+            metrics = runs.metrics(run_id)
+            progress = runs.progress(run_id)
+            status = "completed" if progress["done"] == progress["total"] else "failed"
+            with audit.transaction() as tx:
+                run = runs.mark(run_id, status, metrics=metrics, within=tx.session)
+                if run is None:
+                    return
+                tx.append(
+                    EvalRunFinished(
+                        actor=str(run.actor.get("id", "system")),
+                        role=run.actor.get("role"),
+                        target=run_id,
+                        outcome=status,
+                        details={
+                            "set": run.set_name,
+                            "version": run.version,
+                            "done": progress["done"],
+                            "failed": progress["failed"],
+                            "total": progress["total"],
+                        },
+                    ).record()
+                )
+
+        await anyio.to_thread.run_sync(finish)
 
     def judge_model(self, policy_name: str | None) -> str | None:
         """The strongest model the set's policy allows (external only when allowed)."""

@@ -266,9 +266,12 @@ class LlamaCppBackend:
             raise InferenceError("the engine worker ended the request without a result")
         return last
 
-    def _chat_message(self, request: GenerationRequest, background: bool) -> dict[str, Any]:
+    def _chat_message(
+        self, request: GenerationRequest, background: bool, streamed: bool
+    ) -> dict[str, Any]:
         return {
             "op": "chat",
+            "stream": streamed,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -277,9 +280,12 @@ class LlamaCppBackend:
             "paced": background and self._quiet_s > 0,
         }
 
-    async def _deltas(self, request: GenerationRequest, background: bool) -> AsyncIterator[Delta]:
+    async def _deltas(
+        self, request: GenerationRequest, background: bool, *, streamed: bool = True
+    ) -> AsyncIterator[Delta]:
+        """The answer's deltas; unstreamed, the whole answer comes as one delta at the end."""
         worker = self.worker(request.model, "background" if background else "interactive")
-        message = self._chat_message(request, background)
+        message = self._chat_message(request, background, streamed)
         lines = self._exchange(worker, message, background=background)
         try:
             async for line in lines:
@@ -287,6 +293,8 @@ class LlamaCppBackend:
                     yield Delta(content=line["t"])
                     continue
                 done = line["done"]
+                if "content" in done:
+                    yield Delta(content=done["content"])
                 yield Delta(
                     content="",
                     finish_reason=done["finish_reason"],
@@ -307,7 +315,7 @@ class LlamaCppBackend:
         async with self.gate(request.model, background=background).slot():
             pieces: list[str] = []
             last = Delta(content="")
-            async for delta in self._deltas(request, background):
+            async for delta in self._deltas(request, background, streamed=False):
                 pieces.append(delta.content)
                 last = delta
         if last.usage is None:

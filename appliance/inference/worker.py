@@ -9,7 +9,8 @@ per line:
   `{"fatal": "..."}` and exits 3). A native crash kills this process only.
 - Requests: `{"op": "chat" | "score" | "embed", "id": N, ...}`, answered by `{"id": N, "t":
   "..."}` per token (chat), then `{"id": N, "done": {...}}`, `{"id": N, "result": ...}` or
-  `{"id": N, "error": {...}}`. `{"op": "cancel", "id": N}` stops a generation.
+  `{"id": N, "error": {...}}`. A chat with `"stream": false` sends no token lines: its `done`
+  holds the whole `content`. `{"op": "cancel", "id": N}` stops a generation.
 - Paced work (batch items) says `{"id": N, "step": true}` after each step and waits for
   `{"op": "go", "id": N}`: the web process holds it back while interactive requests run.
 
@@ -128,6 +129,10 @@ class Worker:
         paced = bool(message.get("paced"))
         messages = [Message(m["role"], m["content"]) for m in message.get("messages", [])]
         if op == "chat":
+            # A caller that does not stream gets the answer in the last line alone: one line
+            # per request instead of one per token.
+            streamed = bool(message.get("stream", True))
+            pieces: list[str] = []
             for delta in self.instance.stream_chat(
                 messages=messages,
                 max_tokens=int(message["max_tokens"]),
@@ -138,21 +143,22 @@ class Worker:
                 between_steps=(lambda: self._pace(request_id)) if paced else None,
             ):
                 if delta.usage is None:
-                    self.channel.send({"id": request_id, "t": delta.content})
+                    if streamed:
+                        self.channel.send({"id": request_id, "t": delta.content})
+                    else:
+                        pieces.append(delta.content)
                     continue
                 usage = delta.usage
-                self.channel.send(
-                    {
-                        "id": request_id,
-                        "done": {
-                            "finish_reason": delta.finish_reason,
-                            "prompt_tokens": usage.prompt_tokens,
-                            "completion_tokens": usage.completion_tokens,
-                            "ttft_s": usage.ttft_s,
-                            "total_s": usage.total_s,
-                        },
-                    }
-                )
+                done: dict[str, Any] = {
+                    "finish_reason": delta.finish_reason,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "ttft_s": usage.ttft_s,
+                    "total_s": usage.total_s,
+                }
+                if not streamed:
+                    done["content"] = "".join(pieces)
+                self.channel.send({"id": request_id, "done": done})
         elif op == "score":
             scores = self.instance.score_choices(
                 messages,

@@ -15,12 +15,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
+import pytest
 from sqlmodel import Session, select
 
+from appliance.audit.events import EvalRunFinished
 from appliance.db.models import AuditEvent
 from appliance.eval.models import EvalResult
 from appliance.eval.samples import HR_LABELS, SAMPLES_DIR
+from appliance.gateway import Actor
 from tests.conftest import RunningAppliance
 
 MODELS = ["smollm2-135m", "gemma3-270m"]
@@ -74,8 +78,7 @@ def wait_run(
 
 
 def wait_event(app: RunningAppliance, action: str, target: str, *, timeout: float = 60) -> None:
-    """Wait for the audit event itself: a run reads `completed` a moment before its
-    `eval.run_finished` row is committed, so the status is no proxy for the event."""
+    """Wait for the audit event itself (it commits with the run's final status)."""
     deadline = time.monotonic() + timeout
     while True:
         with Session(app.services.engine) as session:
@@ -203,3 +206,48 @@ def test_a_run_survives_a_restart_without_redoing_items(
     with Session(second.services.engine) as session:
         rows = list(session.exec(select(EvalResult).where(EvalResult.run_id == run["id"])))
     assert {(r.model, r.seq): r.audit_id for r in rows if (r.model, r.seq) in finished} == finished
+
+
+def test_a_finished_run_and_its_audit_event_commit_together(
+    appliance: RunningAppliance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's final status and `eval.run_finished` are one commit: when the event cannot be
+    written, the run is not marked finished either (and the next attempt writes both). The run
+    is the command line's (`runner="cli"`), so the server's runner leaves it to the test."""
+    evaluation = appliance.services.evaluation
+    assert evaluation is not None
+    upload_hr(appliance.client, 2, name="atomic")
+    actor = Actor(id="tester", role="admin", source="test")
+    run = anyio.run(
+        lambda: evaluation.start(
+            actor, set_name="atomic", models=[MODELS[0]], wake=False, runner="cli"
+        )
+    )
+
+    def refuse(self: EvalRunFinished) -> Any:
+        raise RuntimeError("the trail refused the event")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EvalRunFinished, "record", refuse)
+        with pytest.raises(RuntimeError):
+            anyio.run(evaluation.finish, run["id"])
+    assert evaluation.runs.get(run["id"]).status == "queued"
+    assert finished_events(appliance, run["id"]) == 0
+
+    anyio.run(evaluation.finish, run["id"])
+    # No item ran, so the run failed; status and event arrived in the same commit.
+    assert evaluation.runs.get(run["id"]).status == "failed"
+    assert finished_events(appliance, run["id"]) == 1
+
+
+def finished_events(app: RunningAppliance, run_id: str) -> int:
+    with Session(app.services.engine) as session:
+        return len(
+            list(
+                session.exec(
+                    select(AuditEvent.id).where(
+                        AuditEvent.action == "eval.run_finished", AuditEvent.target == run_id
+                    )
+                )
+            )
+        )

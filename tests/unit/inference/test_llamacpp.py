@@ -123,6 +123,22 @@ async def test_stream_deltas_add_up_to_the_final_usage(backend: LlamaCppBackend)
     assert not backend.gate("smollm2-135m").busy
 
 
+async def test_an_unstreamed_answer_is_the_streamed_one_in_a_single_line(
+    backend: LlamaCppBackend,
+) -> None:
+    """`generate` asks the worker for the whole answer in its last line (no line per token);
+    at temperature 0 it is exactly what the stream delivers piece by piece."""
+    request = ask("smollm2-135m", "Name three animals.", 20)
+    streamed = [d async for d in backend.stream(request)]
+    deltas = [d async for d in backend._deltas(request, False, streamed=False)]
+    assert [d.usage is None for d in deltas] == [True, False]
+    whole = await backend.generate(request)
+    assert whole.content == deltas[0].content == "".join(d.content for d in streamed)
+    last = streamed[-1].usage
+    assert last is not None
+    assert whole.usage.completion_tokens == last.completion_tokens == len(streamed) - 1
+
+
 @pytest.mark.parametrize("model", MODEL_NAMES)
 async def test_json_schema_constrains_the_output(backend: LlamaCppBackend, model: str) -> None:
     request = GenerationRequest(
