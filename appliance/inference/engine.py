@@ -125,12 +125,16 @@ class LlamaInstance:
             finally:
                 chunks.close()
         total = time.perf_counter() - started
+        # The context now holds the prompt and every generated token that was evaluated. A
+        # generation that ends on an end-of-turn token has evaluated all its text tokens; one cut
+        # short (max_tokens, cancel, timeout) stops right after sampling its last token, which is
+        # never evaluated.
+        pending = 1 if finish != "stop" and completion_tokens else 0
         yield Delta(
             content="",
             finish_reason=finish,
             usage=Usage(
-                # After a generation the context holds the prompt plus the generated tokens.
-                prompt_tokens=max(int(llama.n_tokens) - completion_tokens, 0),
+                prompt_tokens=max(int(llama.n_tokens) - completion_tokens + pending, 0),
                 completion_tokens=completion_tokens,
                 ttft_s=(first - started) if first is not None else total,
                 total_s=total,
