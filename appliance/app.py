@@ -89,21 +89,31 @@ async def _load_detector(services: Services) -> None:
 
 
 _AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_AUDITED_PREFIXES = ("/api/", "/v1/", "/ollama/")
+"""The REST API and the OpenAI- and Ollama-compatible endpoints."""
+_CHAT_PATHS = frozenset(
+    {"/api/v1/chat", "/v1/chat/completions", "/ollama/api/chat", "/ollama/api/generate"}
+)
+"""Refusals of these are refused completions (`completion.rejected`, ...)."""
 
 
 async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
-    """Audit API requests refused before they reached the gateway (bad body, too large...).
+    """Audit API requests refused before they reached the gateway (bad body, too large...),
+    on the REST API and the compatible endpoints alike.
 
     Runs before the error response is sent, so the row is committed first, as for every request.
     """
     if getattr(exc, "audited", False) or scope["type"] != ScopeType.HTTP:
         return
-    if not scope["path"].startswith("/api/") or scope.get("method") not in _AUDITED_METHODS:
+    if (
+        not scope["path"].startswith(_AUDITED_PREFIXES)
+        or scope.get("method") not in _AUDITED_METHODS
+    ):
         return
     services: Services = scope["litestar_app"].state.services
     status, error = describe(exc)
     client = scope.get("client")
-    action = CHAT_ACTION if scope["path"].rstrip("/") == "/api/v1/chat" else "api.request"
+    action = CHAT_ACTION if scope["path"].rstrip("/") in _CHAT_PATHS else "api.request"
     principal = scope.get("state", {}).get(PRINCIPAL_STATE)
     await services.audit.append(
         AuditRecord(

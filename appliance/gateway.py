@@ -58,6 +58,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 CHAT_ACTION = "chat.completion"
+PII_ANALYZED = "pii.analyzed"
+PII_REDACTED = "pii.redacted"
 
 
 @dataclass(frozen=True)
@@ -197,11 +199,11 @@ class _Trace:
             return "redacted"
         return "allowed"
 
-    def record(self, *, outcome: str, status: int) -> AuditRecord:
+    def record(self, *, outcome: str, status: int, action: str = CHAT_ACTION) -> AuditRecord:
         return AuditRecord(
             actor=self.actor.id,
             source=self.actor.source,
-            action=CHAT_ACTION,
+            action=action,
             outcome=outcome,
             policy=self.policy.ref if self.policy else None,
             entity_counts=dict(self.counts)
@@ -553,22 +555,33 @@ class Gateway:
 
     # -- PII without a model ------------------------------------------------------------------
     async def analyze(
-        self, actor: Actor, text: str, *, policy: str | None = None
-    ) -> tuple[LoadedPolicy, list[tuple[Finding, str]]]:
-        """Findings in `text` under the named (or the caller's resolved) policy, with actions."""
-        loaded = self._policy_for(actor, policy)
+        self, actor: Actor, text: str, *, policy: str | None = None, request_id: str
+    ) -> tuple[LoadedPolicy, list[tuple[Finding, str]], str]:
+        """Findings in `text` under the named (or the caller's resolved) policy, with actions,
+        and the id of the `pii.analyzed` audit row (committed before this returns)."""
+        trace = _Trace(actor=actor, request_id=request_id)
+        loaded = trace.policy = self._policy_for(actor, policy)
         findings = await self.detect(text, self.spec(loaded, "input"))
         items: list[tuple[Finding, str]] = []
         for finding in findings:
             rule = loaded.policy.rule_for(finding.entity, "input")
             if rule is not None:
                 items.append((finding, rule.action))
-        return loaded, items
+                trace.counts[finding.entity] += 1
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id,
+            record=trace.record(outcome="analyzed", status=200, action=PII_ANALYZED),
+        )
+        return loaded, items, audit_id
 
     async def redact(
         self, actor: Actor, text: str, *, policy: str | None = None, request_id: str
     ) -> dict[str, Any]:
-        """The policy's input actions applied to `text`, as a document (no model involved)."""
+        """The policy's input actions applied to `text`, as a document (no model involved).
+
+        Audited as `pii.redacted` (counts only), a `block` finding included: its refusal is
+        the policy's decision, recorded with outcome `blocked` before the 422 is sent.
+        """
         trace = _Trace(actor=actor, request_id=request_id)
         trace.policy = self._policy_for(actor, policy)
         trace.context, trace.scope = self.action_context(
@@ -586,16 +599,26 @@ class Gateway:
             }
             for a in transformed.applied
         ]
+        outcome = trace.outcome()
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id,
+            record=trace.record(
+                outcome=outcome, status=422 if transformed.blocked else 200, action=PII_REDACTED
+            ),
+        )
         if transformed.blocked:
             blocked = sorted({a.finding.entity for a in transformed.blocked})
-            raise PiiBlocked(
+            refusal = PiiBlocked(
                 f"the policy '{trace.policy.policy.name}' blocks {', '.join(blocked)}; "
                 "the text cannot be released",
                 field="text",
                 entities=entities,
-                receipt=trace.receipt(None, outcome="blocked"),
+                receipt=trace.receipt(audit_id, outcome=outcome),
             )
-        return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(None)}
+            # Read by the app's after_exception hook so the refusal is not audited twice.
+            refusal.audited = True  # type: ignore[attr-defined]
+            raise refusal
+        return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(audit_id)}
 
     def _policy_for(self, actor: Actor, name: str | None) -> LoadedPolicy:
         return self.requested_policy(actor, name)

@@ -49,9 +49,10 @@ class PiiController(Controller):
         data: JSONBody[PiiTextIn],
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
-        """Entities with type, offsets, score and action; the policy name and version."""
-        policy, items = await services.gateway.analyze(
-            actor_of(request), data.text, policy=data.policy
+        """Entities with type, offsets, score and action; the policy name and version; the id of
+        the `pii.analyzed` audit row."""
+        policy, items, audit_id = await services.gateway.analyze(
+            actor_of(request), data.text, policy=data.policy, request_id=request_id_of(request)
         )
         return {
             "entities": [
@@ -65,6 +66,7 @@ class PiiController(Controller):
                 for f, action in items
             ],
             "policy": {"name": policy.policy.name, "version": policy.version},
+            "audit_id": audit_id,
         }
 
     @post(

@@ -275,6 +275,24 @@ class PiiDetectorFailed(CompletionEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PiiAnalyzed(CompletionEvent):
+    """A text was analysed under a policy without a model (`/api/v1/pii/analyze`, the
+    workspace preview); `entity_counts` count what the policy acts on."""
+
+    name = "pii.analyzed"
+    default_outcome = "analyzed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PiiRedacted(CompletionEvent):
+    """A policy's actions were applied to a text without a model (`/api/v1/pii/redact`);
+    `outcome` is redacted, allowed, or blocked (422: nothing was released)."""
+
+    name = "pii.redacted"
+    default_outcome = "redacted"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExternalRefused(CompletionEvent):
     """Sending to an external tier was refused (policy forbids it, or text not pseudonymized)."""
 

@@ -27,11 +27,16 @@ HOURS = 12
 def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[str, Any]:
     """Every chart and the totals, from the last week of audit events and all usage rows."""
     now = now or datetime.now(UTC)
-    events = list_events(
-        services.audit.engine,
-        EventFilter(since=now - timedelta(days=7), action="completion.*"),
-        limit=10_000,
-    )
+    # Requests through the gateway: with a model (`completion.*`) and without (`pii.*`).
+    events = [
+        event
+        for family in ("completion.*", "pii.*")
+        for event in list_events(
+            services.audit.engine,
+            EventFilter(since=now - timedelta(days=7), action=family),
+            limit=10_000,
+        )
+    ]
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
     per_hour: Counter[datetime] = Counter()
     entities: Counter[str] = Counter()
@@ -43,7 +48,13 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
             per_hour[hour] += 1
         for name, count in (event["entity_counts"] or {}).items():
             entities[name.removeprefix("output.")] += int(count)
-        outcome = str(event["action"]).removeprefix("completion.")
+        if event["action"] == "pii.analyzed":
+            continue  # a look at the text: found identifiers count, no outcome to chart
+        outcome = (
+            str(event["outcome"])
+            if event["action"] == "pii.redacted"
+            else str(event["action"]).removeprefix("completion.")
+        )
         escalations = int((event["details"] or {}).get("escalations") or 0)
         if outcome == "escalated" or escalations > 0:
             outcomes["escalated"] += 1

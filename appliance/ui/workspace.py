@@ -155,7 +155,9 @@ class WorkspaceController(Controller):
         text = data.get("text", "")
         if not text.strip():
             return fragment("_preview.html", empty=True)
-        policy, items = await services.gateway.analyze(actor_for(request), text)
+        policy, items, _ = await services.gateway.analyze(
+            actor_for(request), text, request_id=request_id_of(request)
+        )
         return fragment(
             "_preview.html",
             empty=False,

@@ -21,8 +21,11 @@ def test_filter_inspect_verify_and_export_the_trail(
     page.wait_for_url("**/audit")
     rows = page.locator("#audit-rows tbody tr")
     expect(rows.first).to_contain_text("auth.login")
+    redacted = page.locator("#audit-rows tbody tr", has_text="pii.redacted")
+    expect(redacted).to_have_count(1)
 
     page.get_by_label("Event").select_option("auth.login")
+    expect(redacted).to_have_count(0)
     expect(rows.first).to_contain_text("auth.login")
     for text in rows.all_inner_texts():
         assert "auth.login" in text
