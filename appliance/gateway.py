@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 CHAT_ACTION = "chat.completion"
 PII_ANALYZED = "pii.analyzed"
 PII_REDACTED = "pii.redacted"
+_OWN_EVENT_OUTCOMES = frozenset({"policy_not_allowed", "detector_unavailable"})
+"""Refusals recorded as their own event on every route (see `_refuse`)."""
 
 
 @dataclass(frozen=True)
@@ -560,8 +562,12 @@ class Gateway:
         """Findings in `text` under the named (or the caller's resolved) policy, with actions,
         and the id of the `pii.analyzed` audit row (committed before this returns)."""
         trace = _Trace(actor=actor, request_id=request_id)
-        loaded = trace.policy = self._policy_for(actor, policy)
-        findings = await self.detect(text, self.spec(loaded, "input"))
+        try:
+            loaded = trace.policy = self._policy_for(actor, policy)
+            findings = await self.detect(text, self.spec(loaded, "input"))
+        except Exception as exc:
+            await self._refuse(trace, exc, action=PII_ANALYZED)
+            raise
         items: list[tuple[Finding, str]] = []
         for finding in findings:
             rule = loaded.policy.rule_for(finding.entity, "input")
@@ -583,11 +589,15 @@ class Gateway:
         the policy's decision, recorded with outcome `blocked` before the 422 is sent.
         """
         trace = _Trace(actor=actor, request_id=request_id)
-        trace.policy = self._policy_for(actor, policy)
-        trace.context, trace.scope = self.action_context(
-            trace.policy, request_id=request_id, actor=actor
-        )
-        transformed = await self.protect(text, trace.policy, trace.context)
+        try:
+            trace.policy = self._policy_for(actor, policy)
+            trace.context, trace.scope = self.action_context(
+                trace.policy, request_id=request_id, actor=actor
+            )
+            transformed = await self.protect(text, trace.policy, trace.context)
+        except Exception as exc:
+            await self._refuse(trace, exc, action=PII_REDACTED)
+            raise
         trace.note(transformed, "input")
         entities = [
             {
@@ -653,15 +663,24 @@ class Gateway:
         )
 
     # -- chat ------------------------------------------------------------------------------------
-    async def _refuse(self, trace: _Trace, exc: BaseException) -> None:
-        """Audit a request that failed, then let the error propagate."""
+    async def _refuse(
+        self, trace: _Trace, exc: BaseException, *, action: str = CHAT_ACTION
+    ) -> None:
+        """Audit a request that failed, then let the error propagate.
+
+        A policy the caller may not name and a detector that failed are their own events
+        (`policy.not_allowed`, `pii.detector_failed`) whichever route the request came by.
+        """
         if isinstance(exc, ApplianceError):
             outcome = "blocked" if isinstance(exc, PiiBlocked) else exc.code
             status = exc.status_code
         else:
             outcome, status = "internal_error", 500
+        if outcome in _OWN_EVENT_OUTCOMES:
+            action = CHAT_ACTION
         audit_id = await self.audit.append(
-            event_id=trace.audit_id, record=trace.record(outcome=outcome, status=status)
+            event_id=trace.audit_id,
+            record=trace.record(outcome=outcome, status=status, action=action),
         )
         # Read by the app's after_exception hook so the refusal is not audited twice.
         exc.audited = True  # type: ignore[attr-defined]

@@ -27,7 +27,8 @@ HOURS = 12
 def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[str, Any]:
     """Every chart and the totals, from the last week of audit events and all usage rows."""
     now = now or datetime.now(UTC)
-    # Requests through the gateway: with a model (`completion.*`) and without (`pii.*`).
+    # Requests through the gateway: with a model (`completion.*`) and without (`pii.*`, with
+    # `pii.detector_failed`, a request that failed closed).
     events = [
         event
         for family in ("completion.*", "pii.*")
@@ -41,6 +42,10 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
     per_hour: Counter[datetime] = Counter()
     entities: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
+    # A look at a text (the API's analyze, the workspace preview as one types) is counted on
+    # its own: it is not a request that releases anything, and the text is counted when run.
+    analyses = sum(1 for event in events if event["action"] == "pii.analyzed")
+    events = [event for event in events if event["action"] != "pii.analyzed"]
     for event in events:
         when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
         hour = when.replace(minute=0, second=0, microsecond=0)
@@ -48,8 +53,6 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
             per_hour[hour] += 1
         for name, count in (event["entity_counts"] or {}).items():
             entities[name.removeprefix("output.")] += int(count)
-        if event["action"] == "pii.analyzed":
-            continue  # a look at the text: found identifiers count, no outcome to chart
         outcome = (
             str(event["outcome"])
             if event["action"] == "pii.redacted"
@@ -106,6 +109,7 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
         ),
         "totals": {
             "requests": len(events),
+            "analyses": analyses,
             "blocked": outcomes["blocked"],
             "escalated": outcomes["escalated"],
             "onprem": sum(v[0] for v in costs.values()),

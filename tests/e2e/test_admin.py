@@ -21,11 +21,14 @@ def test_create_use_and_revoke_an_api_key_and_create_an_account(
     assert (
         app.client.post("/api/v1/pii/redact", json={"text": "Call 212-555-0199"}).status_code == 200
     )
+    analyze = {"text": "Mail ann@example.com"}
+    assert app.client.post("/api/v1/pii/analyze", json=analyze).status_code == 200
     page = user_page(new_page, app, "admin")
 
     page.goto(f"{app.url}/admin")
     # The chat and the redaction: a request without a model is a request too.
     expect(page.locator("[data-stat=requests]")).to_have_text("2")
+    expect(page.locator("[data-stat=analyses]")).to_have_text("1")
     for chart in ("requests", "pii", "outcomes", "latency", "cost"):
         bars = page.locator(f"svg[data-chart=chart-{chart}] rect.bar")
         drawn = bars.evaluate_all("bars => bars.filter(b => +b.getAttribute('height') > 0)")

@@ -11,6 +11,8 @@ from appliance.audit.verify import verify
 from appliance.db.models import AuditEvent
 from tests.conftest import RunningAppliance
 from tests.integration.api.test_chat import audit_rows
+from tests.integration.api.test_fail_closed import BrokenDetector
+from tests.integration.auth.conftest import PASSWORD, csrf_from, make_user, password_login
 
 TEXT = "Write to jane.doe@example.org or call 212-555-0199 about Jane Doe."
 VALUES = ("jane.doe@example.org", "212-555-0199", "Jane Doe")
@@ -76,7 +78,7 @@ def test_redact_writes_one_row_allowed_or_refused(appliance: RunningAppliance) -
     )
     assert unknown.status_code == 404, unknown.text
     [row] = _new_rows(appliance, 3)
-    assert (row.action, row.status_code) == ("request.refused", 404)
+    assert (row.action, row.outcome, row.status_code) == ("pii.redacted", "policy_not_found", 404)
 
     report = verify(appliance.services.engine, key=None)
     assert report.ok, report.summary()
@@ -120,3 +122,29 @@ def test_a_malformed_body_on_a_compatible_endpoint_writes_one_row(
     assert [(r.action, r.status_code) for r in rows] == [
         ("completion.rejected", response.status_code)
     ] * 2
+
+
+@pytest.mark.parametrize("route", ["analyze", "redact", "preview"])
+def test_a_failed_analysis_without_a_model_writes_one_row(
+    appliance: RunningAppliance, route: str
+) -> None:
+    appliance.services.detector.set_ready(BrokenDetector())  # type: ignore[arg-type]
+
+    if route == "preview":
+        # The workspace preview: a browser session, not under the API's refusal hook.
+        make_user(appliance, "staff-preview", "staff")
+        client, signed_in = password_login(appliance.url, "staff-preview", PASSWORD)
+        assert signed_in.status_code == 303, signed_in.text
+        csrf = csrf_from(client.get("/account/password").text)
+        response = client.post(
+            "/workspace/preview", data={"text": TEXT}, headers={"X-CSRF-Token": csrf}
+        )
+        client.close()
+    else:
+        response = appliance.client.post(f"/api/v1/pii/{route}", json={"text": TEXT}, timeout=60)
+
+    assert response.status_code == 503, response.text
+    rows = [r for r in audit_rows(appliance) if not r.action.startswith("auth.")]
+    assert [(r.action, r.outcome, r.status_code) for r in rows] == [
+        ("pii.detector_failed", "detector_unavailable", 503)
+    ]
