@@ -346,19 +346,19 @@ class EngineWorker:
 
     def _log_stderr(self, stream: IO[str]) -> None:
         for line in stream:
-            output = line.rstrip()
-            if not output:
+            printed = line.rstrip()
+            if not printed:
                 continue
-            known = _LOGGABLE.match(output)
+            known = _LOGGABLE.match(printed)
             # llama.cpp's own notes are informational; a fault or anything unknown is a warning.
             log.log(
-                logging.INFO if known and not output.startswith(_FAULT) else logging.WARNING,
+                logging.INFO if known and not printed.startswith(_FAULT) else logging.WARNING,
                 "engine worker output",
                 extra={
                     "model": self.name,
                     "event": "engine.worker_output",
                     # Only shapes known to hold no input pass; the rest is reduced to a length.
-                    "detail": output[:500] if known else f"[{len(output)} characters withheld]",
+                    "detail": printed[:500] if known else f"[{len(printed)} characters withheld]",
                 },
             )
 
