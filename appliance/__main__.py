@@ -92,8 +92,8 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_models_list(settings: Settings, _: argparse.Namespace) -> int:
     """Show every model with its backend, file and health."""
+    from appliance.gateway.routing import routed_models
     from appliance.inference.bundled import BUNDLED, sha256_file
-    from appliance.tasks.steps import routed_models
 
     routed = asyncio.run(routed_models(settings))
     models_dir = settings.resolved_models_dir
@@ -135,9 +135,9 @@ def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
     """Validate settings and policies; report detector, backends and models. Exit 1 on problems."""
     from appliance.db.engine import ensure_migrated, make_engine, ping
     from appliance.inference.bundled import BUNDLED, sha256_file
+    from appliance.inference.embedded import embedded_backend
     from appliance.pii.detector import load_detector
     from appliance.policies.loader import load_directory
-    from appliance.services import embedded_backend
 
     problems = 0
 
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_models_install
     )
     register_audit_commands(sub)
-    from appliance.policy_commands import add_commands as add_policy_commands
+    from appliance.policies.cli import add_commands as add_policy_commands
 
     add_policy_commands(sub)
     from appliance.auth.cli import add_commands

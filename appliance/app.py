@@ -50,13 +50,14 @@ from appliance.batches.runner import sweep_batches
 from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
 from appliance.documents.service import sweep_forever
-from appliance.error_handlers import EXCEPTION_HANDLERS, describe
 from appliance.errors import ApplianceError, AuditError
 from appliance.gateway import CHAT_ACTION
+from appliance.http.errors import EXCEPTION_HANDLERS, describe
+from appliance.http.middleware import refuse_nul_characters, request_id_middleware, security_headers
 from appliance.inference.base import Backend
-from appliance.middleware import refuse_nul_characters, request_id_middleware, security_headers
+from appliance.inference.embedded import embedded_backend
 from appliance.pii.detector import load_detector
-from appliance.services import Services, embedded_backend
+from appliance.services import Services
 from appliance.ui.admin import ModelPagesController, UserPagesController
 from appliance.ui.audit import AuditPagesController
 from appliance.ui.auth import AuthPagesController

@@ -10,6 +10,7 @@ import anyio
 from sqlalchemy import Engine
 
 from appliance.audit.store import AuditLog, AuditRecord
+from appliance.auth.actor import Actor
 from appliance.batches.runner import BatchRunner
 from appliance.batches.service import Batches
 from appliance.config import Settings
@@ -20,41 +21,16 @@ from appliance.errors import NotFound
 from appliance.eval.overrides import RoutingOverrides
 from appliance.eval.runner import EvalRunner
 from appliance.eval.service import Evaluation
-from appliance.gateway import Actor, DetectorHandle, Gateway
+from appliance.gateway import DetectorHandle, Gateway
+from appliance.gateway.routing import build_routing
 from appliance.history.store import History
 from appliance.inference.base import Backend
-from appliance.inference.bundled import BUNDLED
-from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
+from appliance.inference.pulls import ModelPulls
 from appliance.inference.registry import Registry
-from appliance.inference.supervisor import BreakerPolicy
-from appliance.model_pulls import ModelPulls
 from appliance.pii.keys import load_or_create_key
 from appliance.pii.vault import PseudonymVault
 from appliance.policies.store import PolicyStore
 from appliance.review.queue import ReviewQueue
-from appliance.tasks.steps import build_routing
-
-
-def embedded_backend(settings: Settings) -> LlamaCppBackend:
-    """The embedded engine serving the bundled models from `models_dir`."""
-    models_dir = settings.resolved_models_dir
-    return LlamaCppBackend(
-        [LocalModel(m.name, models_dir / m.filename, m.chat_format) for m in BUNDLED],
-        threads=settings.llama_threads,
-        context=settings.llama_context,
-        queue_size=settings.generation_queue_size,
-        retry_after=settings.retry_after_s,
-        timeout_s=settings.generation_timeout_s,
-        background_threads=settings.batch_llama_threads,
-        background_quiet_s=settings.batch_quiet_s,
-        wrapper=settings.engine_worker_wrapper,
-        breaker=BreakerPolicy(
-            crashes=settings.engine_crash_limit,
-            window_s=settings.engine_crash_window_s,
-            cooldown_s=settings.engine_breaker_cooldown_s,
-        ),
-        start_timeout_s=settings.engine_start_timeout_s,
-    )
 
 
 @dataclass

@@ -22,7 +22,8 @@ from appliance.auth.roles import SCOPES
 from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import upgrade
 from appliance.inference.bundled import install_bundled
-from appliance.services import Services, embedded_backend
+from appliance.inference.embedded import embedded_backend
+from appliance.services import Services
 from tests.support.live import LiveServer
 from tests.support.postgres import HOW_TO_ENABLE, PostgresServer, find_bin_dir
 from tests.support.recording import RecordingBackend

@@ -22,7 +22,7 @@ from appliance.audit.verify import verify_and_record
 from appliance.auth.guards import PRINCIPAL_STATE
 from appliance.auth.roles import access
 from appliance.errors import AuditKeyError
-from appliance.middleware import request_id_of
+from appliance.http.middleware import request_id_of
 from appliance.services import Services
 
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}

@@ -17,7 +17,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Response
 
-from appliance.api.chat import actor_of
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.batches.inputs import Format, parse_items
 from appliance.batches.service import results_csv, results_jsonl
@@ -92,7 +92,7 @@ class BatchesController(Controller):
         items = await anyio.to_thread.run_sync(
             lambda: parse_items(content, fmt=chosen, max_items=settings.batch_max_items)
         )
-        actor = actor_of(request)
+        actor = actor_for(request)
         policy = _text_field(data, "policy", max_length=100)
         model = _text_field(data, "model", max_length=200)
         job = await anyio.to_thread.run_sync(
@@ -111,7 +111,7 @@ class BatchesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Counts by state, items per second over the last minutes, seconds left."""
-        owner = actor_of(request).id
+        owner = actor_for(request).id
         return await anyio.to_thread.run_sync(services.batches.status, owner, job_id)
 
     @get("/{job_id:str}/results", summary="Results of one of your batch jobs, JSONL or CSV")
@@ -123,7 +123,7 @@ class BatchesController(Controller):
         format: FromQuery[Literal["jsonl", "csv"]] = "jsonl",
     ) -> Response[str]:
         """One line (or row) per item in input order; unfinished items say `pending`."""
-        owner = actor_of(request).id
+        owner = actor_for(request).id
         results = await anyio.to_thread.run_sync(services.batches.results, owner, job_id)
         if format == "csv":
             return Response(results_csv(results), media_type="text/csv; charset=utf-8")
@@ -139,6 +139,6 @@ class BatchesController(Controller):
         services: NamedDependency[Services],
     ) -> None:
         """Remove the job, its sealed inputs and results."""
-        owner = actor_of(request).id
+        owner = actor_for(request).id
         if not await anyio.to_thread.run_sync(services.batches.delete, owner, job_id):
             raise NotFound(f"batch '{job_id}' does not exist", field="id")

@@ -11,22 +11,14 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 
-from appliance.api.receipts import receipt_headers
 from appliance.api.schemas import ChatRequestIn, error_responses
-from appliance.auth.guards import principal_of
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.gateway import Actor, ChatInput
+from appliance.gateway import ChatInput
+from appliance.http.middleware import request_id_of
+from appliance.http.receipts import receipt_headers
 from appliance.inference.base import Message
-from appliance.middleware import request_id_of
 from appliance.services import Services
-
-
-def actor_of(request: Request[Any, Any, Any]) -> Actor:
-    """The authenticated caller: `user:<id>` with its role, or `apikey:<id>` (role `service`)."""
-    principal = principal_of(request)
-    source = request.client.host if request.client else None
-    key_policy = principal.policy if principal.kind == "apikey" else None
-    return Actor(id=principal.actor_id, role=principal.role, source=source, key_policy=key_policy)
 
 
 class ChatController(Controller):
@@ -62,7 +54,7 @@ class ChatController(Controller):
             temperature=data.temperature,
             conversation_id=data.conversation_id,
         )
-        actor = actor_of(request)
+        actor = actor_for(request)
         request_id = request_id_of(request)
         if not data.stream:
             result = await services.gateway.chat(actor, chat, request_id=request_id)

@@ -11,8 +11,8 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.api.chat import actor_of
 from appliance.api.schemas import error_responses
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.costs.budget import EscalationBudget
 from appliance.costs.monthly import overview
@@ -74,4 +74,4 @@ class CostsController(Controller):
         data: JSONBody[BudgetIn],
     ) -> dict[str, Any]:
         """Set the monthly cap on external spend (null: no cap); audited."""
-        return await change_escalation_budget(services, actor_of(request), data.cap_usd)
+        return await change_escalation_budget(services, actor_for(request), data.cap_usd)

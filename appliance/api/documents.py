@@ -14,10 +14,10 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 
-from appliance.api.chat import actor_of
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
-from appliance.middleware import request_id_of
+from appliance.http.middleware import request_id_of
 from appliance.services import Services
 
 UPLOAD_CEILING_BYTES = 101_000_000
@@ -55,7 +55,7 @@ class DocumentsController(Controller):
             raise InvalidInput("send the document as the multipart field `file`", field="file")
         content = await upload.read()
         info = await services.documents.upload(
-            actor_of(request),
+            actor_for(request),
             name=(upload.filename or "document")[:255],
             data=content,
             request_id=request_id_of(request),
@@ -67,7 +67,7 @@ class DocumentsController(Controller):
         self, request: Request[Any, Any, Any], services: NamedDependency[Services]
     ) -> dict[str, Any]:
         """The caller's documents, newest first (metadata only)."""
-        infos = await services.documents.owned(actor_of(request))
+        infos = await services.documents.owned(actor_for(request))
         return {"documents": [info.public() for info in infos]}
 
     @get("/{doc_id:str}", summary="One of your documents (metadata)")
@@ -78,7 +78,7 @@ class DocumentsController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Metadata of one of the caller's documents; 404 for any other."""
-        info = await services.documents.get(actor_of(request), doc_id)
+        info = await services.documents.get(actor_for(request), doc_id)
         return info.public()
 
     @get("/{doc_id:str}/text", summary="The extracted text of one of your documents")
@@ -89,7 +89,7 @@ class DocumentsController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """The decrypted text, for its owner only."""
-        actor = actor_of(request)
+        actor = actor_for(request)
         text = await services.documents.text_for(actor, doc_id)
         return {"id": doc_id, "text": text}
 
@@ -102,5 +102,5 @@ class DocumentsController(Controller):
     ) -> None:
         """Remove the ciphertext and audit the deletion."""
         await services.documents.delete(
-            actor_of(request), doc_id, request_id=request_id_of(request)
+            actor_for(request), doc_id, request_id=request_id_of(request)
         )

@@ -15,7 +15,7 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 
-from appliance.api.chat import actor_of
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
 from appliance.eval import goldensets
@@ -103,7 +103,7 @@ async def upload_set(
     if name is None:
         raise InvalidInput("name the set in the field `name`", field="name")
     return await evaluation.upload(
-        actor_of(request),
+        actor_for(request),
         name=name,
         data=content,
         task=_text(data, "task", max_length=20),
@@ -186,7 +186,11 @@ class EvalController(Controller):
                 raise InvalidInput(f"item {number}: expected an object", field=f"item {number}")
             lines.append(json.dumps(item))
         return await evaluation_of(services).upload(
-            actor_of(request), name=name, data="\n".join(lines).encode(), fmt="jsonl", mode="append"
+            actor_for(request),
+            name=name,
+            data="\n".join(lines).encode(),
+            fmt="jsonl",
+            mode="append",
         )
 
     @post(
@@ -214,7 +218,7 @@ class EvalController(Controller):
         if not isinstance(judge, bool):
             raise InvalidInput("`judge` must be true or false", field="judge")
         return await evaluation_of(services).start(
-            actor_of(request),
+            actor_for(request),
             set_name=set_name,
             models=_models(data.get("models")),
             version=_int(data.get("version"), "version"),
@@ -269,7 +273,7 @@ class EvalController(Controller):
             if not isinstance(value, bool):
                 raise InvalidInput(f"`{key}` must be true or false", field=key)
         return await evaluation_of(services).apply(
-            actor_of(request),
+            actor_for(request),
             run_id,
             bar=check_bar(float(bar)),
             model=flags["model"],

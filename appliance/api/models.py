@@ -9,11 +9,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.api.chat import actor_of
 from appliance.api.schemas import error_responses
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import NotFound
-from appliance.model_pulls import ModelPulls
+from appliance.inference.pulls import ModelPulls
 from appliance.services import Services
 
 
@@ -82,7 +82,7 @@ class ModelPullsController(Controller):
     ) -> dict[str, Any]:
         """Start the pull (audited `model.pull_started`; `model.pulled` when it ends)."""
         job = await _pulls(services).start(
-            actor_of(request), backend=data.backend, model=data.model
+            actor_for(request), backend=data.backend, model=data.model
         )
         return job.public()
 

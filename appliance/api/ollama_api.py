@@ -19,13 +19,13 @@ from litestar.response import Response, Stream
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance import __version__
-from appliance.api.chat import actor_of
-from appliance.api.receipts import receipt_headers
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput, ModelNotFound
 from appliance.gateway import ChatInput
+from appliance.http.middleware import request_id_of
+from appliance.http.receipts import receipt_headers
 from appliance.inference.base import Message
-from appliance.middleware import request_id_of
 from appliance.services import Services
 from appliance.tasks.schema_limits import check_schema
 
@@ -162,7 +162,7 @@ class OllamaController(Controller):
             temperature=(options.temperature if options and options.temperature else 0.0),
             json_schema=_schema(fmt),
         )
-        actor, request_id = actor_of(request), request_id_of(request)
+        actor, request_id = actor_for(request), request_id_of(request)
 
         def piece(text: str) -> Any:
             return {"role": "assistant", "content": text} if key == "message" else text
@@ -295,7 +295,7 @@ class OllamaController(Controller):
     ) -> Response[Any]:
         """Vectors of the policy-transformed inputs, through the same gateway path as `/v1`."""
         result = await services.gateway.embed(
-            actor_of(request),
+            actor_for(request),
             data.texts(),
             model=_name(data.model),
             request_id=request_id_of(request),

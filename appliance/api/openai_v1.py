@@ -20,13 +20,13 @@ from litestar.params import JSONBody
 from litestar.response import Response, Stream
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from appliance.api.chat import actor_of
-from appliance.api.receipts import receipt_headers
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
 from appliance.gateway import ChatInput
+from appliance.http.middleware import request_id_of
+from appliance.http.receipts import receipt_headers
 from appliance.inference.base import Message
-from appliance.middleware import request_id_of
 from appliance.services import Services
 from appliance.tasks.schema_limits import check_schema
 
@@ -174,7 +174,7 @@ class OpenAIController(Controller):
             temperature=data.temperature or 0.0,
             json_schema=_schema(data.response_format),
         )
-        actor, request_id = actor_of(request), request_id_of(request)
+        actor, request_id = actor_for(request), request_id_of(request)
         completion_id = f"chatcmpl-{request_id}"
         created = int(time.time())
         if not data.stream:
@@ -261,7 +261,7 @@ class OpenAIController(Controller):
         naming `model`."""
         texts = [data.input] if isinstance(data.input, str) else data.input
         result = await services.gateway.embed(
-            actor_of(request),
+            actor_for(request),
             texts,
             model=_model_name(data.model),
             request_id=request_id_of(request),

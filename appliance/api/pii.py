@@ -9,10 +9,10 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.api.chat import actor_of
 from appliance.api.schemas import error_responses
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.middleware import request_id_of
+from appliance.http.middleware import request_id_of
 from appliance.services import Services
 
 
@@ -52,7 +52,7 @@ class PiiController(Controller):
         """Entities with type, offsets, score and action; the policy name and version; the id of
         the `pii.analyzed` audit row."""
         policy, items, audit_id = await services.gateway.analyze(
-            actor_of(request), data.text, policy=data.policy, request_id=request_id_of(request)
+            actor_for(request), data.text, policy=data.policy, request_id=request_id_of(request)
         )
         return {
             "entities": [
@@ -83,5 +83,5 @@ class PiiController(Controller):
     ) -> dict[str, Any]:
         """`{"text", "entities": [...], "receipt": {...}}`; a `block` finding is a 422."""
         return await services.gateway.redact(
-            actor_of(request), data.text, policy=data.policy, request_id=request_id_of(request)
+            actor_for(request), data.text, policy=data.policy, request_id=request_id_of(request)
         )

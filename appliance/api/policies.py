@@ -14,8 +14,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.api.chat import actor_of
 from appliance.api.schemas import error_responses
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.policies.store import VersionInfo
 from appliance.services import Services, audit_policy_change
@@ -87,7 +87,7 @@ class PoliciesController(Controller):
         ref: str,
         **details: str | int,
     ) -> None:
-        await audit_policy_change(services, actor_of(request), action, ref, **details)
+        await audit_policy_change(services, actor_for(request), action, ref, **details)
 
     @get("/", summary="List policies with their active versions", sync_to_thread=True)
     def list_policies(self, services: NamedDependency[Services]) -> dict[str, Any]:
@@ -156,7 +156,7 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Validates the YAML strictly (errors name line and field); same content is no change."""
-        actor = actor_of(request)
+        actor = actor_for(request)
         version = services.policies.create_version(
             name, data.source, author=actor.id, comment=data.comment
         )
@@ -179,7 +179,7 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Requests run under this version from now on."""
-        loaded = services.policies.activate(name, data.version, by=actor_of(request).id)
+        loaded = services.policies.activate(name, data.version, by=actor_for(request).id)
         await self._audit(request, services, "policy.activated", loaded.ref)
         return {"name": name, "version": loaded.version}
 
@@ -196,7 +196,7 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Back to the version that was active before the current one."""
-        loaded = services.policies.rollback(name, by=actor_of(request).id)
+        loaded = services.policies.rollback(name, by=actor_for(request).id)
         await self._audit(request, services, "policy.rolled_back", loaded.ref)
         return {"name": name, "version": loaded.version}
 

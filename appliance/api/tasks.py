@@ -12,12 +12,12 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from appliance.api.chat import actor_of
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import ApplianceError
-from appliance.middleware import request_id_of
+from appliance.http.middleware import request_id_of
 from appliance.services import Services
-from appliance.tasks.steps import TaskInput
+from appliance.tasks.types import TaskInput
 
 
 class TaskRequestIn(BaseModel):
@@ -85,7 +85,7 @@ class TasksController(Controller):
             policy=data.policy,
             model=data.model,
         )
-        actor = actor_of(request)
+        actor = actor_for(request)
         request_id = request_id_of(request)
         if not data.stream:
             result = await services.gateway.run_task(actor, task, request_id=request_id)

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from appliance.auth.actor import Actor
 from appliance.batches.pacing import InteractiveTraffic
 from appliance.errors import ApplianceError
-from appliance.gateway import Actor, run_task_patiently
 from appliance.inference.gate import background
-from appliance.tasks.steps import TaskInput
+from appliance.tasks.patience import patiently
+from appliance.tasks.types import TaskInput
 
 if TYPE_CHECKING:
     from appliance.batches.models import BatchJob
@@ -117,7 +118,9 @@ class BatchRunner:
         gateway = self.batches.gateway
         try:
             with background():
-                result = await run_task_patiently(gateway, actor, task, request_id=request_id)
+                result = await patiently(
+                    lambda: gateway.run_task(actor, task, request_id=request_id)
+                )
         except ApplianceError as exc:
             await self._finish(job.id, seq, error=exc)
             return

@@ -30,7 +30,8 @@ from appliance.documents.store import aware
 from appliance.errors import NotFound
 
 if TYPE_CHECKING:
-    from appliance.gateway import Actor, Gateway
+    from appliance.auth.actor import Actor
+    from appliance.gateway import Gateway
 
 SEALED_PARAMS = "sealed"
 """The one key of a job's stored `params`: the sealed JSON of the real ones, base64."""

@@ -28,8 +28,8 @@ from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
     from appliance.audit.store import AuditLog, AuditRecord
+    from appliance.auth.actor import Actor
     from appliance.config import Settings
-    from appliance.gateway import Actor
     from appliance.policies.schema import LoadedPolicy
     from appliance.policies.store import PolicyStore
 

@@ -25,7 +25,7 @@ BAR_WIDTH = 30
 
 
 def _actor() -> Any:
-    from appliance.gateway import Actor
+    from appliance.auth.actor import Actor
 
     try:
         name = f"cli:{getpass.getuser()}"[:200]
@@ -37,7 +37,8 @@ def _actor() -> Any:
 @asynccontextmanager
 async def _services(settings: Settings, *, detector: bool) -> AsyncIterator[Any]:
     from appliance.db.engine import ensure_migrated, make_engine
-    from appliance.services import Services, embedded_backend
+    from appliance.inference.embedded import embedded_backend
+    from appliance.services import Services
 
     engine = make_engine(settings.resolved_database_url)
     try:

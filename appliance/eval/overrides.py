@@ -1,6 +1,6 @@
 """Routing overrides: the default model and confidence threshold an admin applied per task.
 
-The routing step (`appliance.tasks.steps`) asks `for_task` on every task request. The newest row
+The routing step (`appliance.gateway.routing`) asks `for_task` on every task request. The newest row
 per task is in force; rows are kept, so the history of applied changes stays readable. Reads are
 cached for a few seconds (one small query per interval, not per request); `apply` clears the
 cache of this process at once, and other replicas see the change when their cache runs out.

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from appliance.auth.actor import Actor
 from appliance.errors import ApplianceError
 from appliance.eval import goldensets
-from appliance.gateway import Actor, run_task_patiently
-from appliance.tasks.steps import TaskInput
+from appliance.tasks.patience import patiently
+from appliance.tasks.types import TaskInput
 
 if TYPE_CHECKING:
     from appliance.eval.goldensets import GoldenItem
@@ -94,7 +95,9 @@ class EvalRunner:
         await evaluation.finish(run.id)
 
     async def _call(self, actor: Actor, task: TaskInput, request_id: str) -> Any:
-        return await run_task_patiently(self.evaluation.gateway, actor, task, request_id=request_id)
+        return await patiently(
+            lambda: self.evaluation.gateway.run_task(actor, task, request_id=request_id)
+        )
 
     async def _item(
         self,

@@ -28,7 +28,7 @@ from appliance.eval.metrics import QUALITY_NAME, Outcome, model_metrics, parse_o
 from appliance.eval.models import EvalResult, EvalRun
 
 if TYPE_CHECKING:
-    from appliance.gateway import Actor
+    from appliance.auth.actor import Actor
     from appliance.inference.registry import Registry
     from appliance.policies.store import PolicyStore
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from appliance.errors import Conflict
 
 if TYPE_CHECKING:
+    from appliance.auth.actor import Actor
     from appliance.eval.service import Evaluation
-    from appliance.gateway import Actor
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "sample_data"
 SEED = 20261128

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from appliance.audit.store import AuditLog
+    from appliance.auth.actor import Actor
     from appliance.eval.runner import EvalRunner
-    from appliance.gateway import Actor, Gateway
+    from appliance.gateway import Gateway
 
 DEFAULT_BAR = 0.8
 """The quality bar a report uses when none is given."""

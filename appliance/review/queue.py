@@ -28,11 +28,11 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from appliance.audit.store import AuditLog, AuditRecord, ChainTransaction
+from appliance.auth.actor import is_evaluation
 from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.gateway import is_evaluation
 from appliance.policies.schema import LoadedPolicy
 from appliance.review.models import STATUSES, ReviewItem
 

@@ -22,7 +22,7 @@ from appliance.audit.verify import verify_and_record
 from appliance.auth.guards import principal_of
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput, NotFound
-from appliance.middleware import request_id_of
+from appliance.http.middleware import request_id_of
 from appliance.services import Services
 from appliance.ui.common import fragment, render
 

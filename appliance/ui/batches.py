@@ -19,12 +19,13 @@ from litestar.params import Body
 from litestar.response import Template
 from sqlmodel import Session, col, select
 
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.batches.inputs import parse_items
 from appliance.batches.models import BatchJob
 from appliance.errors import InvalidInput, PayloadTooLarge
 from appliance.services import Services
-from appliance.ui.common import STAFF_ROLES, actor_for, fragment, render
+from appliance.ui.common import STAFF_ROLES, fragment, render
 
 BATCH_TASKS = ("classify", "extract", "summarize", "redact", "ask")
 """Narrow tasks that suit a batch."""

@@ -11,19 +11,8 @@ from typing import Any
 from litestar import Request
 from litestar.response import Template
 
-from appliance.auth.guards import principal_of
-from appliance.gateway import Actor
-
 STAFF_ROLES = ("staff", "admin")
 """Who may run tasks from the workspace (the same roles the task API allows)."""
-
-
-def actor_for(request: Request[Any, Any, Any]) -> Actor:
-    """The signed-in user as the gateway's `Actor`."""
-    principal = principal_of(request)
-    source = request.client.host if request.client else None
-    key_policy = principal.policy if principal.kind == "apikey" else None
-    return Actor(id=principal.actor_id, role=principal.role, source=source, key_policy=key_policy)
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:

@@ -14,12 +14,13 @@ from litestar.di import NamedDependency
 from litestar.params import URLEncodedBody
 from litestar.response import Template
 
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.costs.monthly import overview
 from appliance.errors import InvalidInput, NotFound
 from appliance.services import Services, change_escalation_budget
 from appliance.ui import charts
-from appliance.ui.common import actor_for, fragment, render
+from appliance.ui.common import fragment, render
 
 MONTHS = 6
 """How many calendar months the dashboard shows."""

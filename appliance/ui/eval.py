@@ -18,6 +18,7 @@ from litestar.params import Body, FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 
 from appliance.api.eval import evaluation_of, upload_set
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
 from appliance.eval import goldensets
@@ -25,7 +26,7 @@ from appliance.eval.samples import load_samples
 from appliance.eval.service import DEFAULT_BAR, check_bar
 from appliance.services import Services
 from appliance.ui import charts
-from appliance.ui.common import actor_for, fragment, render
+from appliance.ui.common import fragment, render
 
 WIDTH, HEIGHT = 560, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 14, 44

@@ -18,15 +18,16 @@ from litestar.params import FromPath
 from litestar.response import Template
 
 from appliance.audit.export import EventFilter, list_events
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import ApplianceError, NotFound
 from appliance.gateway import ChatInput
 from appliance.history.store import History
+from appliance.http.middleware import request_id_of
 from appliance.inference.base import Message
-from appliance.middleware import request_id_of
 from appliance.services import Services
-from appliance.tasks.steps import TaskInput
-from appliance.ui.common import STAFF_ROLES, actor_for, fragment, render
+from appliance.tasks.types import TaskInput
+from appliance.ui.common import STAFF_ROLES, fragment, render
 
 COMPLETIONS = "completion.*"
 """Every request through the gateway is audited as one `completion.<outcome>` event."""

@@ -13,11 +13,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import NotFound
-from appliance.model_pulls import ModelPulls
+from appliance.inference.pulls import ModelPulls
 from appliance.services import Services
-from appliance.ui.common import actor_for, fragment
+from appliance.ui.common import fragment
 
 
 def _pulls(services: Services) -> ModelPulls:

@@ -19,12 +19,13 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 from sqlmodel import Session, select
 
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.db.models import PolicyAssignment
 from appliance.errors import InvalidInput, PolicyError
 from appliance.policies.loader import parse_policy
 from appliance.services import Services, audit_policy_change
-from appliance.ui.common import actor_for, fragment, render
+from appliance.ui.common import fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
 
 _LINE = re.compile(r":(\d+): ")

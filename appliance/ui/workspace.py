@@ -20,15 +20,16 @@ from litestar.di import NamedDependency
 from litestar.params import URLEncodedBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
+from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.gateway import ChatInput
+from appliance.http.middleware import request_id_of
 from appliance.inference.base import Message
-from appliance.middleware import request_id_of
 from appliance.services import Services
 from appliance.tasks.runner import progress_hook
-from appliance.tasks.steps import TaskInput
-from appliance.ui.common import STAFF_ROLES, actor_for, fragment, render
+from appliance.tasks.types import TaskInput
+from appliance.ui.common import STAFF_ROLES, fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
 
 COMPLETIONS = "completion.*"

@@ -30,15 +30,15 @@ import yaml
 
 from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import upgrade
+from appliance.gateway.routing import build_routing
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.base import GenerationRequest, Message
 from appliance.inference.bundled import BUNDLED
+from appliance.inference.embedded import embedded_backend
 from appliance.inference.engine import LlamaInstance, LocalModel
 from appliance.inference.llamacpp import LlamaCppBackend
 from appliance.inference.openai_compat import OpenAICompatBackend
 from appliance.inference.router import Router, RouterConfig
-from appliance.services import embedded_backend
-from appliance.tasks.steps import build_routing
 from tests.support.llama_server import LlamaServer
 from tests.support.process import free_port
 

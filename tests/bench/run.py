@@ -28,8 +28,8 @@ import httpx
 from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import upgrade
 from appliance.inference.base import GenerationRequest, Message
+from appliance.inference.embedded import embedded_backend
 from appliance.pii.detector import DetectionSpec, load_detector
-from appliance.services import embedded_backend
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "RESULTS.md"
 PARAGRAPH = (

@@ -23,7 +23,7 @@ from appliance.auth import apikeys
 from appliance.auth.roles import SCOPES
 from appliance.config import Settings
 from appliance.db.engine import upgrade
-from appliance.services import embedded_backend
+from appliance.inference.embedded import embedded_backend
 from tests.conftest import RunningAppliance
 from tests.e2e.tls import TlsServer
 from tests.integration.auth.conftest import PASSWORD, make_user

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.errors import MalformedBody
-from appliance.middleware import check_depth, check_utf8, json_depth
+from appliance.http.middleware import check_depth, check_utf8, json_depth
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from appliance.gateway import Actor
+from appliance.auth.actor import Actor
 from tests.conftest import RunningAppliance
 from tests.integration.api.sse import events
 

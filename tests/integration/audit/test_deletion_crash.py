@@ -31,6 +31,7 @@ from appliance.audit.keys import load_or_create
 from appliance.audit.store import EVENTS_TABLE, AuditLog, AuditRecord
 from appliance.audit.verify import verify
 from appliance.audit.witness import FileWitness, read_checkpoints
+from appliance.auth.actor import Actor
 from appliance.config import PROJECT_ROOT
 from appliance.db.engine import make_engine, upgrade
 from appliance.documents.crypto import Sealer
@@ -38,7 +39,6 @@ from appliance.documents.extract import Extracted
 from appliance.documents.models import DocumentRow
 from appliance.documents.service import Documents
 from appliance.documents.store import DocumentStore
-from appliance.gateway import Actor
 from appliance.history.models import HistoryRow
 from appliance.history.store import History
 

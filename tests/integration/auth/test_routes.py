@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 
 from appliance.auth.guards import enforce_access
 from appliance.auth.roles import ACCESS_OPT, PUBLIC_OPT, SCOPES, Access
-from appliance.error_handlers import EXCEPTION_HANDLERS
+from appliance.http.errors import EXCEPTION_HANDLERS
 from tests.conftest import RunningAppliance
 from tests.integration.auth.conftest import Browser, new_key
 

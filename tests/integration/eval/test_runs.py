@@ -21,10 +21,10 @@ import pytest
 from sqlmodel import Session, select
 
 from appliance.audit.events import EvalRunFinished
+from appliance.auth.actor import Actor
 from appliance.db.models import AuditEvent
 from appliance.eval.models import EvalResult
 from appliance.eval.samples import HR_LABELS, SAMPLES_DIR
-from appliance.gateway import Actor
 from tests.conftest import RunningAppliance
 
 MODELS = ["smollm2-135m", "gemma3-270m"]

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from appliance.auth.actor import Actor
 from appliance.errors import Conflict, InvalidInput
-from appliance.gateway import Actor
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.ollama import OllamaBackend, PullProgress
+from appliance.inference.pulls import ModelPulls, PullJob
 from appliance.inference.registry import Registry
-from appliance.model_pulls import ModelPulls, PullJob
 from tests.support.fake_ollama import FakeOllamaTransport
 
 ADMIN = Actor(id="user:admin", role="admin", source="127.0.0.1")

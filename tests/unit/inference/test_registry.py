@@ -8,11 +8,11 @@ import pytest
 
 from appliance.config import Settings
 from appliance.errors import ModelNotFound, PolicyError
+from appliance.gateway.routing import build_routing
 from appliance.inference.balancer import BalancedBackend
 from appliance.inference.bundled import BUNDLED
 from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
 from appliance.inference.registry import Registry, build_pool, load_spec
-from appliance.tasks.steps import build_routing
 
 TOML = """
 [[backends]]

@@ -8,7 +8,7 @@ readable: decide -> (PII) -> after_protect -> generate / run_template -> record_
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from appliance.errors import (
     NotFound,
     OutputInvalid,
 )
+from appliance.gateway.types import ChatInput, Trace
 from appliance.inference.base import (
     TIERS,
     ChoiceScorer,
@@ -40,41 +41,21 @@ from appliance.inference.router import Route, Router, RouterConfig, estimate_tok
 from appliance.tasks import runner
 from appliance.tasks.runner import Escalate, TaskRules
 from appliance.tasks.templates import TaskCatalog, TaskTemplate
+from appliance.tasks.types import TaskInput
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from sqlalchemy import Engine
 
+    from appliance.auth.actor import Actor
     from appliance.config import Settings
     from appliance.eval.overrides import RoutingOverrides
-    from appliance.gateway import Actor, ChatInput, _Trace
     from appliance.inference.base import Backend, ModelInfo
     from appliance.policies.schema import LoadedPolicy
 
 # Actions after which no original identifier is left in the text.
 SAFE_FOR_EXTERNAL = frozenset({"redact", "pseudonymize"})
-
-
-@dataclass(frozen=True)
-class TaskInput:
-    """A task request as the adapters hand it to the gateway."""
-
-    name: str
-    text: str | None = None
-    document_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    policy: str | None = None
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """A finished task: its typed output, the receipt and usage with both costs."""
-
-    output: dict[str, Any]
-    receipt: dict[str, Any]
-    usage: dict[str, Any]
 
 
 def _routing_rules(policy: LoadedPolicy | None) -> tuple[bool, Tier]:
@@ -90,7 +71,7 @@ def _routing_rules(policy: LoadedPolicy | None) -> tuple[bool, Tier]:
 class _RoutedEngine:
     """The model the route points at now, as the task runner sees it."""
 
-    def __init__(self, steps: RoutingSteps, trace: _Trace) -> None:
+    def __init__(self, steps: RoutingSteps, trace: Trace) -> None:
         assert trace.route is not None
         self._steps = steps
         self._trace = trace
@@ -196,7 +177,7 @@ class RoutingSteps:
             route.reason = f"{route.reason}; {override.note()}"
         return route
 
-    def check_external(self, trace: _Trace) -> bool:
+    def check_external(self, trace: Trace) -> bool:
         """Refuse an external route unless allowed and every identifier was replaced; past the
         escalation budget, keep it on-prem or refuse it, as the policy's `over_budget` says.
 
@@ -223,7 +204,7 @@ class RoutingSteps:
             )
         return self._within_budget(trace)
 
-    def _within_budget(self, trace: _Trace) -> bool:
+    def _within_budget(self, trace: Trace) -> bool:
         """Whether this month's external spend leaves room; else stay on-prem or refuse.
 
         Two small indexed queries, only on the way to an external tier, so they run inline.
@@ -261,7 +242,7 @@ class RoutingSteps:
         return False
 
     async def after_protect(
-        self, trace: _Trace, chat: ChatInput, request: GenerationRequest
+        self, trace: Trace, chat: ChatInput, request: GenerationRequest
     ) -> GenerationRequest:
         """Context fit and router verdict (plain chat without a named model), external rule."""
         assert trace.route is not None
@@ -297,7 +278,7 @@ class RoutingSteps:
         return replace(request, model=trace.route.model)
 
     # -- the model -------------------------------------------------------------------------------
-    def _fallback(self, trace: _Trace, exc: BackendUnavailable) -> bool:
+    def _fallback(self, trace: Trace, exc: BackendUnavailable) -> bool:
         assert trace.route is not None
         allow, _ = _routing_rules(trace.policy)
         moved = self.router.escalate(
@@ -308,7 +289,7 @@ class RoutingSteps:
             trace.model = trace.route.model
         return moved
 
-    async def generate(self, trace: _Trace, request: GenerationRequest) -> Generation:
+    async def generate(self, trace: Trace, request: GenerationRequest) -> Generation:
         """Generate on the route's model; if every node of it is down, fall back a tier up."""
         assert trace.route is not None
         while True:
@@ -323,7 +304,7 @@ class RoutingSteps:
             return generation
 
     async def stream(
-        self, trace: _Trace, request: GenerationRequest
+        self, trace: Trace, request: GenerationRequest
     ) -> tuple[AsyncIterator[Delta], Delta]:
         """A stream and its first delta; falls back a tier up when no node can start it."""
         assert trace.route is not None
@@ -345,7 +326,6 @@ class RoutingSteps:
         self, task: TaskInput, actor: Actor
     ) -> tuple[TaskTemplate, dict[str, Any], ChatInput]:
         """The template, validated parameters and the text as a one-message chat input."""
-        from appliance.gateway import ChatInput
 
         template = self.tasks.get(task.name)
         params = template.validate_params(task.params)
@@ -366,7 +346,7 @@ class RoutingSteps:
 
     async def run_template(
         self,
-        trace: _Trace,
+        trace: Trace,
         template: TaskTemplate,
         params: dict[str, Any],
         request: GenerationRequest,
@@ -408,7 +388,7 @@ class RoutingSteps:
 
     # -- usage -----------------------------------------------------------------------------------
     async def record_usage(
-        self, trace: _Trace, audit_id: str | None, *, task: str, summary: bool = False
+        self, trace: Trace, audit_id: str | None, *, task: str, summary: bool = False
     ) -> dict[str, Any]:
         """One usage row for the request; returns the costs (and totals when `summary`)."""
         generations = trace.generations
@@ -556,7 +536,7 @@ def _overrides(engine: Engine | None) -> RoutingOverrides | None:
 async def routed_models(settings: Settings) -> dict[str, tuple[ModelInfo, str]]:
     """Every routable model (embedded, TOML, database) with its backend's health (`ok`/`down`)."""
     from appliance.db.engine import make_engine
-    from appliance.services import embedded_backend
+    from appliance.inference.embedded import embedded_backend
 
     engine: Engine | None = None
     try:

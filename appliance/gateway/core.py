@@ -7,31 +7,42 @@ reaches the audit trail or a log is never raw: only counts, names and decisions.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
-import threading
 import time
-import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 
-from appliance.audit.store import AuditLog, AuditRecord
+from appliance.audit.store import AuditLog
+from appliance.auth.actor import Actor, is_evaluation
 from appliance.errors import (
     ApplianceError,
-    BackendBusy,
-    BackendTimeout,
-    BackendUnavailable,
     DetectorUnavailable,
     InvalidInput,
     OutputInvalid,
     PiiBlocked,
     PolicyNotAllowed,
+)
+from appliance.gateway.routing import RoutingSteps
+from appliance.gateway.types import (
+    _OWN_EVENT_OUTCOMES,
+    CHAT_ACTION,
+    PII_ANALYZED,
+    PII_REDACTED,
+    ChatInput,
+    ChatResult,
+    ChatStream,
+    DetectorHandle,
+    DocumentTexts,
+    EmbeddingResult,
+    HistoryIntake,
+    ReviewIntake,
+    Trace,
+    usage_dict,
 )
 from appliance.inference.base import (
     Delta,
@@ -45,238 +56,17 @@ from appliance.inference.base import (
 from appliance.inference.registry import Registry
 from appliance.inference.router import Route, estimate_tokens
 from appliance.pii.actions import ActionContext, PlaceholderBook, Transformed, transform
-from appliance.pii.detector import DetectionSpec, Finding, PiiDetector
+from appliance.pii.detector import DetectionSpec, Finding
 from appliance.pii.stream import StreamScanner
 from appliance.pii.vault import PseudonymScope, PseudonymVault
 from appliance.policies.schema import LoadedPolicy
 from appliance.policies.store import PolicyStore
 from appliance.tasks.caller_text import replace_strings, strings_in
 from appliance.tasks.schema_limits import check_schema
-from appliance.tasks.steps import RoutingSteps, TaskInput, TaskResult
+from appliance.tasks.types import TaskInput, TaskResult
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-CHAT_ACTION = "chat.completion"
-PII_ANALYZED = "pii.analyzed"
-PII_REDACTED = "pii.redacted"
-_OWN_EVENT_OUTCOMES = frozenset({"policy_not_allowed", "detector_unavailable"})
-"""Refusals recorded as their own event on every route (see `_refuse`)."""
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is asking: a user or key id, their role, and the source address."""
-
-    id: str
-    role: str
-    source: str | None = None
-    key_policy: str | None = None
-    """Policy bound to the API key, if any: it wins over every other assignment."""
-    team: str | None = None
-
-
-class DocumentTexts(Protocol):
-    """Where a task's `document_id` is turned into text: only the caller's own documents."""
-
-    async def text_for(self, actor: Actor, document_id: str) -> str:
-        """The decrypted text, or `NotFound` when the caller owns no such document."""
-        ...
-
-
-class ReviewIntake(Protocol):
-    """Where finished tasks are offered for human review (`appliance.review.queue`)."""
-
-    async def offer_task(self, **fields: Any) -> str | None:
-        """Queue the task if it needs review (low confidence, failed validation)."""
-        ...
-
-
-class HistoryIntake(Protocol):
-    """Where finished requests are offered for the user's history (`appliance.history.store`)."""
-
-    async def keep(
-        self,
-        *,
-        actor: str,
-        audit_id: str,
-        task: str,
-        policy: LoadedPolicy,
-        text: str,
-        params: dict[str, Any],
-        output: Any,
-    ) -> bool:
-        """Keep the content, sealed and expiring, if the request's policy retains content."""
-        ...
-
-
-@dataclass(frozen=True)
-class ChatInput:
-    """A chat request as the adapters hand it to the gateway."""
-
-    messages: list[Message]
-    model: str | None = None
-    max_tokens: int | None = None
-    temperature: float = 0.0
-    task: str | None = None
-    conversation_id: str | None = None
-    """Scope for pseudonyms when the policy keeps them per conversation."""
-    json_schema: dict[str, Any] | None = None
-    """Constrain the answer to this JSON schema (structured output)."""
-
-
-class DetectorHandle:
-    """The detector as it loads in the background: loading, ready, or failed with a reason."""
-
-    def __init__(self) -> None:
-        self._detector: PiiDetector | None = None
-        self._error: str | None = None
-        self._lock = threading.Lock()
-
-    def set_ready(self, detector: PiiDetector) -> None:
-        """Mark the detector loaded and warmed."""
-        with self._lock:
-            self._detector, self._error = detector, None
-
-    def set_failed(self, reason: str) -> None:
-        """Record why the detector could not load."""
-        with self._lock:
-            self._detector, self._error = None, reason
-
-    @property
-    def status(self) -> str:
-        """`ready`, `loading` or `failed: <reason>`."""
-        if self._detector is not None:
-            return "ready"
-        return f"failed: {self._error}" if self._error else "loading"
-
-    def get(self) -> PiiDetector:
-        """The loaded detector; fails closed when it is not ready."""
-        if self._detector is None:
-            reason = self._error or "still loading"
-            raise DetectorUnavailable(f"PII detection is unavailable ({reason}); nothing was sent")
-        return self._detector
-
-
-@dataclass
-class _Trace:
-    """What the path has learnt so far; becomes the audit row and the receipt."""
-
-    actor: Actor
-    request_id: str
-    policy: LoadedPolicy | None = None
-    counts: Counter[str] = field(default_factory=Counter)
-    actions: dict[str, str] = field(default_factory=dict)
-    output_counts: Counter[str] = field(default_factory=Counter)
-    output_actions: dict[str, str] = field(default_factory=dict)
-    restored: int = 0
-    restored_entities: Counter[str] = field(default_factory=Counter)
-    """How many pseudonyms of each type were put back in the answer for the caller."""
-    model: str | None = None
-    context: ActionContext | None = None
-    scope: PseudonymScope | None = None
-    audit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    """Chosen up front so that a stream can name its audit row in its first headers."""
-    task: str | None = None
-    route: Route | None = None
-    generations: list[Generation] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-    """A task's parameters after the policy's actions (what the model may see)."""
-
-    def note(self, transformed: Transformed, direction: Literal["input", "output"]) -> None:
-        counts, actions = (
-            (self.counts, self.actions)
-            if direction == "input"
-            else (self.output_counts, self.output_actions)
-        )
-        for applied in transformed.applied:
-            counts[applied.finding.entity] += 1
-            actions[applied.finding.entity] = applied.action
-
-    def outcome(self) -> str:
-        actions = [*self.actions.values(), *self.output_actions.values()]
-        if "block" in actions:
-            return "blocked"
-        if any(a != "allow" for a in actions):
-            return "redacted"
-        return "allowed"
-
-    def record(self, *, outcome: str, status: int, action: str = CHAT_ACTION) -> AuditRecord:
-        return AuditRecord(
-            actor=self.actor.id,
-            source=self.actor.source,
-            action=action,
-            outcome=outcome,
-            policy=self.policy.ref if self.policy else None,
-            entity_counts=dict(self.counts)
-            | {f"output.{k}": v for k, v in self.output_counts.items()},
-            model=self.model,
-            request_id=self.request_id,
-            status_code=status,
-            tier=self.route.tier if self.route else None,
-            details=self.route.audit_details(self.task) if self.route else {},
-        )
-
-    def receipt(self, audit_id: str | None, *, outcome: str | None = None) -> dict[str, Any]:
-        return {
-            "policy": (
-                {"name": self.policy.policy.name, "version": self.policy.version}
-                if self.policy
-                else None
-            ),
-            "entities": dict(sorted(self.counts.items())),
-            "actions": dict(sorted(self.actions.items())),
-            "output": {
-                "entities": dict(sorted(self.output_counts.items())),
-                "actions": dict(sorted(self.output_actions.items())),
-                "restored": self.restored,
-                "restored_entities": dict(sorted(self.restored_entities.items())),
-            },
-            "outcome": outcome or self.outcome(),
-            "model": self.model,
-            "route": self.route.to_dict() if self.route else None,
-            "audit_id": audit_id,
-            "request_id": self.request_id,
-        }
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """A finished chat answer with its receipt and usage."""
-
-    message: Message
-    receipt: dict[str, Any]
-    usage: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ChatStream:
-    """A chat answer as events: `delta` events, then one `done` (or `error`) event."""
-
-    events: AsyncIterator[tuple[str, dict[str, Any]]]
-    receipt: dict[str, Any]
-    """What is known before the first token: policy, input findings, model, audit id."""
-
-
-@dataclass(frozen=True)
-class EmbeddingResult:
-    """Embedding vectors of the policy-transformed inputs, with the receipt and usage."""
-
-    vectors: list[list[float]]
-    receipt: dict[str, Any]
-    usage: dict[str, Any]
-
-
-def usage_dict(usage: Usage) -> dict[str, Any]:
-    """Usage as the API reports it."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "ttft_ms": round(usage.ttft_s * 1000, 1),
-        "total_ms": round(usage.total_s * 1000, 1),
-        "tokens_per_s": round(usage.tokens_per_s, 1),
-    }
 
 
 class Gateway:
@@ -391,7 +181,7 @@ class Gateway:
 
     async def _prepare(
         self,
-        trace: _Trace,
+        trace: Trace,
         chat: ChatInput,
         *,
         policy: LoadedPolicy | None = None,
@@ -456,7 +246,7 @@ class Gateway:
         return request
 
     async def _protect_fields(
-        self, trace: _Trace, fields: dict[str, Any]
+        self, trace: Trace, fields: dict[str, Any]
     ) -> tuple[dict[str, Any], str | None]:
         """Structured fields (task params, a JSON schema) with every caller string in them,
         keys included, put through the policy's actions: one detection pass over all of them,
@@ -499,7 +289,7 @@ class Gateway:
         blocked_in = next((n for n, names in found.items() if blocked & set(names)), None)
         return {n: replace_strings(v, mapping) for n, v in fields.items()}, blocked_in
 
-    async def _finish_output(self, trace: _Trace, text: str) -> str:
+    async def _finish_output(self, trace: Trace, text: str) -> str:
         """Scan a whole answer with the policy's output rules, then restore pseudonyms."""
         assert trace.policy is not None and trace.context is not None
         rules = trace.policy.policy.output
@@ -516,7 +306,7 @@ class Gateway:
             text = transformed.text
         return await self._restore(trace, text)
 
-    async def _restore(self, trace: _Trace, text: str) -> str:
+    async def _restore(self, trace: Trace, text: str) -> str:
         assert trace.policy is not None
         if trace.scope is None or not trace.policy.policy.output.restore_pseudonyms:
             return text
@@ -530,7 +320,7 @@ class Gateway:
         trace.restored_entities.update(counts)
         return restored
 
-    def _stream_scanner(self, trace: _Trace) -> StreamScanner | None:
+    def _stream_scanner(self, trace: Trace) -> StreamScanner | None:
         assert trace.policy is not None and trace.context is not None
         policy, context = trace.policy, trace.context
         if not policy.policy.output.scan:
@@ -561,7 +351,7 @@ class Gateway:
     ) -> tuple[LoadedPolicy, list[tuple[Finding, str]], str]:
         """Findings in `text` under the named (or the caller's resolved) policy, with actions,
         and the id of the `pii.analyzed` audit row (committed before this returns)."""
-        trace = _Trace(actor=actor, request_id=request_id)
+        trace = Trace(actor=actor, request_id=request_id)
         try:
             loaded = trace.policy = self._policy_for(actor, policy)
             findings = await self.detect(text, self.spec(loaded, "input"))
@@ -588,7 +378,7 @@ class Gateway:
         Audited as `pii.redacted` (counts only), a `block` finding included: its refusal is
         the policy's decision, recorded with outcome `blocked` before the 422 is sent.
         """
-        trace = _Trace(actor=actor, request_id=request_id)
+        trace = Trace(actor=actor, request_id=request_id)
         try:
             trace.policy = self._policy_for(actor, policy)
             trace.context, trace.scope = self.action_context(
@@ -663,9 +453,7 @@ class Gateway:
         )
 
     # -- chat ------------------------------------------------------------------------------------
-    async def _refuse(
-        self, trace: _Trace, exc: BaseException, *, action: str = CHAT_ACTION
-    ) -> None:
+    async def _refuse(self, trace: Trace, exc: BaseException, *, action: str = CHAT_ACTION) -> None:
         """Audit a request that failed, then let the error propagate.
 
         A policy the caller may not name and a detector that failed are their own events
@@ -689,7 +477,7 @@ class Gateway:
 
     async def chat(self, actor: Actor, chat: ChatInput, *, request_id: str) -> ChatResult:
         """Run the path and return the whole answer; the audit row is committed first."""
-        trace = _Trace(actor=actor, request_id=request_id)
+        trace = Trace(actor=actor, request_id=request_id)
         try:
             request = await self._prepare(trace, chat)
             generation: Generation = await self.routing.generate(trace, request)
@@ -716,7 +504,7 @@ class Gateway:
 
     async def chat_stream(self, actor: Actor, chat: ChatInput, *, request_id: str) -> ChatStream:
         """Run the path up to the first token, so refusals are still plain HTTP errors."""
-        trace = _Trace(actor=actor, request_id=request_id)
+        trace = Trace(actor=actor, request_id=request_id)
         try:
             request = await self._prepare(trace, chat)
             deltas, first = await self.routing.stream(trace, request)
@@ -732,7 +520,7 @@ class Gateway:
 
     async def _events(
         self,
-        trace: _Trace,
+        trace: Trace,
         first: Delta,
         deltas: AsyncIterator[Delta],
         chat: ChatInput | None = None,
@@ -822,7 +610,7 @@ class Gateway:
         """Embed `texts` through the same path: policy, PII actions on each input, then the
         model, audit and usage. Vectors are computed from the transformed text, so a redacted
         identifier never shapes a vector; on-prem models only (a vector can leak its text)."""
-        trace = _Trace(actor=actor, request_id=request_id, task="embeddings")
+        trace = Trace(actor=actor, request_id=request_id, task="embeddings")
         try:
             backend, info = self.registry.resolve(model)
             trace.model = info.name
@@ -890,7 +678,7 @@ class Gateway:
     # -- tasks -----------------------------------------------------------------------------------
     async def run_task(self, actor: Actor, task: TaskInput, *, request_id: str) -> TaskResult:
         """Run a task template through the same path: policy, PII, route, model, output, audit."""
-        trace = _Trace(actor=actor, request_id=request_id, task=task.name)
+        trace = Trace(actor=actor, request_id=request_id, task=task.name)
         protected: str | None = None
         params: dict[str, Any] = {}
         try:
@@ -924,7 +712,7 @@ class Gateway:
 
     async def _keep_history(
         self,
-        trace: _Trace,
+        trace: Trace,
         audit_id: str,
         task: str,
         text: str,
@@ -951,7 +739,7 @@ class Gateway:
 
     async def _offer_review(
         self,
-        trace: _Trace,
+        trace: Trace,
         task: str,
         text: str,
         params: dict[str, Any],
@@ -975,36 +763,6 @@ class Gateway:
             tier=trace.route.tier if trace.route else None,
             failed=output is None,
         )
-
-
-EVAL_REQUEST_PREFIXES = ("eval:", "eval-judge:")
-"""Request ids of evaluation runs (`appliance.eval.runner`)."""
-
-
-def is_evaluation(request_id: str | None) -> bool:
-    """Whether a request belongs to an evaluation run: scored against its golden set, it is
-    never queued for review nor kept in anyone's history (an admin runs evaluations, and admins
-    do not read content)."""
-    return (request_id or "").startswith(EVAL_REQUEST_PREFIXES)
-
-
-TRANSIENT = (BackendBusy, BackendUnavailable, BackendTimeout, DetectorUnavailable)
-"""Failures that pass: a busy, down or slow backend, a detector still loading."""
-
-
-async def run_task_patiently(
-    gateway: Gateway, actor: Actor, task: TaskInput, *, request_id: str, attempts: int = 5
-) -> TaskResult:
-    """`run_task` for work nobody is waiting on (batch items, evaluation runs): a transient
-    failure is retried after its `retry_after` (else 1, 2, 3... s); the last one is raised."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await gateway.run_task(actor, task, request_id=request_id)
-        except TRANSIENT as exc:
-            if attempt == attempts:
-                raise
-            await asyncio.sleep(getattr(exc, "retry_after", None) or attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _embeds(backend: object, info: ModelInfo) -> bool:

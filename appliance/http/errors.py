@@ -8,7 +8,6 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from appliance.api.receipts import receipt_headers
 from appliance.errors import (
     ApplianceError,
     AuthError,
@@ -16,7 +15,8 @@ from appliance.errors import (
     PasswordChangeRequired,
     RateLimited,
 )
-from appliance.middleware import logged_path
+from appliance.http.middleware import logged_path
+from appliance.http.receipts import receipt_headers
 
 log = logging.getLogger("appliance.errors")
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from appliance.audit.store import AuditLog, AuditRecord
+from appliance.auth.actor import Actor
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
-from appliance.gateway import Actor
 from appliance.inference.balancer import BalancedBackend
 from appliance.inference.ollama import PullProgress
 from appliance.inference.registry import Registry
