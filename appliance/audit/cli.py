@@ -20,6 +20,7 @@ from appliance.config import Settings
 from appliance.errors import AuditKeyError, InvalidInput
 
 if TYPE_CHECKING:
+    # Deferred: the database and key libraries load only when a command runs.
     from appliance.audit.store import AuditLog
 
 
@@ -32,6 +33,7 @@ def _actor() -> str:
 
 @contextmanager
 def _audit_log(settings: Settings) -> Iterator[AuditLog]:
+    # Deferred: the database and key libraries load only when a command runs.
     from appliance.audit.store import AuditLog
     from appliance.db.engine import ensure_migrated, make_engine
 
@@ -45,6 +47,7 @@ def _audit_log(settings: Settings) -> Iterator[AuditLog]:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Verify the chain, the checkpoints, the witness and any `--checkpoint` files."""
+    # Deferred: the database and key libraries load only when a command runs.
     from appliance.audit.keys import VerifyKey
     from appliance.audit.verify import verify_and_record
     from appliance.audit.witness import read_checkpoints
@@ -80,6 +83,7 @@ def _time(value: str | None, name: str) -> datetime | None:
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """Stream matching events as JSONL or CSV to `--output` or standard output."""
+    # Deferred: the database and key libraries load only when a command runs.
     from appliance.audit.export import EventFilter, start_export
 
     event_filter = EventFilter(
@@ -104,6 +108,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Remove events older than `--older-than` days (default: setting audit_retention_days)."""
+    # Deferred: the database and key libraries load only when a command runs.
     from appliance.audit.retention import purge
 
     days = args.older_than if args.older_than is not None else settings.audit_retention_days
@@ -124,6 +129,7 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_pubkey(settings: Settings, _: argparse.Namespace) -> int:
     """Print the checkpoint public key (PEM) on stdout and its key id on stderr."""
+    # Deferred: the database and key libraries load only when a command runs.
     from appliance.audit.keys import load_or_create
 
     key = load_or_create(settings.resolved_audit_key_file).verify_key

@@ -81,7 +81,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> str:
     """Migrate the database at `url` to the latest revision; returns that revision."""
-    from alembic import command
+    from alembic import command  # deferred: only migrations need Alembic
 
     config = alembic_config(url)
     command.upgrade(config, "head")

@@ -135,7 +135,7 @@ def _decode_text(data: bytes) -> str:
 
 # -- PDF -----------------------------------------------------------------------------------------
 def _pdf(data: bytes, limits: Limits) -> Extracted:
-    from pypdf import PdfReader
+    from pypdf import PdfReader  # deferred: loaded on the first PDF
 
     reader = PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted and not reader.decrypt(""):
@@ -167,7 +167,7 @@ def _is_docx(data: bytes) -> bool:
 
 
 def _docx(data: bytes, limits: Limits) -> Extracted:
-    import docx
+    import docx  # deferred: loaded on the first Word document
 
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         infos = archive.infolist()

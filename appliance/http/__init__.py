@@ -1,1 +1,1 @@
-"""What both adapters (REST and UI) share over HTTP: middleware, error responses, receipt headers."""
+"""What the REST and UI adapters share over HTTP: middleware, error responses, receipt headers."""

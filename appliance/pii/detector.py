@@ -154,6 +154,7 @@ class PiiDetector:
         language: str = "en",
         phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
     ) -> None:
+        # Deferred: spaCy and Presidio load in the detector's own thread or process.
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider

@@ -17,6 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from appliance.audit.chain import GENESIS, row_hash
+from appliance.audit.events import typed_action
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -91,9 +94,6 @@ def _chained_table() -> None:
 
 def _copy_foundation_rows(old: sa.TableClause, new: sa.TableClause) -> None:
     """Chain the foundation's rows in their order, mapping generic actions onto typed events."""
-    from appliance.audit.chain import GENESIS, row_hash
-    from appliance.audit.events import typed_action
-
     bind = op.get_bind()
     prev = GENESIS
     rows = bind.execute(sa.select(old).order_by(old.c.seq)).mappings()
