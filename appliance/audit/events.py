@@ -472,14 +472,25 @@ class EvalApplied(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelPullStarted(Event):
+class ModelEvent(Event):
+    """Base of events about a model on a backend: `model` names it."""
+
+    model: str | None = None
+
+    def record(self) -> AuditRecord:
+        """The row this event becomes, with the model's name."""
+        return replace(super().record(), model=self.model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPullStarted(ModelEvent):
     """An admin started pulling a model on an Ollama backend; `target` is `backend:model`."""
 
     name = "model.pull_started"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelPulled(Event):
+class ModelPulled(ModelEvent):
     """A model pull ended; `outcome` is `ok` or the error code, `details` the pull id and bytes."""
 
     name = "model.pulled"
