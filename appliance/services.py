@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-import anyio
 from sqlalchemy import Engine
 
-from appliance.audit.store import AuditLog, AuditRecord
-from appliance.auth.actor import Actor
+from appliance.audit.store import AuditLog
 from appliance.batches.runner import BatchRunner
 from appliance.batches.service import Batches
 from appliance.config import Settings
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import Documents, UploadLimits
 from appliance.documents.store import DocumentStore
-from appliance.errors import NotFound
 from appliance.eval.overrides import RoutingOverrides
 from appliance.eval.runner import EvalRunner
 from appliance.eval.service import Evaluation
@@ -134,48 +130,3 @@ class Services:
             pulls=ModelPulls(registry, audit),
             history=history,
         )
-
-
-async def change_escalation_budget(
-    services: Services, actor: Actor, cap_usd: float | None
-) -> dict[str, Any]:
-    """Set the monthly escalation budget (None: no cap) and audit `budget.changed` with the
-    old and new cap in cents; returns the budget's status."""
-    budget = services.gateway.routing.budget
-    if budget is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("no escalation budget is configured")
-    previous = await anyio.to_thread.run_sync(lambda: budget.set_cap(cap_usd, actor=actor.id))
-
-    def cents(value: float | None) -> int | None:
-        return None if value is None else round(value * 100)
-
-    await services.audit.append(
-        AuditRecord(
-            actor=actor.id,
-            role=actor.role,
-            source=actor.source,
-            action="budget.changed",
-            outcome="ok",
-            target="escalation_budget",
-            details={"old_cap_cents": cents(previous), "new_cap_cents": cents(cap_usd)},
-        )
-    )
-    return (await anyio.to_thread.run_sync(budget.status)).to_dict()
-
-
-async def audit_policy_change(
-    services: Services, actor: Actor, action: str, ref: str, **details: str | int
-) -> None:
-    """Record a policy change (`policy.created`, `.activated`, `.rolled_back`) by `actor`."""
-    await services.audit.append(
-        AuditRecord(
-            actor=actor.id,
-            role=actor.role,
-            source=actor.source,
-            action=action,
-            outcome="ok",
-            policy=ref,
-            target=ref.split("@")[0],
-            details=details,
-        )
-    )

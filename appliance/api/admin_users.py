@@ -12,6 +12,7 @@ from litestar import Controller, Request, get, patch, post
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.audit.events import UserCreated
 from appliance.auth import accounts
 from appliance.auth.guards import caller_of, identity_of, principal_of
 from appliance.auth.roles import access
@@ -80,7 +81,7 @@ class AdminUsersController(Controller):
             )
         )
         await identity.record(
-            "user.created",
+            UserCreated,
             actor=principal.actor_id,
             outcome="ok",
             caller=caller,

@@ -17,7 +17,7 @@ from appliance.auth.roles import access
 from appliance.costs.budget import EscalationBudget
 from appliance.costs.monthly import overview
 from appliance.errors import NotFound
-from appliance.services import Services, change_escalation_budget
+from appliance.services import Services
 
 
 class BudgetIn(BaseModel):
@@ -74,4 +74,6 @@ class CostsController(Controller):
         data: JSONBody[BudgetIn],
     ) -> dict[str, Any]:
         """Set the monthly cap on external spend (null: no cap); audited."""
-        return await change_escalation_budget(services, actor_for(request), data.cap_usd)
+        budget = budget_of(services)
+        status = await budget.change(data.cap_usd, actor=actor_for(request), audit=services.audit)
+        return status.to_dict()

@@ -10,53 +10,21 @@ import json
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
+from appliance.errors import InvalidInput
 from appliance.eval import goldensets
 from appliance.eval.runs import public_run
-from appliance.eval.service import DEFAULT_BAR, Evaluation, check_bar
+from appliance.eval.service import DEFAULT_BAR, check_bar
+from appliance.eval.upload import UPLOAD_CEILING_BYTES, evaluation_of, upload_set
 from appliance.services import Services
-
-MAX_SET_BYTES = 20_000_000
-"""Largest golden-set file accepted."""
-UPLOAD_CEILING_BYTES = MAX_SET_BYTES + 1_000_000
 
 ADMIN = access(roles=("admin",), scopes=("admin",))
 MAX_NUMBER = 1_000_000
-
-
-def evaluation_of(services: Services) -> Evaluation:
-    """The evaluation service (every app built by `create_app` has one)."""
-    if services.evaluation is None:  # pragma: no cover
-        raise NotFound("evaluation is not configured")
-    return services.evaluation
-
-
-def _text(data: dict[str, Any], name: str, *, max_length: int) -> str | None:
-    value = data.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > max_length:
-        raise InvalidInput(f"`{name}` must be text of at most {max_length} characters", field=name)
-    return value
-
-
-def _object(raw: str | None, name: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidInput(f"`{name}` must be a JSON object", field=name) from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f"`{name}` must be a JSON object", field=name)
-    return value
 
 
 def _models(value: Any) -> list[str]:
@@ -79,40 +47,6 @@ def _int(value: Any, name: str) -> int | None:
     if not 1 <= number <= MAX_NUMBER:
         raise InvalidInput(f"`{name}` must be between 1 and {MAX_NUMBER}", field=name)
     return number
-
-
-async def upload_set(
-    evaluation: Evaluation, request: Request[Any, Any, Any], data: dict[str, Any], *, mode: str
-) -> dict[str, Any]:
-    """The multipart upload the API and the page share."""
-    upload = data.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidInput("send the set as the multipart field `file`", field="file")
-    content = await upload.read()
-    if len(content) > MAX_SET_BYTES:
-        raise PayloadTooLarge(
-            f"the file has {len(content)} bytes; at most {MAX_SET_BYTES} are accepted", field="file"
-        )
-    fmt = _text(data, "format", max_length=10)
-    if fmt is None and upload.filename:
-        lowered = upload.filename.lower()
-        fmt = "csv" if lowered.endswith(".csv") else "jsonl" if lowered.endswith(".jsonl") else None
-    if fmt not in (None, "jsonl", "csv"):
-        raise InvalidInput("`format` must be jsonl or csv", field="format")
-    name = _text(data, "name", max_length=100)
-    if name is None:
-        raise InvalidInput("name the set in the field `name`", field="name")
-    return await evaluation.upload(
-        actor_for(request),
-        name=name,
-        data=content,
-        task=_text(data, "task", max_length=20),
-        fmt=fmt,  # type: ignore[arg-type]
-        mode=_text(data, "mode", max_length=10) or mode,
-        policy=_text(data, "policy", max_length=100),
-        params=_object(_text(data, "params", max_length=100_000), "params"),
-        description=_text(data, "description", max_length=1000) or "",
-    )
 
 
 class EvalController(Controller):
@@ -148,7 +82,7 @@ class EvalController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Validate, seal and store the set (a new version), audited."""
-        return await upload_set(evaluation_of(services), request, data, mode="create")
+        return await upload_set(evaluation_of(services), actor_for(request), data, mode="create")
 
     @get(
         "/sets/{name:str}",

@@ -1,7 +1,8 @@
 """Admin REST API for policies: list, read, create versions, activate, roll back, assign.
 
-Every change is audited (`policy.created`, `policy.activated`, `policy.rolled_back`). Policies
-hold no personal data, so admins may read all of them.
+Every change goes through `PolicyService`, which audits it (`policy.created`,
+`policy.activated`, `policy.rolled_back`, `policy.assigned`, `policy.unassigned`) exactly as the
+console and the CLI do. Policies hold no personal data, so admins may read all of them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.api.schemas import error_responses
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
+from appliance.policies.service import ChangedBy, PolicyService
 from appliance.policies.store import VersionInfo
-from appliance.services import Services, audit_policy_change
+from appliance.services import Services
 
 
 class PolicyVersionIn(BaseModel):
@@ -61,6 +63,11 @@ class AssignmentIn(BaseModel):
     naming anything else is refused with 403 `policy_not_allowed`); null keeps the list."""
 
 
+def changes_of(services: Services) -> PolicyService:
+    """The policy changes of this app (stateless over its store and audit log)."""
+    return PolicyService(services.policies, services.audit)
+
+
 def _version(v: VersionInfo) -> dict[str, Any]:
     return {
         "number": v.number,
@@ -78,16 +85,6 @@ class PoliciesController(Controller):
     path = "/api/v1/policies"
     tags = ["policies"]
     opt = access(roles=("admin",), scopes=("admin",))
-
-    async def _audit(
-        self,
-        request: Request[Any, Any, Any],
-        services: Services,
-        action: str,
-        ref: str,
-        **details: str | int,
-    ) -> None:
-        await audit_policy_change(services, actor_for(request), action, ref, **details)
 
     @get("/", summary="List policies with their active versions", sync_to_thread=True)
     def list_policies(self, services: NamedDependency[Services]) -> dict[str, Any]:
@@ -156,12 +153,8 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Validates the YAML strictly (errors name line and field); same content is no change."""
-        actor = actor_for(request)
-        version = services.policies.create_version(
-            name, data.source, author=actor.id, comment=data.comment
-        )
-        await self._audit(
-            request, services, "policy.created", f"{name}@{version.version}", number=version.number
+        version = await changes_of(services).create_version(
+            name, data.source, by=ChangedBy.of(actor_for(request)), comment=data.comment
         )
         return _version(version)
 
@@ -179,8 +172,9 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Requests run under this version from now on."""
-        loaded = services.policies.activate(name, data.version, by=actor_for(request).id)
-        await self._audit(request, services, "policy.activated", loaded.ref)
+        loaded = await changes_of(services).activate(
+            name, data.version, by=ChangedBy.of(actor_for(request))
+        )
         return {"name": name, "version": loaded.version}
 
     @post(
@@ -196,8 +190,7 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Back to the version that was active before the current one."""
-        loaded = services.policies.rollback(name, by=actor_for(request).id)
-        await self._audit(request, services, "policy.rolled_back", loaded.ref)
+        loaded = await changes_of(services).rollback(name, by=ChangedBy.of(actor_for(request)))
         return {"name": name, "version": loaded.version}
 
     @put(
@@ -213,16 +206,11 @@ class PoliciesController(Controller):
         services: NamedDependency[Services],
     ) -> dict[str, Any]:
         """Resolution order for a request: key's bound policy, key, team, task, default."""
-        services.policies.assign(data.kind, data.target, data.policy, allowed=data.allowed)
-        ref = services.policies.get(data.policy).ref if data.policy else "(none)"
-        extra = {"allowed": ",".join(sorted(set(data.allowed)))[:200]} if data.allowed else {}
-        await self._audit(
-            request,
-            services,
-            "policy.activated",
-            ref,
-            kind=data.kind,
-            assigned_to=data.target,
-            **extra,
+        await changes_of(services).assign(
+            data.kind,
+            data.target,
+            data.policy,
+            by=ChangedBy.of(actor_for(request)),
+            allowed=data.allowed,
         )
         return data.model_dump()

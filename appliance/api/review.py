@@ -6,8 +6,7 @@ admin could mint would make the content-blind admin a reader. Every open and dec
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import anyio
 from litestar import Controller, Request, get, post
@@ -16,16 +15,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.schemas import error_responses
-from appliance.auth.guards import principal_of
-from appliance.auth.roles import access
-from appliance.errors import NotFound
-from appliance.review.queue import ReviewQueue
+from appliance.http.reviewer import REVIEWER, as_reviewer, queue_of
 from appliance.services import Services
-
-T = TypeVar("T")
-
-REVIEWER = access(roles=("staff",), permission="reviewer")
-"""Staff accounts holding the reviewer permission, signed in with a browser session."""
 
 
 class CorrectionIn(BaseModel):
@@ -40,25 +31,6 @@ class GoldenIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     set_name: str = Field(min_length=1, max_length=200)
-
-
-def queue_of(services: Services) -> ReviewQueue:
-    """The app's review queue."""
-    if services.review is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("the review queue is not configured")
-    return services.review
-
-
-async def as_reviewer(
-    request: Request[Any, Any, Any],
-    services: Services,
-    step: Callable[[ReviewQueue, str, str], T],
-) -> T:
-    """One queue step (`step(queue, actor_id, role)`) off the event loop, as the signed-in
-    reviewer: the queue checks the role and audits the step under that actor."""
-    principal = principal_of(request)
-    queue = queue_of(services)
-    return await anyio.to_thread.run_sync(lambda: step(queue, principal.actor_id, principal.role))
 
 
 class ReviewController(Controller):

@@ -187,24 +187,55 @@ class UserDisabled(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PolicyCreated(Event):
-    """A new policy version was saved; `target` is `name@version`."""
+class PolicyEvent(Event):
+    """Base of events about a policy change: `policy` is the `name@version` concerned."""
+
+    policy: str | None = None
+
+    def record(self) -> AuditRecord:
+        """The row this event becomes, with the policy's `name@version`."""
+        return replace(super().record(), policy=self.policy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyCreated(PolicyEvent):
+    """A new policy version was saved (not active yet); `target` and `policy` are
+    `name@version`, `details.number` the version's number."""
 
     name = "policy.created"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PolicyActivated(Event):
-    """A policy version became the active one; `target` is `name@version`."""
+class PolicyActivated(PolicyEvent):
+    """A policy version became the active one; `target` and `policy` are `name@version`,
+    `details` its number and the version active before (`previous`)."""
 
     name = "policy.activated"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PolicyRolledBack(Event):
-    """The active policy was set back to an earlier version; `target` is `name@version`."""
+class PolicyRolledBack(PolicyEvent):
+    """The active policy was set back to an earlier version; `target` and `policy` are
+    `name@version` (the version now active), `details` its number and `previous`."""
 
     name = "policy.rolled_back"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyAssigned(PolicyEvent):
+    """A policy was assigned to an API key, a team or a task; `target` is `apikey:<id>`,
+    `team:<name>` or `task:<name>`, `policy` the assigned `name@version`, `details` the kind,
+    the assignee and the other policies requests under it may name (`allowed`)."""
+
+    name = "policy.assigned"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyUnassigned(PolicyEvent):
+    """The policy assignment of an API key, a team or a task was removed; `target` as for
+    `policy.assigned`; requests there fall back to the next assignment or the default."""
+
+    name = "policy.unassigned"
 
 
 # --- the request path -----------------------------------------------------------------------
@@ -345,35 +376,47 @@ class DocumentExpired(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewQueued(Event):
+class ReviewEvent(Event):
+    """Base of events about a review item: the request's policy and model ride along."""
+
+    policy: str | None = None
+    model: str | None = None
+
+    def record(self) -> AuditRecord:
+        """The row this event becomes, with the item's policy and model."""
+        return replace(super().record(), policy=self.policy, model=self.model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewQueued(ReviewEvent):
     """A task output was queued for review; `target` is the item, `outcome` the reason."""
 
     name = "review.queued"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewOpened(Event):
+class ReviewOpened(ReviewEvent):
     """A reviewer opened a queued item; `details` say whether content was shown."""
 
     name = "review.opened"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewAccepted(Event):
+class ReviewAccepted(ReviewEvent):
     """A reviewer accepted a queued output as right; `target` is the item."""
 
     name = "review.accepted"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewCorrected(Event):
+class ReviewCorrected(ReviewEvent):
     """A reviewer recorded the right output for a queued item; `target` is the item."""
 
     name = "review.corrected"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewGoldenAdded(Event):
+class ReviewGoldenAdded(ReviewEvent):
     """A reviewed item was appended to a golden set; `details` name the set and its version."""
 
     name = "review.golden_added"
@@ -429,14 +472,25 @@ class EvalApplied(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelPullStarted(Event):
+class ModelEvent(Event):
+    """Base of events about a model on a backend: `model` names it."""
+
+    model: str | None = None
+
+    def record(self) -> AuditRecord:
+        """The row this event becomes, with the model's name."""
+        return replace(super().record(), model=self.model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPullStarted(ModelEvent):
     """An admin started pulling a model on an Ollama backend; `target` is `backend:model`."""
 
     name = "model.pull_started"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelPulled(Event):
+class ModelPulled(ModelEvent):
     """A model pull ended; `outcome` is `ok` or the error code, `details` the pull id and bytes."""
 
     name = "model.pulled"

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import sys
 
+from appliance.audit.events import UserCreated
 from appliance.audit.store import AuditLog
 from appliance.auth import accounts, apikeys
 from appliance.auth.identity import Caller, Identity
@@ -38,7 +39,7 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
     identity = _identity(settings)
     user, password = accounts.create_user(identity.engine, username=args.username, role=args.role)
     identity.record_sync(
-        "user.created", actor=_actor(), outcome="ok", caller=_CALLER, target=f"user:{user.id}"
+        UserCreated, actor=_actor(), outcome="ok", caller=_CALLER, target=f"user:{user.id}"
     )
     print(f"created {user.username} ({user.role}); change the password at first sign-in")
     print(password)

@@ -17,6 +17,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from appliance.audit.events import ApiKeyDenied
 from appliance.auth.identity import Caller, Identity
 from appliance.auth.roles import ACCESS_OPT, PUBLIC_OPT, Access, Principal
 from appliance.auth.sessions import SESSION_COOKIE
@@ -125,7 +126,7 @@ async def enforce_access(
     if not principal.allowed(rule):
         if principal.kind == "apikey":
             await identity.record(
-                "apikey.denied",
+                ApiKeyDenied,
                 actor=principal.actor_id,
                 outcome="scope",
                 caller=caller,

@@ -17,6 +17,19 @@ from typing import Any
 import anyio
 from sqlalchemy import Engine
 
+from appliance.audit.events import (
+    ApiKeyCreated,
+    ApiKeyDenied,
+    ApiKeyRevoked,
+    AuthLogin,
+    AuthLoginFailed,
+    AuthLogout,
+    Event,
+    SessionRevoked,
+    UserDisabled,
+    UserReviewerChanged,
+    UserRoleChanged,
+)
 from appliance.audit.events import AuthThrottled as AuthThrottledEvent
 from appliance.audit.store import AuditLog, AuditRecord
 from appliance.auth import accounts, apikeys, sessions
@@ -56,7 +69,7 @@ class Identity:
 
     def record_sync(
         self,
-        action: str,
+        event: type[Event],
         *,
         actor: str,
         outcome: str,
@@ -68,7 +81,7 @@ class Identity:
         """Write one auth event (ids, outcomes and reasons only; never a secret)."""
         return self.audit.append_sync(
             audit_record(
-                action,
+                event.name,
                 actor=actor,
                 outcome=outcome,
                 source=caller.source,
@@ -81,7 +94,7 @@ class Identity:
 
     async def record(
         self,
-        action: str,
+        event: type[Event],
         *,
         actor: str,
         outcome: str,
@@ -93,7 +106,7 @@ class Identity:
         """`record_sync` off the event loop."""
         return await anyio.to_thread.run_sync(
             lambda: self.record_sync(
-                action,
+                event,
                 actor=actor,
                 outcome=outcome,
                 caller=caller,
@@ -130,12 +143,12 @@ class Identity:
         except LoginFailed as exc:
             actor = f"user:{exc.user_id}" if exc.user_id else f"username:{username[:100]}"
             await self.record(
-                "auth.login_failed", actor=actor, outcome=exc.reason, caller=caller, status=401
+                AuthLoginFailed, actor=actor, outcome=exc.reason, caller=caller, status=401
             )
             raise
         except LoginThrottled as exc:
             await self.record(
-                "auth.login_failed",
+                AuthLoginFailed,
                 actor=f"user:{exc.user_id}",
                 outcome="locked",
                 caller=caller,
@@ -144,7 +157,7 @@ class Identity:
             raise
         except RateLimited:
             await self.record(
-                "auth.login_failed",
+                AuthLoginFailed,
                 actor=f"username:{username[:100]}",
                 outcome="rate_limited",
                 caller=caller,
@@ -160,7 +173,7 @@ class Identity:
             lambda: sessions.create(self.engine, user_id=user.id, source=caller.source)
         )
         await self.record(
-            "auth.login",
+            AuthLogin,
             actor=f"user:{user.id}",
             outcome=method,
             caller=caller,
@@ -177,7 +190,7 @@ class Identity:
         session_hash = principal.session_hash
         await anyio.to_thread.run_sync(lambda: sessions.end(self.engine, session_hash))
         await self.record(
-            "auth.logout",
+            AuthLogout,
             actor=principal.actor_id,
             outcome="ok",
             caller=caller,
@@ -226,7 +239,7 @@ class Identity:
             self.auth_throttle.failed(address)
             actor = f"apikey:{check.key_id}" if check.key_id else "anonymous"
             await self.record(
-                "apikey.denied", actor=actor, outcome=check.reason, caller=caller, status=401
+                ApiKeyDenied, actor=actor, outcome=check.reason, caller=caller, status=401
             )
             exc = AuthError("the API key is not valid (unknown, revoked or expired)")
             exc.audited = True  # type: ignore[attr-defined]
@@ -287,7 +300,7 @@ class Identity:
             owner_id=owner_id,
         )
         self.record_sync(
-            "apikey.created", actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
+            ApiKeyCreated, actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
         )
         return row, key
 
@@ -296,7 +309,7 @@ class Identity:
         row = apikeys.find(self.engine, ref)
         apikeys.revoke(self.engine, row.id)
         self.record_sync(
-            "apikey.revoked", actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
+            ApiKeyRevoked, actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
         )
         return row
 
@@ -307,7 +320,7 @@ class Identity:
         if old != role:
             sessions.end_all(self.engine, user.id)
             self.record_sync(
-                "user.role_changed",
+                UserRoleChanged,
                 actor=actor,
                 outcome=f"{old}->{role}",
                 caller=caller,
@@ -322,7 +335,7 @@ class Identity:
         if accounts.set_reviewer(self.engine, user.id, reviewer) != reviewer:
             sessions.end_all(self.engine, user.id)
             self.record_sync(
-                "user.reviewer_changed",
+                UserReviewerChanged,
                 actor=actor,
                 outcome="granted" if reviewer else "revoked",
                 caller=caller,
@@ -336,7 +349,7 @@ class Identity:
         user = accounts.find_user(self.engine, ref)
         accounts.set_disabled(self.engine, user.id, True)
         self.record_sync(
-            "user.disabled", actor=actor, outcome="ok", caller=caller, target=f"user:{user.id}"
+            UserDisabled, actor=actor, outcome="ok", caller=caller, target=f"user:{user.id}"
         )
         self.revoke_access_sync(user.id, actor=actor, caller=caller)
         return accounts.find_user(self.engine, user.id)
@@ -346,7 +359,7 @@ class Identity:
         ended = sessions.end_all(self.engine, user_id)
         if ended:
             self.record_sync(
-                "session.revoked",
+                SessionRevoked,
                 actor=actor,
                 outcome=f"ended {ended}",
                 caller=caller,
@@ -355,7 +368,7 @@ class Identity:
         keys = apikeys.revoke_owned(self.engine, user_id)
         for key_id in keys:
             self.record_sync(
-                "apikey.revoked",
+                ApiKeyRevoked,
                 actor=actor,
                 outcome="ok",
                 caller=caller,

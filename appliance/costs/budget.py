@@ -4,6 +4,9 @@ Spend is the cost of requests served by an external tier in the current calendar
 read from the usage rows. The cap starts as the `escalation_budget_usd` setting; an admin can set
 it at runtime, which adds a row here (newest row wins, so the rows are also its history). What
 happens past the cap is the policy's `routing.over_budget`: `stay_on_prem` or `refuse`.
+
+`EscalationBudget.change` is the one way the API and the console change the cap: the new row and
+its `budget.changed` audit event commit together.
 """
 
 from __future__ import annotations
@@ -12,15 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from sqlalchemy import DateTime, Engine, func
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
+from appliance.audit.events import BudgetChanged
+from appliance.audit.store import AuditLog
+from appliance.auth.actor import Actor
 from appliance.costs.models import UsageRecord
 from appliance.db.engine import session_scope
 from appliance.db.models import utcnow
 from appliance.errors import InvalidInput
 
 EXTERNAL_TIER = "external"
+BUDGET_TARGET = "escalation_budget"
+"""The `target` of `budget.changed` events."""
 
 
 class BudgetChange(SQLModel, table=True):
@@ -110,15 +119,43 @@ class EscalationBudget:
     def cap(self) -> tuple[float | None, str]:
         """The cap in force and where it comes from (`setting` or `admin`)."""
         with session_scope(self._engine) as session:
-            row = session.exec(
-                select(BudgetChange).order_by(col(BudgetChange.id).desc()).limit(1)
-            ).first()
+            return self._cap(session)
+
+    def _cap(self, session: Session) -> tuple[float | None, str]:
+        row = session.exec(
+            select(BudgetChange).order_by(col(BudgetChange.id).desc()).limit(1)
+        ).first()
         if row is None:
             return self.default_cap, "setting"
         return row.cap_usd, "admin"
 
+    def change_sync(self, cap_usd: float | None, *, actor: Actor, audit: AuditLog) -> BudgetStatus:
+        """Set the cap (None: no cap) as `actor` and audit `budget.changed` with the old and
+        new cap in cents, in one commit; returns the budget's status under the new cap."""
+        cap_usd = check_cap(cap_usd)
+        with audit.transaction() as tx:
+            previous, _ = self._cap(tx.session)
+            tx.session.add(BudgetChange(cap_usd=cap_usd, changed_by=actor.id[:200]))
+            tx.append(
+                BudgetChanged(
+                    actor=actor.id,
+                    role=actor.role,
+                    source=actor.source,
+                    target=BUDGET_TARGET,
+                    details={"old_cap_cents": _cents(previous), "new_cap_cents": _cents(cap_usd)},
+                ).record()
+            )
+        return self.status()
+
+    async def change(self, cap_usd: float | None, *, actor: Actor, audit: AuditLog) -> BudgetStatus:
+        """`change_sync` in a worker thread."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.change_sync(cap_usd, actor=actor, audit=audit)
+        )
+
     def set_cap(self, cap_usd: float | None, *, actor: str) -> float | None:
-        """Set the cap (None: no cap); returns the previous cap. The caller audits it."""
+        """Set the cap (None: no cap) without an audit event; returns the previous cap.
+        Admins change it through `change`, which audits."""
         cap_usd = check_cap(cap_usd)
         previous, _ = self.cap()
         with session_scope(self._engine) as session:
@@ -147,3 +184,7 @@ class EscalationBudget:
             source=source,
             resets_at=next_month_start(now),
         )
+
+
+def _cents(value: float | None) -> int | None:
+    return None if value is None else round(value * 100)

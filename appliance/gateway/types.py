@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from appliance.audit.events import GENERIC_COMPLETION, PiiAnalyzed, PiiRedacted
 from appliance.audit.store import AuditRecord
 from appliance.auth.actor import Actor
 from appliance.errors import DetectorUnavailable
@@ -19,9 +20,9 @@ from appliance.pii.detector import PiiDetector
 from appliance.pii.vault import PseudonymScope
 from appliance.policies.schema import LoadedPolicy
 
-CHAT_ACTION = "chat.completion"
-PII_ANALYZED = "pii.analyzed"
-PII_REDACTED = "pii.redacted"
+CHAT_ACTION = GENERIC_COMPLETION
+PII_ANALYZED = PiiAnalyzed.name
+PII_REDACTED = PiiRedacted.name
 _OWN_EVENT_OUTCOMES = frozenset({"policy_not_allowed", "detector_unavailable"})
 """Refusals recorded as their own event on every route (see `_refuse`)."""
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from appliance.audit.events import ModelEvent, ModelPulled, ModelPullStarted
 from appliance.audit.store import AuditLog, AuditRecord
 from appliance.auth.actor import Actor
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
@@ -191,7 +192,7 @@ class ModelPulls:
             nodes=[t.name for t in targets],
             actor=actor.id,
         )
-        await self.audit.append(self._record(actor, job, "model.pull_started", "ok"))
+        await self.audit.append(self._record(actor, job, ModelPullStarted, "ok"))
         self._jobs[job.id] = job
         self._forget_old()
         job.task = asyncio.create_task(self._run(actor, job, targets))
@@ -215,7 +216,7 @@ class ModelPulls:
         except Exception as exc:  # a broken stream must end the job, not leave it running
             outcome, error = "internal_error", type(exc).__name__
         # The audit row is committed before the job reports its end.
-        record = self._record(actor, job, "model.pulled", outcome)
+        record = self._record(actor, job, ModelPulled, outcome)
         await asyncio.shield(self.audit.append(record))
         job.finished_at = datetime.now(UTC).isoformat()
         job.error = error
@@ -223,12 +224,13 @@ class ModelPulls:
         if cancelled:
             raise asyncio.CancelledError
 
-    def _record(self, actor: Actor, job: PullJob, action: str, outcome: str) -> AuditRecord:
-        return AuditRecord(
+    def _record(
+        self, actor: Actor, job: PullJob, event: type[ModelEvent], outcome: str
+    ) -> AuditRecord:
+        return event(
             actor=actor.id,
             role=actor.role,
             source=actor.source,
-            action=action,
             outcome=outcome,
             model=job.model,
             target=f"{job.backend}:{job.model}",
@@ -237,7 +239,7 @@ class ModelPulls:
                 "nodes": len(job.nodes),
                 "bytes": sum(t for _, t in job.layers.values()),
             },
-        )
+        ).record()
 
     def _forget_old(self) -> None:
         finished = [j for j in self.jobs() if j.status != "running"]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.audit.store import AuditLog, AuditRecord
+from appliance.audit.store import AuditLog
 from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
 from appliance.errors import ApplianceError
@@ -25,11 +25,17 @@ from appliance.pii.detector import DetectionSpec, load_detector
 from appliance.pii.keys import load_or_create_key
 from appliance.policies.loader import load_directory, load_policy_file, parse_policy
 from appliance.policies.schema import LoadedPolicy
+from appliance.policies.service import ChangedBy, PolicyService
 from appliance.policies.store import PolicyStore
 
 
 def _actor(args: argparse.Namespace) -> str:
     return f"cli:{getattr(args, 'by', None) or getpass.getuser()}"
+
+
+def _by(args: argparse.Namespace) -> ChangedBy:
+    # Whoever can run the CLI on the box administers it; there is no address to record.
+    return ChangedBy(_actor(args), "admin")
 
 
 def _store(settings: Settings) -> tuple[PolicyStore, AuditLog]:
@@ -122,63 +128,43 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(
-    audit: AuditLog, action: str, args: argparse.Namespace, policy: str, **details: Any
-) -> None:
-    audit.append_sync(
-        AuditRecord(
-            actor=_actor(args),
-            role="admin",
-            action=action,
-            outcome="ok",
-            policy=policy,
-            target=policy.split("@")[0],
-            details=details,
-        )
-    )
+def _changes(settings: Settings) -> PolicyService:
+    store, audit = _store(settings)
+    return PolicyService(store, audit)
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     """Store a file as a new version of the policy it names (activation is separate)."""
-    store, audit = _store(settings)
+    changes = _changes(settings)
     text = Path(args.file).read_text(encoding="utf-8")
     name = parse_policy(text, source=args.file).policy.name
-    version = store.create_version(name, text, author=_actor(args), comment=args.comment or "")
-    _audit(audit, "policy.created", args, f"{name}@{version.version}", number=version.number)
+    version = changes.create_version_sync(name, text, by=_by(args), comment=args.comment or "")
     print(f"{name} v{version.number} {version.version} stored (not active)")
     return 0
 
 
 def cmd_activate(settings: Settings, args: argparse.Namespace) -> int:
     """Make a version the one requests run under."""
-    store, audit = _store(settings)
-    loaded = store.activate(args.name, args.version, by=_actor(args))
-    _audit(audit, "policy.activated", args, loaded.ref)
+    loaded = _changes(settings).activate_sync(args.name, args.version, by=_by(args))
     print(f"{loaded.ref} is active")
     return 0
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     """Return to the previously active version."""
-    store, audit = _store(settings)
-    loaded = store.rollback(args.name, by=_actor(args))
-    _audit(audit, "policy.rolled_back", args, loaded.ref)
+    loaded = _changes(settings).rollback_sync(args.name, by=_by(args))
     print(f"{loaded.ref} is active again")
     return 0
 
 
 def cmd_assign(settings: Settings, args: argparse.Namespace) -> int:
     """Assign a policy to an API key, team or task (or remove the assignment)."""
-    store, audit = _store(settings)
     policy = None if args.remove else args.policy
     if policy is None and not args.remove:
         print("error: name a policy or pass --remove", file=sys.stderr)
         return 1
     allowed = [n for n in (args.allow or "").split(",") if n] if args.allow is not None else None
-    store.assign(args.kind, args.target, policy, allowed=allowed)
-    _audit(
-        audit, "policy.activated", args, policy or "(none)", kind=args.kind, assigned_to=args.target
-    )
+    _changes(settings).assign_sync(args.kind, args.target, policy, by=_by(args), allowed=allowed)
     print(f"{args.kind} {args.target}: {policy or 'assignment removed'}")
     return 0
 

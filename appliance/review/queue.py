@@ -27,6 +27,14 @@ import anyio
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from appliance.audit.events import (
+    ReviewAccepted,
+    ReviewCorrected,
+    ReviewEvent,
+    ReviewGoldenAdded,
+    ReviewOpened,
+    ReviewQueued,
+)
 from appliance.audit.store import AuditLog, AuditRecord, ChainTransaction
 from appliance.auth.actor import is_evaluation
 from appliance.db.engine import scrub, secure_delete_on, session_scope
@@ -160,16 +168,15 @@ class ReviewQueue:
         with self.audit.transaction() as tx:
             tx.session.add(item)
             tx.append(
-                AuditRecord(
+                ReviewQueued(
                     actor=captured.actor,
-                    action="review.queued",
                     outcome=reason,
                     policy=captured.policy.ref,
                     model=captured.model,
                     request_id=captured.request_id,
                     target=f"review:{item.id}",
                     details={"task": captured.task, "content_kept": item.content_kept},
-                )
+                ).record()
             )
         return item.id
 
@@ -255,23 +262,21 @@ class ReviewQueue:
 
     @staticmethod
     def _event(
-        action: str, item: ReviewItem, *, actor: str, role: str, **details: Any
+        event: type[ReviewEvent], item: ReviewItem, *, actor: str, role: str, **details: Any
     ) -> AuditRecord:
-        return AuditRecord(
+        return event(
             actor=actor,
             role=role,
-            action=action,
-            outcome="ok",
             policy=item.policy,
             model=item.model,
             request_id=item.request_id,
             target=f"review:{item.id}",
             details={"task": item.task, **details},
-        )
+        ).record()
 
     def _record(
         self,
-        action: str,
+        event: type[ReviewEvent],
         item: ReviewItem,
         *,
         actor: str,
@@ -279,11 +284,11 @@ class ReviewQueue:
         tx: ChainTransaction | None = None,
         **details: Any,
     ) -> None:
-        event = self._event(action, item, actor=actor, role=role, **details)
+        record = self._event(event, item, actor=actor, role=role, **details)
         if tx is not None:
-            tx.append(event)
+            tx.append(record)
         else:
-            self.audit.append_sync(event)
+            self.audit.append_sync(record)
 
     def open_sync(
         self,
@@ -313,7 +318,7 @@ class ReviewQueue:
             view["content"] = content
             view["note"] = None
         if audit:
-            self._record("review.opened", item, actor=actor, role=role, content=content is not None)
+            self._record(ReviewOpened, item, actor=actor, role=role, content=content is not None)
         return view
 
     # -- decisions -----------------------------------------------------------------------------
@@ -358,7 +363,7 @@ class ReviewQueue:
             session.refresh(item)
             summary = self.summary(item)
             self._record(
-                "review.corrected" if corrected else "review.accepted",
+                ReviewCorrected if corrected else ReviewAccepted,
                 item,
                 actor=actor,
                 role=role,
@@ -411,7 +416,7 @@ class ReviewQueue:
             row.golden_version = int(version)
             tx.session.add(row)
             self._record(
-                "review.golden_added",
+                ReviewGoldenAdded,
                 item,
                 actor=actor,
                 role=role,

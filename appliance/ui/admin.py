@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 
+from appliance.audit.events import UserCreated
 from appliance.auth import accounts, apikeys
 from appliance.auth.guards import caller_of, identity_of, principal_of
 from appliance.auth.roles import ROLES, SCOPES, access
@@ -124,7 +125,7 @@ class UserPagesController(Controller):
             )
         )
         await identity.record(
-            "user.created",
+            UserCreated,
             actor=principal_of(request).actor_id,
             outcome="ok",
             caller=caller_of(request),

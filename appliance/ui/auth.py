@@ -18,6 +18,7 @@ from litestar.params import URLEncodedBody
 from litestar.response import Redirect, Response, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
+from appliance.audit.events import AuthLoginFailed, UserPasswordChanged, UserRoleChanged
 from appliance.auth import accounts, sessions
 from appliance.auth.guards import CSRF_FIELD, caller_of, identity_of, principal_of
 from appliance.auth.oidc import LOGIN_COOKIE, OidcClient
@@ -169,7 +170,7 @@ class AuthPagesController(Controller):
             )
         await anyio.to_thread.run_sync(lambda: sessions.end_all(identity.engine, principal.id))
         await identity.record(
-            "user.password_changed",
+            UserPasswordChanged,
             actor=principal.actor_id,
             outcome="ok",
             caller=caller,
@@ -218,7 +219,7 @@ class AuthPagesController(Controller):
         except LoginFailed as exc:
             actor = f"user:{exc.user_id}" if exc.user_id else "anonymous"
             await identity.record(
-                "auth.login_failed", actor=actor, outcome=exc.reason, caller=caller, status=401
+                AuthLoginFailed, actor=actor, outcome=exc.reason, caller=caller, status=401
             )
             page = _login_page(
                 request, error="Single sign-on failed; please try again.", status=401
@@ -227,7 +228,7 @@ class AuthPagesController(Controller):
             return page
         if previous is not None:
             await identity.record(
-                "user.role_changed",
+                UserRoleChanged,
                 actor="sso",
                 outcome=f"{previous}->{user.role}",
                 caller=caller,

@@ -16,9 +16,10 @@ from litestar.response import Template
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
+from appliance.costs.budget import EscalationBudget
 from appliance.costs.monthly import overview
 from appliance.errors import InvalidInput, NotFound
-from appliance.services import Services, change_escalation_budget
+from appliance.services import Services
 from appliance.ui import charts
 from appliance.ui.common import fragment, render
 
@@ -35,11 +36,16 @@ def _money(groups: list[tuple[str, list[float]]]) -> tuple[list[tuple[str, list[
     return groups, "$"
 
 
-def cost_page(services: Services) -> dict[str, Any]:
-    """Charts and figures of the last `MONTHS` months and of the current one."""
+def _budget(services: Services) -> EscalationBudget:
     budget = services.gateway.routing.budget
     if budget is None:  # pragma: no cover - every app built by create_app has one
         raise NotFound("no escalation budget is configured")
+    return budget
+
+
+def cost_page(services: Services) -> dict[str, Any]:
+    """Charts and figures of the last `MONTHS` months and of the current one."""
+    budget = _budget(services)
     reference_model = services.gateway.routing.costs.reference_model
     body = overview(services.engine, budget, reference_model=reference_model, months=MONTHS)
     months: list[dict[str, Any]] = body["months"]
@@ -116,6 +122,9 @@ class CostPagesController(Controller):
     ) -> Template:
         """Set the monthly escalation budget (audited); answers the budget panel."""
         cap = _cap_from_form(str(data.get("cap_usd", "")))
-        status = await change_escalation_budget(services, actor_for(request), cap)
+        changed = await _budget(services).change(
+            cap, actor=actor_for(request), audit=services.audit
+        )
+        status = changed.to_dict()
         shown = "no cap" if cap is None else f"${cap:,.2f} a month"
         return fragment("_costs_budget.html", budget=status, note=f"Budget set: {shown}.")

@@ -17,13 +17,13 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 
-from appliance.api.eval import evaluation_of, upload_set
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
 from appliance.eval import goldensets
 from appliance.eval.samples import load_samples
 from appliance.eval.service import DEFAULT_BAR, check_bar
+from appliance.eval.upload import UPLOAD_CEILING_BYTES, evaluation_of, upload_set
 from appliance.services import Services
 from appliance.ui import charts
 from appliance.ui.common import fragment, render
@@ -244,7 +244,7 @@ class EvalPagesController(Controller):
         context = await anyio.to_thread.run_sync(lambda: index_context(services))
         return render(request, "eval.html", **context, note=None)
 
-    @post("/sets", status_code=200, request_max_body_size=21_000_000)
+    @post("/sets", status_code=200, request_max_body_size=UPLOAD_CEILING_BYTES)
     async def upload(
         self,
         request: Request[Any, Any, Any],
@@ -252,7 +252,7 @@ class EvalPagesController(Controller):
         services: NamedDependency[Services],
     ) -> Template:
         """Upload a set (new set or new version); answers the sets panel."""
-        body = await upload_set(evaluation_of(services), request, data, mode="create")
+        body = await upload_set(evaluation_of(services), actor_for(request), data, mode="create")
         sets = await anyio.to_thread.run_sync(goldensets.list_sets, services.engine)
         note = f"Set {body['name']} is at version {body['version']} with {body['items']} items."
         return fragment("_eval_sets.html", sets=sets, note=note)

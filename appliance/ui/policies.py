@@ -1,8 +1,9 @@
 """The admin policy console: list, view, edit YAML with inline errors, test, diff, activate.
 
 Storage and validation are `PolicyStore`'s; the test pane runs the gateway's own detector under
-the draft. Every change is audited like the policy API and CLI do (`policy.created`,
-`policy.activated`, `policy.rolled_back`).
+the draft. Every change goes through `PolicyService`, which audits it exactly as for the policy
+API and CLI (`policy.created`, `policy.activated`, `policy.rolled_back`, `policy.assigned`,
+`policy.unassigned`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import anyio
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
@@ -24,7 +24,8 @@ from appliance.auth.roles import access
 from appliance.db.models import PolicyAssignment
 from appliance.errors import InvalidInput, PolicyError
 from appliance.policies.loader import parse_policy
-from appliance.services import Services, audit_policy_change
+from appliance.policies.service import ChangedBy, PolicyService
+from appliance.services import Services
 from appliance.ui.common import fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
 
@@ -66,15 +67,9 @@ class PolicyPagesController(Controller):
     path = "/admin/policies"
     opt = access(roles=("admin",))
 
-    async def _audit(
-        self,
-        request: Request[Any, Any, Any],
-        services: Services,
-        action: str,
-        ref: str,
-        **details: str | int,
-    ) -> None:
-        await audit_policy_change(services, actor_for(request), action, ref, **details)
+    @staticmethod
+    def _changes(services: Services) -> PolicyService:
+        return PolicyService(services.policies, services.audit)
 
     def _versions(self, services: Services, name: str, *, note: str | None = None) -> Template:
         store = services.policies
@@ -185,14 +180,11 @@ class PolicyPagesController(Controller):
         services: NamedDependency[Services],
     ) -> Template:
         """Store the draft as a new (inactive) version; a bad draft shows its error inline."""
-        actor = actor_for(request)
         source = data.get("source", "")
         comment = data.get("comment", "")[:1000]
         try:
-            version = await anyio.to_thread.run_sync(
-                lambda: services.policies.create_version(
-                    name, source, author=actor.id, comment=comment
-                )
+            version = await self._changes(services).create_version(
+                name, source, by=ChangedBy.of(actor_for(request)), comment=comment
             )
         except (PolicyError, InvalidInput) as exc:
             return fragment(
@@ -201,13 +193,6 @@ class PolicyPagesController(Controller):
                 status=422,
                 headers={"HX-Retarget": "#yaml-check", "HX-Reswap": "innerHTML"},
             )
-        await self._audit(
-            request,
-            services,
-            "policy.created",
-            f"{name}@{version.version}",
-            number=version.number,
-        )
         return self._versions(services, name, note=f"Saved as version {version.number}.")
 
     @post("/{name:str}/activate", status_code=200)
@@ -219,12 +204,8 @@ class PolicyPagesController(Controller):
         services: NamedDependency[Services],
     ) -> Template:
         """Requests run under this version from now on."""
-        by = actor_for(request).id
-        version = data.get("version", "")
-        loaded = await anyio.to_thread.run_sync(
-            lambda: services.policies.activate(name, version, by=by)
-        )
-        await self._audit(request, services, "policy.activated", loaded.ref)
+        by = ChangedBy.of(actor_for(request))
+        loaded = await self._changes(services).activate(name, data.get("version", ""), by=by)
         return self._versions(services, name, note=f"{loaded.ref} is active.")
 
     @post("/{name:str}/rollback", status_code=200)
@@ -235,9 +216,8 @@ class PolicyPagesController(Controller):
         services: NamedDependency[Services],
     ) -> Template:
         """Back to the version that was active before."""
-        by = actor_for(request).id
-        loaded = await anyio.to_thread.run_sync(lambda: services.policies.rollback(name, by=by))
-        await self._audit(request, services, "policy.rolled_back", loaded.ref)
+        by = ChangedBy.of(actor_for(request))
+        loaded = await self._changes(services).rollback(name, by=by)
         return self._versions(services, name, note=f"Rolled back: {loaded.ref} is active.")
 
     @get("/{name:str}/diff", sync_to_thread=True)
@@ -278,13 +258,12 @@ class PolicyPagesController(Controller):
         if not target or len(target) > 200:
             raise InvalidInput("give the key id, team or task to assign to", field="target")
         policy = data.get("policy") or None
-        await anyio.to_thread.run_sync(
-            lambda: services.policies.assign(
-                cast(Literal["key", "team", "task"], kind), target, policy
-            )
+        await self._changes(services).assign(
+            cast(Literal["key", "team", "task"], kind),
+            target,
+            policy,
+            by=ChangedBy.of(actor_for(request)),
         )
-        ref = services.policies.get(policy).ref if policy else "(none)"
-        await self._audit(request, services, "policy.activated", ref, kind=kind, assigned_to=target)
         return fragment(
             "_assignments.html",
             assignments=_assignments(services),

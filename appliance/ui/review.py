@@ -15,8 +15,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 
-from appliance.api.review import REVIEWER, as_reviewer, queue_of
 from appliance.errors import InvalidInput
+from appliance.http.reviewer import REVIEWER, as_reviewer, queue_of
 from appliance.review.models import STATUSES
 from appliance.services import Services
 from appliance.ui.common import fragment, render

@@ -81,6 +81,10 @@ def test_assignment_changes_the_policy_a_key_runs_under(appliance: RunningApplia
         json={"kind": "key", "target": actor.removeprefix("apikey:"), "policy": "strict"},
     )
     assert assigned.is_success, assigned.text
+    with Session(appliance.services.engine) as session:
+        [event] = session.exec(select(AuditEvent).where(AuditEvent.action == "policy.assigned"))
+    assert event.target == actor and event.policy == appliance.services.policies.get("strict").ref
+    assert event.details == {"kind": "key", "assigned_to": actor.removeprefix("apikey:")}
     blocked = appliance.client.post("/api/v1/chat", json=body)
     assert blocked.status_code == 422
     assert blocked.json()["error"]["receipt"]["policy"]["name"] == "strict"
@@ -90,3 +94,4 @@ def test_assignment_changes_the_policy_a_key_runs_under(appliance: RunningApplia
         json={"kind": "key", "target": actor.removeprefix("apikey:"), "policy": None},
     )
     assert appliance.client.post("/api/v1/chat", json=body).status_code == 200
+    assert "policy.unassigned" in _actions(appliance)

@@ -9,12 +9,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlmodel import col, select
 
-from appliance.costs.budget import EscalationBudget, month_start, next_month_start
+from appliance.audit.store import AuditLog
+from appliance.auth.actor import Actor
+from appliance.costs.budget import BudgetChange, EscalationBudget, month_start, next_month_start
 from appliance.costs.models import UsageRecord
 from appliance.costs.monthly import monthly_report, shift_months
 from appliance.costs.store import UsageLog
-from appliance.db.engine import make_engine, upgrade
+from appliance.db.engine import make_engine, session_scope, upgrade
+from appliance.db.models import AuditEvent
 from appliance.errors import InvalidInput
 from appliance.policies.schema import RoutingRules
 
@@ -81,6 +85,39 @@ def test_the_newest_admin_setting_wins_and_none_lifts_the_cap(engine: Engine) ->
     for bad in (-1.0, float("nan"), 1e12):
         with pytest.raises(InvalidInput):
             budget.set_cap(bad, actor="user:a")
+
+
+def test_a_change_and_its_audit_event_commit_together(engine: Engine) -> None:
+    budget = EscalationBudget(engine, default_cap=5.0)
+    audit = AuditLog(engine)
+    admin = Actor(id="user:a", role="admin", source="10.0.0.7")
+    status = budget.change_sync(12.5, actor=admin, audit=audit)
+    assert status.cap_usd == 12.5 and status.source == "admin"
+    budget.change_sync(None, actor=admin, audit=audit)
+    with pytest.raises(InvalidInput):
+        budget.change_sync(-1.0, actor=admin, audit=audit)
+    with session_scope(engine) as session:
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))).all()
+        changes = session.exec(select(BudgetChange)).all()
+    assert [(r.action, r.actor, r.role, r.source, r.target, r.details) for r in rows] == [
+        (
+            "budget.changed",
+            "user:a",
+            "admin",
+            "10.0.0.7",
+            "escalation_budget",
+            {"old_cap_cents": 500, "new_cap_cents": 1250},
+        ),
+        (
+            "budget.changed",
+            "user:a",
+            "admin",
+            "10.0.0.7",
+            "escalation_budget",
+            {"old_cap_cents": 1250, "new_cap_cents": None},
+        ),
+    ]
+    assert [c.cap_usd for c in changes] == [12.5, None]  # the refused cap stored nothing
 
 
 def test_monthly_report_per_month_and_model(engine: Engine) -> None:
