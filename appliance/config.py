@@ -321,6 +321,12 @@ class Settings(BaseSettings):
         default=None,
         description="Role for SSO users whose groups match nothing; empty refuses them.",
     )
+    oidc_team_claim: str | None = Field(
+        default=None,
+        description="ID-token claim holding the user's team (a string, or a list whose first "
+        "element is taken); an empty claim clears the team, a missing one leaves it unchanged; "
+        "empty disables the mapping.",
+    )
     document_max_bytes: int = Field(
         default=20_000_000,
         ge=1,

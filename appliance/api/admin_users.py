@@ -1,4 +1,5 @@
-"""`/api/v1/admin/users`: accounts, roles, disabling, revoking sessions and keys (admin only).
+"""`/api/v1/admin/users`: accounts, roles, teams, disabling, revoking sessions and keys (admin
+only).
 
 Content-blind: nothing here returns a user's documents, prompts or outputs.
 """
@@ -12,7 +13,6 @@ from litestar import Controller, Request, get, patch, post
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.audit.events import UserCreated
 from appliance.auth import accounts
 from appliance.auth.guards import caller_of, identity_of, principal_of
 from appliance.auth.roles import access
@@ -26,16 +26,21 @@ class UserCreateIn(BaseModel):
     username: str = Field(min_length=1, max_length=150)
     role: str = "staff"
     password: str | None = None
+    team: str | None = Field(default=None, max_length=100)
+    """The team whose policy assignment the user's requests run under."""
 
 
 class UserPatchIn(BaseModel):
-    """A role change and/or disabling; each also ends the user's sessions."""
+    """A role change and/or disabling (each also ends the user's sessions), the reviewer
+    permission, or the team (`""` or null with the key present removes it)."""
 
     model_config = ConfigDict(extra="forbid")
     role: str | None = None
     disabled: bool | None = None
     reviewer: bool | None = None
     """The reviewer permission (staff only): may read and decide the review queue."""
+    team: str | None = Field(default=None, max_length=100)
+    """The user's team; only applied when the field is sent."""
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -45,6 +50,7 @@ def user_view(user: User) -> dict[str, Any]:
         "username": user.username,
         "role": user.role,
         "reviewer": user.reviewer,
+        "team": user.team,
         "disabled": user.disabled,
         "must_change_password": user.must_change_password,
         "sso": user.oidc_subject is not None,
@@ -76,21 +82,18 @@ class AdminUsersController(Controller):
         principal = principal_of(request)
         caller = caller_of(request)
         user, password = await anyio.to_thread.run_sync(
-            lambda: accounts.create_user(
-                identity.engine, username=data.username, role=data.role, password=data.password
+            lambda: identity.create_user_sync(
+                username=data.username,
+                role=data.role,
+                password=data.password,
+                team=data.team,
+                actor=principal.actor_id,
+                caller=caller,
             )
-        )
-        await identity.record(
-            UserCreated,
-            actor=principal.actor_id,
-            outcome="ok",
-            caller=caller,
-            target=f"user:{user.id}",
-            role=user.role,
         )
         return {"user": user_view(user), "password": password}
 
-    @patch("/{user_id:str}", summary="Change role or disable an account")
+    @patch("/{user_id:str}", summary="Change role, team or reviewer permission, or disable")
     async def update_user(
         self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[UserPatchIn]
     ) -> dict[str, Any]:
@@ -107,6 +110,8 @@ class AdminUsersController(Controller):
                 user = identity.set_reviewer_sync(
                     user.id, data.reviewer, actor=actor, caller=caller
                 )
+            if "team" in data.model_fields_set:
+                user = identity.set_team_sync(user.id, data.team, actor=actor, caller=caller)
             if data.disabled is True:
                 user = identity.disable_sync(user.id, actor=actor, caller=caller)
             elif data.disabled is False:

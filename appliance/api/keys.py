@@ -1,11 +1,12 @@
-"""`/api/v1/admin/keys`: create (shown once), list and revoke API keys (admin only)."""
+"""`/api/v1/admin/keys`: create (shown once), list, set the team of and revoke API keys (admin
+only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,15 @@ class KeyCreateIn(BaseModel):
     scopes: list[str] = Field(min_length=1)
     policy: str | None = None
     expires_days: int | None = Field(default=None, gt=0, le=apikeys.MAX_EXPIRES_DAYS)
+    team: str | None = Field(default=None, max_length=100)
+    """The key's own team; without one its owner's team applies."""
+
+
+class KeyPatchIn(BaseModel):
+    """A change of the key's own team (`""` or null: its owner's team applies)."""
+
+    model_config = ConfigDict(extra="forbid")
+    team: str | None = Field(max_length=100)
 
 
 class KeysController(Controller):
@@ -57,9 +67,23 @@ class KeysController(Controller):
                 owner_id=principal.id if principal.kind == "user" else None,
                 actor=principal.actor_id,
                 caller=caller,
+                team=data.team,
             )
         )
         return {"key": key, **apikeys.public_view(row)}
+
+    @patch("/{key_id:str}", summary="Set an API key's team")
+    async def update_key(
+        self, request: Request[Any, Any, Any], key_id: FromPath[str], data: JSONBody[KeyPatchIn]
+    ) -> dict[str, Any]:
+        """The key's own team (audited `apikey.team_changed`); applies from its next request."""
+        identity = identity_of(request)
+        actor = principal_of(request).actor_id
+        caller = caller_of(request)
+        row = await anyio.to_thread.run_sync(
+            lambda: identity.set_key_team_sync(key_id, data.team, actor=actor, caller=caller)
+        )
+        return apikeys.public_view(row)
 
     @delete("/{key_id:str}", summary="Revoke an API key", status_code=200)
     async def revoke_key(

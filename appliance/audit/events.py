@@ -183,6 +183,37 @@ class UserDisabled(Event):
     name = "user.disabled"
 
 
+@dataclass(frozen=True, kw_only=True)
+class TeamChange(Event):
+    """Base of the team changes: the new and the previous team (None: no team)."""
+
+    team: str | None = None
+    previous: str | None = None
+
+    def record(self) -> AuditRecord:
+        """The row this event becomes, the teams in `details`."""
+        record = super().record()
+        return replace(
+            record, details={**record.details, "team": self.team, "previous": self.previous}
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserTeamChanged(TeamChange):
+    """A user's team changed (an admin, or single sign-on from the team claim); `target` is
+    the user id, `details` the new and the previous team."""
+
+    name = "user.team_changed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiKeyTeamChanged(TeamChange):
+    """An API key's own team changed (None: its owner's team applies); `target` is the key
+    id, `details` the new and the previous team."""
+
+    name = "apikey.team_changed"
+
+
 # --- policies -------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from appliance.auth.roles import ROLES
+from appliance.auth.teams import check_team
 from appliance.config import Settings
 from appliance.db.engine import session_scope
 from appliance.db.models import User, utcnow
@@ -80,7 +81,12 @@ def check_new_password(password: str) -> None:
 
 
 def create_user(
-    engine: Engine, *, username: str, role: str, password: str | None = None
+    engine: Engine,
+    *,
+    username: str,
+    role: str,
+    password: str | None = None,
+    team: str | None = None,
 ) -> tuple[User, str]:
     """Create a local account; returns it and its initial password (generated if not given).
 
@@ -90,6 +96,7 @@ def create_user(
     if not username or len(username) > 150:
         raise InvalidInput("username must have 1 to 150 characters", field="username")
     check_role(role)
+    team = check_team(team)
     if password is None:
         password = secrets.token_urlsafe(18)
     else:
@@ -102,6 +109,7 @@ def create_user(
             role=role,
             password_hash=hash_password(password),
             must_change_password=True,
+            team=team,
         )
         session.add(user)
     return user, password
@@ -150,6 +158,19 @@ def set_reviewer(engine: Engine, user_id: str, reviewer: bool) -> bool:
             raise InvalidInput("the reviewer permission is for staff accounts", field="reviewer")
         old = user.reviewer
         user.reviewer = reviewer
+        session.add(user)
+    return old
+
+
+def set_team(engine: Engine, user_id: str, team: str | None) -> str | None:
+    """Put the account in `team` (None: no team); returns the team it had."""
+    team = check_team(team)
+    with session_scope(engine) as session:
+        user = session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user '{user_id}'", field="user")
+        old = user.team
+        user.team = team
         session.add(user)
     return old
 

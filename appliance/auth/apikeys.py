@@ -21,6 +21,7 @@ from sqlmodel import select
 from appliance.auth.accounts import as_utc
 from appliance.auth.models import ApiKey
 from appliance.auth.roles import SCOPES
+from appliance.auth.teams import check_team
 from appliance.db.engine import session_scope
 from appliance.db.models import User, utcnow
 from appliance.errors import InvalidInput, NotFound
@@ -75,12 +76,14 @@ def create(
     policy: str | None = None,
     expires_days: int | None = None,
     owner_id: str | None = None,
+    team: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns its row and the key itself (the only time it exists in clear)."""
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidInput("name must have 1 to 100 characters", field="name")
     scopes = parse_scopes(scopes)
+    team = check_team(team)
     if expires_days is not None and not 0 < expires_days <= MAX_EXPIRES_DAYS:
         raise InvalidInput(f"expires must be 1 to {MAX_EXPIRES_DAYS} days", field="expires")
     prefix = secrets.token_hex(4)
@@ -92,6 +95,7 @@ def create(
         scopes=scopes,
         policy=policy,
         owner_id=owner_id,
+        team=team,
         expires_at=utcnow() + timedelta(days=expires_days) if expires_days else None,
     )
     with session_scope(engine) as session:
@@ -106,6 +110,8 @@ class KeyCheck:
     key: ApiKey | None
     reason: str
     key_id: str | None = None
+    team: str | None = None
+    """The team the key's requests belong to: its own, else its owner's."""
 
 
 def verify(
@@ -128,14 +134,16 @@ def verify(
             return KeyCheck(None, "revoked", row.id)
         if row.expires_at is not None and as_utc(row.expires_at) <= now:
             return KeyCheck(None, "expired", row.id)
+        team = row.team
         if row.owner_id is not None:
             owner = session.get(User, row.owner_id)
             if owner is None or owner.disabled:
                 return KeyCheck(None, "owner_disabled", row.id)
+            team = team or owner.team
         if row.last_used_at is None or now - as_utc(row.last_used_at) > _TOUCH_EVERY:
             row.last_used_at = now
             session.add(row)
-        return KeyCheck(row, "ok", row.id)
+        return KeyCheck(row, "ok", row.id, team)
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:
@@ -154,6 +162,19 @@ def find(engine: Engine, ref: str) -> ApiKey:
     if row is None:
         raise NotFound(f"no API key '{ref}'", field="key")
     return row
+
+
+def set_team(engine: Engine, key_id: str, team: str | None) -> str | None:
+    """Put the key in `team` (None: its owner's team applies); returns the team it had."""
+    team = check_team(team)
+    with session_scope(engine) as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFound(f"no API key '{key_id}'", field="key")
+        old = row.team
+        row.team = team
+        session.add(row)
+    return old
 
 
 def revoke(engine: Engine, key_id: str) -> bool:
@@ -193,6 +214,7 @@ def public_view(row: ApiKey) -> dict[str, object]:
         "scopes": list(row.scopes),
         "policy": row.policy,
         "owner_id": row.owner_id,
+        "team": row.team,
         "created_at": row.created_at.isoformat(),
         "expires_at": row.expires_at.isoformat() if row.expires_at else None,
         "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,

@@ -2,7 +2,8 @@
 
 It wraps the account, session and key modules, counts rate limits, and writes every auth event
 to the audit trail (`auth.login`, `auth.login_failed`, `auth.logout`, `session.revoked`,
-`apikey.created`, `apikey.revoked`, `apikey.denied`, `user.role_changed`, `user.disabled`).
+`apikey.created`, `apikey.revoked`, `apikey.denied`, `apikey.team_changed`, `user.created`,
+`user.role_changed`, `user.team_changed`, `user.disabled`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from appliance.audit.events import (
     ApiKeyCreated,
     ApiKeyDenied,
     ApiKeyRevoked,
+    ApiKeyTeamChanged,
     AuthLogin,
     AuthLoginFailed,
     AuthLogout,
     Event,
     SessionRevoked,
+    UserCreated,
     UserDisabled,
     UserReviewerChanged,
     UserRoleChanged,
+    UserTeamChanged,
 )
 from appliance.audit.events import AuthThrottled as AuthThrottledEvent
 from appliance.audit.store import AuditLog, AuditRecord
@@ -213,6 +217,7 @@ class Identity:
             csrf_token=active.csrf_token,
             must_change_password=user.must_change_password,
             permissions=frozenset({"reviewer"}) if user.reviewer else frozenset(),
+            team=user.team,
         )
 
     async def key_principal(self, presented: str, *, caller: Caller) -> Principal:
@@ -244,7 +249,7 @@ class Identity:
             exc = AuthError("the API key is not valid (unknown, revoked or expired)")
             exc.audited = True  # type: ignore[attr-defined]
             raise exc
-        return key_to_principal(check.key)
+        return key_to_principal(check.key, team=check.team)
 
     def _count_refusals(self, address: str) -> None:
         """Write the `auth.throttled` row of `address` when its window ends (or when the app
@@ -288,8 +293,9 @@ class Identity:
         owner_id: str | None,
         actor: str,
         caller: Caller,
+        team: str | None = None,
     ) -> tuple[ApiKey, str]:
-        """Create a key and audit `apikey.created`."""
+        """Create a key and audit `apikey.created` (and `apikey.team_changed` with a team)."""
         row, key = apikeys.create(
             self.engine,
             self.pepper,
@@ -298,11 +304,92 @@ class Identity:
             policy=policy,
             expires_days=expires_days,
             owner_id=owner_id,
+            team=team,
         )
         self.record_sync(
             ApiKeyCreated, actor=actor, outcome="ok", caller=caller, target=f"apikey:{row.id}"
         )
+        if row.team is not None:
+            self._team_changed(ApiKeyTeamChanged, f"apikey:{row.id}", row.team, None, actor, caller)
         return row, key
+
+    def set_key_team_sync(
+        self, ref: str, team: str | None, *, actor: str, caller: Caller
+    ) -> ApiKey:
+        """Put a key in `team` (None: its owner's team applies); audited when it changes."""
+        row = apikeys.find(self.engine, ref)
+        old = apikeys.set_team(self.engine, row.id, team)
+        row = apikeys.find(self.engine, row.id)
+        if old != row.team:
+            self._team_changed(ApiKeyTeamChanged, f"apikey:{row.id}", row.team, old, actor, caller)
+        return row
+
+    def create_user_sync(
+        self,
+        *,
+        username: str,
+        role: str,
+        password: str | None,
+        team: str | None,
+        actor: str,
+        caller: Caller,
+    ) -> tuple[User, str]:
+        """Create a local account and audit `user.created` (and `user.team_changed` with a
+        team); returns it and its initial password."""
+        user, password = accounts.create_user(
+            self.engine, username=username, role=role, password=password, team=team
+        )
+        self.record_sync(
+            UserCreated,
+            actor=actor,
+            outcome="ok",
+            caller=caller,
+            target=f"user:{user.id}",
+            role=user.role,
+        )
+        if user.team is not None:
+            self._team_changed(UserTeamChanged, f"user:{user.id}", user.team, None, actor, caller)
+        return user, password
+
+    def set_team_sync(self, ref: str, team: str | None, *, actor: str, caller: Caller) -> User:
+        """Put a user in `team` (None: no team); audited when it changes. Sessions stay: the
+        team is read afresh with every request."""
+        user = accounts.find_user(self.engine, ref)
+        old = accounts.set_team(self.engine, user.id, team)
+        user = accounts.find_user(self.engine, user.id)
+        if old != user.team:
+            self._team_changed(UserTeamChanged, f"user:{user.id}", user.team, old, actor, caller)
+        return user
+
+    async def team_changed(
+        self, user: User, previous: str | None, *, actor: str, caller: Caller
+    ) -> None:
+        """Audit `user.team_changed` for a change made at sign-in (single sign-on)."""
+        await anyio.to_thread.run_sync(
+            lambda: self._team_changed(
+                UserTeamChanged, f"user:{user.id}", user.team, previous, actor, caller
+            )
+        )
+
+    def _team_changed(
+        self,
+        event: type[UserTeamChanged | ApiKeyTeamChanged],
+        target: str,
+        team: str | None,
+        previous: str | None,
+        actor: str,
+        caller: Caller,
+    ) -> None:
+        self.audit.append_sync(
+            event(
+                actor=actor,
+                source=caller.source,
+                request_id=caller.request_id,
+                target=target,
+                team=team,
+                previous=previous,
+            ).record()
+        )
 
     def revoke_key_sync(self, ref: str, *, actor: str, caller: Caller) -> ApiKey:
         """Revoke a key at once and audit `apikey.revoked`."""
@@ -394,8 +481,9 @@ def audit_record(action: str, **values: Any) -> AuditRecord:
     return AuditRecord(action=action, **values)
 
 
-def key_to_principal(key: ApiKey) -> Principal:
-    """The principal a valid key authenticates as."""
+def key_to_principal(key: ApiKey, *, team: str | None = None) -> Principal:
+    """The principal a valid key authenticates as; `team` is the key's own team or, without
+    one, its owner's (`apikeys.verify` reads both)."""
     return Principal(
         kind="apikey",
         id=key.id,
@@ -403,4 +491,5 @@ def key_to_principal(key: ApiKey) -> Principal:
         role=KEY_ROLE,
         scopes=frozenset(key.scopes),
         policy=key.policy,
+        team=team or key.team,
     )

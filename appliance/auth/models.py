@@ -40,6 +40,8 @@ class ApiKeyBase(SQLModel):
     scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     policy: str | None = Field(default=None, max_length=100)
     owner_id: str | None = Field(default=None, foreign_key="users.id", max_length=32)
+    team: str | None = Field(default=None, max_length=100)
+    """The key's own team (migration 0011); without one, its owner's team applies."""
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

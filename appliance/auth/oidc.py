@@ -17,7 +17,7 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -33,10 +33,11 @@ from sqlmodel import select
 from appliance.auth.accounts import as_utc
 from appliance.auth.models import OidcLogin
 from appliance.auth.roles import ROLE_RANK, ROLES
+from appliance.auth.teams import ClaimedTeam, team_from_claims
 from appliance.config import Settings
 from appliance.db.engine import session_scope
 from appliance.db.models import User, utcnow
-from appliance.errors import LoginFailed
+from appliance.errors import InvalidInput, LoginFailed
 
 log = logging.getLogger("appliance.auth")
 
@@ -65,6 +66,19 @@ class SsoIdentity:
     username: str
     role: str
     claims: dict[str, Any]
+    team: ClaimedTeam = field(default_factory=lambda: ClaimedTeam(claimed=False))
+    """The team from `oidc_team_claim` (not claimed: the user's team stays as it is)."""
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The local row of an SSO user after sign-in, and what the sign-in changed on it."""
+
+    user: User
+    previous_role: str | None = None
+    """The role before this sign-in, when it changed."""
+    team_changed: bool = False
+    previous_team: str | None = None
 
 
 class OidcClient:
@@ -227,7 +241,8 @@ class OidcClient:
         return claims
 
     def identity_from(self, claims: dict[str, Any]) -> SsoIdentity:
-        """Username and role from the claims; refused when no group maps to a role."""
+        """Username, role and team from the claims; refused when no group maps to a role, or
+        when the team claim holds something that is not a team name."""
         settings = self.settings
         username = next(
             (
@@ -248,15 +263,20 @@ class OidcClient:
             role = str(settings.oidc_default_role)
         else:
             raise rejected("no_role")
+        try:
+            team = team_from_claims(claims, settings.oidc_team_claim)
+        except InvalidInput:
+            raise rejected("bad_team") from None
         return SsoIdentity(
             subject=f"{self.issuer}#{claims['sub']}"[:255],
             username=username[:150],
             role=role,
             claims=claims,
+            team=team,
         )
 
-    def provision(self, sso: SsoIdentity) -> tuple[User, str | None]:
-        """The local row for an SSO user, created or updated; (user, previous role if changed)."""
+    def provision(self, sso: SsoIdentity) -> Provisioned:
+        """The local row for an SSO user, created or updated (role, and team when claimed)."""
         with session_scope(self.engine) as session:
             user = session.exec(select(User).where(User.oidc_subject == sso.subject)).first()
             if user is None:
@@ -270,13 +290,18 @@ class OidcClient:
                     password_hash="",
                     must_change_password=False,
                     oidc_subject=sso.subject,
+                    team=sso.team.team,
                 )
                 session.add(user)
-                return user, None
+                return Provisioned(user, team_changed=user.team is not None)
             if user.disabled:
                 raise LoginFailed("this account is disabled", reason="disabled", user_id=user.id)
             previous = user.role if user.role != sso.role else None
+            previous_team = user.team
+            team_changed = sso.team.claimed and sso.team.team != previous_team
             user.role = sso.role
+            if team_changed:
+                user.team = sso.team.team
             user.last_login_at = utcnow()
             session.add(user)
-            return user, previous
+            return Provisioned(user, previous, team_changed, previous_team)

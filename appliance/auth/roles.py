@@ -90,6 +90,8 @@ class Principal:
     csrf_token: str | None = None
     must_change_password: bool = False
     permissions: frozenset[str] = field(default_factory=frozenset)
+    team: str | None = None
+    """A user's team; for a key, its own team, else its owner's."""
 
     @property
     def actor_id(self) -> str:

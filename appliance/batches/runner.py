@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from appliance.auth.actor import Actor
+from appliance.auth.actor import Actor, Purpose
 from appliance.batches.pacing import InteractiveTraffic
 from appliance.errors import ApplianceError
 from appliance.inference.gate import background
@@ -80,7 +81,7 @@ class BatchRunner:
         """Run every unfinished item of `job`, then mark it completed."""
         batches = self.batches
         await anyio.to_thread.run_sync(batches.mark, job.id, "running")
-        actor = Actor(**job.actor)
+        actor = replace(Actor(**job.actor), purpose=Purpose.BATCH)
         while True:
             items = await anyio.to_thread.run_sync(lambda: batches.pending(job.id, limit=_CHUNK))
             if not items:

@@ -14,18 +14,19 @@ import io
 import json
 import logging
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import col, select
 
+from appliance.auth.actor import Purpose
 from appliance.batches.models import BatchItem, BatchJob
 from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
-from appliance.documents.service import policy_for, retention_for
+from appliance.documents.service import retention_for
 from appliance.documents.store import aware
 from appliance.errors import NotFound
 
@@ -70,12 +71,13 @@ class Batches:
         if policy is not None:
             # The caller's assignment is a floor here too (403 `policy_not_allowed`).
             self.gateway.requested_policy(actor, policy, task=task)
-        resolved = policy_for(self.gateway.policies, actor)
+        # The job's content expires under the caller's own policy (key > team > default).
+        resolved = self.gateway.requested_policy(actor, None)
         now = utcnow()
         job = BatchJob(
             id=uuid.uuid4().hex,
             owner=actor.id,
-            actor=asdict(actor),
+            actor=asdict(replace(actor, purpose=Purpose.BATCH)),
             task=task,
             params={},
             policy=policy,

@@ -39,6 +39,8 @@ class User(UserBase, table=True):
     last_login_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # Review queue (migration 0008): a staff account that may review queued outputs.
     reviewer: bool = False
+    # Teams (migration 0011): the team whose policy assignment the user's requests run under.
+    team: str | None = Field(default=None, max_length=100)
 
 
 class AuditEvent(SQLModel, table=True):

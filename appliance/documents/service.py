@@ -25,6 +25,7 @@ from appliance.documents.extract import ExtractionError, Limits
 from appliance.documents.store import DocumentInfo, DocumentStore
 from appliance.documents.worker import extract_isolated
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
+from appliance.policies.resolve import resolve_policy
 
 if TYPE_CHECKING:
     from appliance.audit.store import AuditLog, AuditRecord
@@ -66,12 +67,6 @@ def retention_for(policy: LoadedPolicy, default: timedelta) -> timedelta:
     if rules.content == "encrypted" and rules.days:
         return timedelta(days=rules.days)
     return default
-
-
-def policy_for(policies: PolicyStore, actor: Actor) -> LoadedPolicy:
-    """The policy the caller's requests run under (key > team > default)."""
-    key = actor.id.removeprefix("apikey:") if actor.id.startswith("apikey:") else None
-    return policies.resolve(key=key, key_policy=actor.key_policy, team=actor.team)
 
 
 class Documents:
@@ -116,7 +111,10 @@ class Documents:
             )
         except ExtractionError as exc:
             raise InvalidInput(str(exc), field="file") from None
-        policy = policy_for(self.policies, actor)
+        # The upload is kept under the caller's own policy (key > team > default).
+        policy = resolve_policy(
+            self.policies, key_id=actor.key_id, key_policy=actor.key_policy, team=actor.team
+        )
         now = utcnow()
 
         def uploaded(info: DocumentInfo) -> AuditRecord:

@@ -17,12 +17,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from appliance.auth.actor import Actor
+from appliance.auth.actor import Actor, Purpose
 from appliance.errors import ApplianceError
 from appliance.eval import goldensets
 from appliance.tasks.patience import patiently
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JUDGE_LABELS = ["acceptable", "unacceptable"]
+JUDGE_TASK = "classify"
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -84,8 +86,9 @@ class EvalRunner:
         )
         by_seq = {item.seq: item for item in items}
         params = goldensets.params_for(found, items)
-        actor = Actor(**run.actor)
-        judge = evaluation.judge_model(found.policy) if run.params.get("judge") else None
+        # Typed purpose, whatever the stored row says (runs created before it was stored).
+        actor = replace(Actor(**run.actor), purpose=Purpose.EVALUATION)
+        judge = evaluation.judge_model(actor, found.policy) if run.params.get("judge") else None
         pending = await anyio.to_thread.run_sync(runs.pending, run.id)
         for model, seq in pending:
             await self._item(run, actor, model, by_seq[seq], params, found.policy, judge)
@@ -198,7 +201,7 @@ class EvalRunner:
             "\n\nIs the candidate an acceptable answer with the same meaning as the reference?"
         )
         task = TaskInput(
-            name="classify",
+            name=JUDGE_TASK,
             text=text,
             params={"labels": JUDGE_LABELS, "threshold": 0.0},
             policy=policy,

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import asdict
+from collections.abc import Collection
+from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
+from appliance.auth.actor import Purpose
 from appliance.db.engine import session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
@@ -26,6 +28,7 @@ from appliance.errors import ExternalRefused, InvalidInput, NotFound
 from appliance.eval import goldensets
 from appliance.eval.metrics import QUALITY_NAME, Outcome, model_metrics, parse_output
 from appliance.eval.models import EvalResult, EvalRun
+from appliance.policies.resolve import resolve_policy
 
 if TYPE_CHECKING:
     from appliance.auth.actor import Actor
@@ -59,6 +62,7 @@ class EvalRuns:
         models: list[str],
         registry: Registry,
         policies: PolicyStore,
+        requestable: Collection[str] = (),
         version: int | None = None,
         limit: int | None = None,
         judge: bool = False,
@@ -66,8 +70,11 @@ class EvalRuns:
     ) -> EvalRun:
         """Store a run with one pending result per model and item; the runner picks it up.
 
-        Every model must be registered; an external one only when the set's policy allows
-        external tiers (the gateway then also refuses any text that is not pseudonymized).
+        Every model must be registered; an external one only when the policy the set's inputs
+        run under allows external tiers (the gateway then also refuses any text that is not
+        pseudonymized). That policy is resolved for `actor` as the gateway resolves it (the set
+        names a policy within the actor's floor, else the floor): `requestable` is the
+        `requestable_policies` setting.
         """
         models = [m.strip() for m in models if m.strip()]
         if not models:
@@ -77,7 +84,15 @@ class EvalRuns:
         if limit is not None and limit < 1:
             raise InvalidInput("limit must be at least 1", field="limit")
         found, number, items = goldensets.load_items(self.engine, self.sealer, set_name, version)
-        policy = policies.get(found.policy)
+        policy = resolve_policy(
+            policies,
+            key_id=actor.key_id,
+            key_policy=actor.key_policy,
+            team=actor.team,
+            task=found.task,
+            requested=found.policy,
+            requestable=requestable,
+        )
         routing = getattr(policy.policy, "routing", None)
         for model in models:
             _, info = registry.resolve(model)
@@ -99,7 +114,7 @@ class EvalRuns:
             task=found.task,
             models=models,
             params={"limit": limit, "judge": judge, "items": len(chosen), "runner": runner},
-            actor=asdict(actor),
+            actor=asdict(replace(actor, purpose=Purpose.EVALUATION)),
             status="queued",
             total=len(chosen) * len(models),
             created_at=now,

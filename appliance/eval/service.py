@@ -13,13 +13,15 @@ import anyio
 
 from appliance.audit.events import EvalApplied, EvalRunFinished, EvalRunStarted, EvalSetUploaded
 from appliance.documents.crypto import Sealer
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import ApplianceError, InvalidInput, NotFound
 from appliance.eval import goldensets
 from appliance.eval.goldensets import Format
 from appliance.eval.overrides import RoutingOverrides
 from appliance.eval.recommend import calibrate, calibration_pair, recommend
+from appliance.eval.runner import JUDGE_TASK
 from appliance.eval.runs import EvalRuns, public_run
 from appliance.inference.base import TIERS
+from appliance.policies.resolve import resolve_policy
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -200,6 +202,7 @@ class Evaluation:
                 models=models,
                 registry=gateway.registry,
                 policies=gateway.policies,
+                requestable=gateway.requestable_policies,
                 version=version,
                 limit=limit,
                 judge=judge,
@@ -256,9 +259,23 @@ class Evaluation:
 
         await anyio.to_thread.run_sync(finish)
 
-    def judge_model(self, policy_name: str | None) -> str | None:
-        """The strongest model the set's policy allows (external only when allowed)."""
-        policy = self.gateway.policies.get(policy_name)
+    def judge_model(self, actor: Actor, policy_name: str | None) -> str | None:
+        """The strongest model the policy of the judge's requests allows (external only when
+        allowed): the set's policy as resolved for `actor`. None when there is no such model,
+        or when that policy is no longer the actor's to name (each item then fails on its own).
+        """
+        try:
+            policy = resolve_policy(
+                self.gateway.policies,
+                key_id=actor.key_id,
+                key_policy=actor.key_policy,
+                team=actor.team,
+                task=JUDGE_TASK,
+                requested=policy_name,
+                requestable=self.gateway.requestable_policies,
+            )
+        except ApplianceError:
+            return None
         routing = getattr(policy.policy, "routing", None)
         allow = bool(getattr(routing, "allow_external", False))
         max_tier = getattr(routing, "max_tier", "large") or "large"

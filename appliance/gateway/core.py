@@ -18,14 +18,13 @@ from typing import Any, Literal, TypeVar
 import anyio
 
 from appliance.audit.store import AuditLog
-from appliance.auth.actor import Actor, is_evaluation
+from appliance.auth.actor import Actor, Purpose
 from appliance.errors import (
     ApplianceError,
     DetectorUnavailable,
     InvalidInput,
     OutputInvalid,
     PiiBlocked,
-    PolicyNotAllowed,
 )
 from appliance.gateway.routing import RoutingSteps
 from appliance.gateway.types import (
@@ -59,6 +58,7 @@ from appliance.pii.actions import ActionContext, PlaceholderBook, Transformed, t
 from appliance.pii.detector import DetectionSpec, Finding
 from appliance.pii.stream import StreamScanner
 from appliance.pii.vault import PseudonymScope, PseudonymVault
+from appliance.policies.resolve import resolve_policy
 from appliance.policies.schema import LoadedPolicy
 from appliance.policies.store import PolicyStore
 from appliance.tasks.caller_text import replace_strings, strings_in
@@ -193,12 +193,7 @@ class Gateway:
         `trace.params`) and the structured-output schema (`chat.json_schema`)."""
         if chat.json_schema is not None:
             check_schema(chat.json_schema, field="json_schema")
-        trace.policy = policy or self.policies.resolve(
-            key=_key_id(trace.actor),
-            key_policy=trace.actor.key_policy,
-            team=trace.actor.team,
-            task=chat.task,
-        )
+        trace.policy = policy or self.requested_policy(trace.actor, None, task=chat.task)
         trace.route = self.routing.decide(trace.policy, chat)
         trace.model = trace.route.model
         trace.context, trace.scope = self.action_context(
@@ -353,7 +348,7 @@ class Gateway:
         and the id of the `pii.analyzed` audit row (committed before this returns)."""
         trace = Trace(actor=actor, request_id=request_id)
         try:
-            loaded = trace.policy = self._policy_for(actor, policy)
+            loaded = trace.policy = self.requested_policy(actor, policy)
             findings = await self.detect(text, self.spec(loaded, "input"))
         except Exception as exc:
             await self._refuse(trace, exc, action=PII_ANALYZED)
@@ -380,7 +375,7 @@ class Gateway:
         """
         trace = Trace(actor=actor, request_id=request_id)
         try:
-            trace.policy = self._policy_for(actor, policy)
+            trace.policy = self.requested_policy(actor, policy)
             trace.context, trace.scope = self.action_context(
                 trace.policy, request_id=request_id, actor=actor
             )
@@ -420,36 +415,20 @@ class Gateway:
             raise refusal
         return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(audit_id)}
 
-    def _policy_for(self, actor: Actor, name: str | None) -> LoadedPolicy:
-        return self.requested_policy(actor, name)
-
     def requested_policy(
         self, actor: Actor, name: str | None, *, task: str | None = None
     ) -> LoadedPolicy:
-        """The policy a request runs under when it names `name` (or names none).
-
-        The caller's assignment (API key, team, task, in that order) is a floor set by an
-        admin: a request may name the assigned policy or one the admin allowed with that
-        assignment, nothing else (`PolicyNotAllowed`, 403). A caller with no assignment may
-        name the policies the `requestable_policies` setting lists. An unknown name is a 404.
-        """
-        floor = self.policies.resolve(
-            key=_key_id(actor), key_policy=actor.key_policy, team=actor.team, task=task
-        )
-        if name is None or name == floor.policy.name:
-            return floor
-        named = self.policies.get(name)
-        assigned, allowed = self.policies.choices(
-            key=_key_id(actor), key_policy=actor.key_policy, team=actor.team, task=task
-        )
-        if not assigned:
-            allowed = frozenset(self.requestable_policies)
-        if name in allowed or (not assigned and "*" in allowed):
-            return named
-        raise PolicyNotAllowed(
-            f"this caller's requests run under policy '{floor.policy.name}'; naming '{name}' is "
-            "not allowed (an admin can allow it with the assignment)",
-            field="policy",
+        """The policy `actor`'s request for `task` runs under when it names `name` (or none):
+        `appliance.policies.resolve.resolve_policy` with this gateway's store and the
+        `requestable_policies` setting (403 `policy_not_allowed` outside the caller's floor)."""
+        return resolve_policy(
+            self.policies,
+            key_id=actor.key_id,
+            key_policy=actor.key_policy,
+            team=actor.team,
+            task=task,
+            requested=name,
+            requestable=self.requestable_policies,
         )
 
     # -- chat ------------------------------------------------------------------------------------
@@ -614,9 +593,7 @@ class Gateway:
         try:
             backend, info = self.registry.resolve(model)
             trace.model = info.name
-            trace.policy = self.policies.resolve(
-                key=_key_id(actor), key_policy=actor.key_policy, team=actor.team
-            )
+            trace.policy = self.requested_policy(actor, None)
             if not isinstance(backend, Embedder) or not _embeds(backend, info):
                 capable = [m.name for m in self.registry.models() if self.can_embed(m.name)]
                 raise InvalidInput(
@@ -722,7 +699,11 @@ class Gateway:
         """Offer the finished request to the user's history (it keeps content only where the
         policy retains it). The answer has been audited already, so a failure here is logged
         (without content) rather than turned into an error for an answered request."""
-        if self.history is None or trace.policy is None or is_evaluation(trace.request_id):
+        if (
+            self.history is None
+            or trace.policy is None
+            or trace.actor.purpose is Purpose.EVALUATION
+        ):
             return
         try:
             await self.history.keep(
@@ -762,6 +743,7 @@ class Gateway:
             model=trace.model,
             tier=trace.route.tier if trace.route else None,
             failed=output is None,
+            purpose=trace.actor.purpose,
         )
 
 
@@ -769,11 +751,6 @@ def _embeds(backend: object, info: ModelInfo) -> bool:
     """On-prem only: an embedding is derived from its text and may leak it."""
     capabilities = getattr(backend, "capabilities", None)
     return info.tier != "external" and bool(getattr(capabilities, "embeddings", False))
-
-
-def _key_id(actor: Actor) -> str | None:
-    """The API key id (the target of `policy assign key`), when the caller is a key."""
-    return actor.id.removeprefix("apikey:") if actor.id.startswith("apikey:") else None
 
 
 async def _empty() -> AsyncIterator[Delta]:

@@ -36,7 +36,7 @@ from appliance.audit.events import (
     ReviewQueued,
 )
 from appliance.audit.store import AuditLog, AuditRecord, ChainTransaction
-from appliance.auth.actor import is_evaluation
+from appliance.auth.actor import Purpose
 from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
@@ -70,6 +70,8 @@ class Captured:
     model: str | None
     tier: str | None
     failed: bool = False
+    purpose: Purpose = Purpose.INTERACTIVE
+    """Why the request ran (the caller's `Actor.purpose`)."""
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -114,9 +116,9 @@ class ReviewQueue:
     def reason_for(self, captured: Captured) -> tuple[str | None, float | None]:
         """Why `captured` should be reviewed (None: it should not), and its confidence.
 
-        Evaluation traffic (request ids `eval:` and `eval-judge:`) is never queued: it is
-        already scored against its golden set, and would bury the work people need to see."""
-        if is_evaluation(captured.request_id):
+        Evaluation traffic (purpose `evaluation`) is never queued: it is already scored
+        against its golden set, and would bury the work people need to see."""
+        if captured.purpose is Purpose.EVALUATION:
             return None, None
         if captured.failed:
             return "output_invalid", None

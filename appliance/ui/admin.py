@@ -14,10 +14,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 
-from appliance.audit.events import UserCreated
 from appliance.auth import accounts, apikeys
 from appliance.auth.guards import caller_of, identity_of, principal_of
 from appliance.auth.roles import ROLES, SCOPES, access
+from appliance.auth.teams import check_team
 from appliance.errors import InvalidInput
 from appliance.inference.balancer import BalancedBackend
 from appliance.services import Services
@@ -92,7 +92,8 @@ def _users_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 class UserPagesController(Controller):
-    """`/admin/users`: accounts (role, disable, revoke sessions) and API keys (create, revoke)."""
+    """`/admin/users`: accounts (role, team, disable, revoke sessions) and API keys (create, team,
+    revoke)."""
 
     include_in_schema = False
     path = "/admin/users"
@@ -119,18 +120,18 @@ class UserPagesController(Controller):
         identity = identity_of(request)
         username = data.get("username", "").strip()
         role = data.get("role", "staff")
+        team = data.get("team")
+        actor = principal_of(request).actor_id
+        caller = caller_of(request)
         user, password = await anyio.to_thread.run_sync(
-            lambda: accounts.create_user(
-                identity.engine, username=username, role=role, password=None
+            lambda: identity.create_user_sync(
+                username=username,
+                role=role,
+                password=None,
+                team=team,
+                actor=actor,
+                caller=caller,
             )
-        )
-        await identity.record(
-            UserCreated,
-            actor=principal_of(request).actor_id,
-            outcome="ok",
-            caller=caller_of(request),
-            target=f"user:{user.id}",
-            role=user.role,
         )
         return await self._users(
             request,
@@ -145,13 +146,14 @@ class UserPagesController(Controller):
         user_id: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
-        """Role change, disable or enable; sessions end when rights change."""
+        """Role, team, reviewer, disable or enable; sessions end when rights change."""
         identity = identity_of(request)
         actor = principal_of(request).actor_id
         caller = caller_of(request)
         role = data.get("role")
         state = data.get("state")
         reviewer = data.get("reviewer") == "on"
+        team = data.get("team")
 
         def apply() -> str:
             user = accounts.find_user(identity.engine, user_id)
@@ -160,6 +162,8 @@ class UserPagesController(Controller):
             # The box is only shown for staff; a role change away from staff drops it anyway.
             if user.role == "staff" and reviewer != user.reviewer:
                 identity.set_reviewer_sync(user.id, reviewer, actor=actor, caller=caller)
+            if team is not None and check_team(team) != user.team:
+                identity.set_team_sync(user.id, team, actor=actor, caller=caller)
             if state == "disabled" and not user.disabled:
                 identity.disable_sync(user.id, actor=actor, caller=caller)
             elif state == "active" and user.disabled:
@@ -216,6 +220,7 @@ class UserPagesController(Controller):
                 owner_id=principal.id,
                 actor=principal.actor_id,
                 caller=caller,
+                team=str(data.get("team") or "") or None,
             )
         )
         return await self._keys(
@@ -223,6 +228,23 @@ class UserPagesController(Controller):
             f"Key {row.name} created.",
             secret={"label": f"API key {row.name} (shown once: copy it now)", "value": key},
         )
+
+    @post("/keys/{key_id:str}/team", status_code=200)
+    async def key_team(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: FromPath[str],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Template:
+        """Set a key's own team (empty: its owner's team applies)."""
+        identity = identity_of(request)
+        actor = principal_of(request).actor_id
+        caller = caller_of(request)
+        team = data.get("team")
+        row = await anyio.to_thread.run_sync(
+            lambda: identity.set_key_team_sync(key_id, team, actor=actor, caller=caller)
+        )
+        return await self._keys(request, f"Key {row.name} updated.", secret=None)
 
     @post("/keys/{key_id:str}/revoke", status_code=200)
     async def revoke_key(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> Template:

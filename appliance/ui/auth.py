@@ -215,7 +215,7 @@ class AuthPagesController(Controller):
         params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
         try:
             sso = await client.complete(cookie=request.cookies.get(LOGIN_COOKIE), params=params)
-            user, previous = await anyio.to_thread.run_sync(lambda: client.provision(sso))
+            provisioned = await anyio.to_thread.run_sync(lambda: client.provision(sso))
         except LoginFailed as exc:
             actor = f"user:{exc.user_id}" if exc.user_id else "anonymous"
             await identity.record(
@@ -226,15 +226,18 @@ class AuthPagesController(Controller):
             )
             page.cookies.append(_gone(LOGIN_COOKIE))
             return page
-        if previous is not None:
+        user = provisioned.user
+        if provisioned.previous_role is not None:
             await identity.record(
                 UserRoleChanged,
                 actor="sso",
-                outcome=f"{previous}->{user.role}",
+                outcome=f"{provisioned.previous_role}->{user.role}",
                 caller=caller,
                 target=f"user:{user.id}",
                 role=user.role,
             )
+        if provisioned.team_changed:
+            await identity.team_changed(user, provisioned.previous_team, actor="sso", caller=caller)
         token, _ = await identity.start_session(user, caller=caller, method="oidc")
         cookies = [
             _cookie(

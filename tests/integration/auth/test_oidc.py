@@ -16,9 +16,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from appliance.auth.oidc import LOGIN_COOKIE
 from appliance.auth.sessions import SESSION_COOKIE
+from appliance.db.engine import session_scope
+from appliance.db.models import AuditEvent
 from tests.conftest import RunningAppliance
 from tests.integration.auth.conftest import audit_actions
 from tests.integration.auth.oidc_provider import provider, proxy
@@ -68,13 +71,14 @@ def sso(
 ) -> Iterator[Callable[..., tuple[RunningAppliance, Callable[[], Attempt]]]]:
     browsers: list[httpx.Client] = []
 
-    def start(issuer: str) -> tuple[RunningAppliance, Callable[[], Attempt]]:
+    def start(issuer: str, **settings: object) -> tuple[RunningAppliance, Callable[[], Attempt]]:
         app = start_appliance(
             wait_ready=False,
             oidc_issuer=issuer,
             oidc_client_id=CLIENT_ID,
             oidc_client_secret="client-secret",
             oidc_role_map={"slm-staff": "staff", "slm-admins": "admin"},
+            **settings,
         )
 
         def begin() -> Attempt:
@@ -199,6 +203,53 @@ def test_user_without_a_mapped_group_is_refused(sso) -> None:  # type: ignore[no
         assert _failures(app) == ["no_role"]
         names = [u["username"] for u in app.client.get("/api/v1/admin/users").json()["users"]]
         assert "mallory" not in names
+
+
+def test_team_claim_sets_the_users_team_and_each_change_is_audited(sso) -> None:  # type: ignore[no-untyped-def]
+    users = {
+        "dana": {"preferred_username": "dana", "groups": ["slm-staff"], "department": ["legal"]},
+        "eve": {"preferred_username": "eve", "groups": ["slm-staff"]},
+    }
+    with provider(users) as issuer:
+        app, begin = sso(issuer, oidc_team_claim="department")
+        for sub in ("dana", "eve"):
+            attempt = begin()
+            assert attempt.callback(attempt.authorize(sub)).status_code == 303
+
+        def teams() -> dict[str, str | None]:
+            listed = app.client.get("/api/v1/admin/users").json()["users"]
+            return {u["username"]: u["team"] for u in listed}
+
+        assert teams() == {"dana": "legal", "eve": None}
+        # An admin's change lasts until the provider says otherwise: the claim wins at the next
+        # sign-in; a token without the claim leaves the team alone.
+        ids = {
+            u["username"]: u["id"] for u in app.client.get("/api/v1/admin/users").json()["users"]
+        }
+        for name in ("dana", "eve"):
+            moved = app.client.patch(f"/api/v1/admin/users/{ids[name]}", json={"team": "ops"})
+            assert moved.status_code == 200, moved.text
+        for sub in ("dana", "eve"):
+            attempt = begin()
+            assert attempt.callback(attempt.authorize(sub)).status_code == 303
+        assert teams() == {"dana": "legal", "eve": "ops"}
+        changes = [(actor.split(":")[0], target) for action, actor, target in _team_changes(app)]
+        assert changes == [
+            ("sso", f"user:{ids['dana']}"),
+            ("apikey", f"user:{ids['dana']}"),
+            ("apikey", f"user:{ids['eve']}"),
+            ("sso", f"user:{ids['dana']}"),
+        ]
+
+
+def _team_changes(app: RunningAppliance) -> list[tuple[str, str, str | None]]:
+    with session_scope(app.services.engine) as session:
+        rows = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.action == "user.team_changed")
+            .order_by(AuditEvent.seq)  # type: ignore[arg-type]
+        ).all()
+        return [(r.action, r.actor, r.target) for r in rows]
 
 
 def _control_passes(begin: Callable[[], Attempt]) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
+from appliance.auth.actor import Purpose
 from appliance.db.engine import session_scope
 from appliance.db.models import AuditEvent, utcnow
 from appliance.errors import Conflict, InvalidInput, NotFound
@@ -36,6 +37,7 @@ def captured(
     policy: LoadedPolicy = KEPT,
     failed: bool = False,
     request_id: str = "r1",
+    purpose: Purpose = Purpose.INTERACTIVE,
 ) -> Captured:
     output = None if failed else {"label": "billing", "confidence": confidence, "scores": {}}
     return Captured(
@@ -51,6 +53,7 @@ def captured(
         model="smollm2-135m",
         tier="small",
         failed=failed,
+        purpose=purpose,
     )
 
 
@@ -80,12 +83,14 @@ def test_what_is_queued(
     assert (item_id is not None) == (reason is not None)
 
 
-@pytest.mark.parametrize("request_id", ["eval:run1:0:3", "eval-judge:run1:3"])
-def test_evaluation_traffic_is_never_queued(queue: ReviewQueue, request_id: str) -> None:
-    low = captured(confidence=0.1, request_id=request_id)
+def test_evaluation_traffic_is_never_queued(queue: ReviewQueue) -> None:
+    low = captured(confidence=0.1, request_id="r-eval", purpose=Purpose.EVALUATION)
     assert queue.reason_for(low) == (None, None)
     assert queue.offer_sync(low) is None
-    assert queue.offer_sync(captured(confidence=0.1, request_id="evaluation-1")) is not None
+    # The purpose decides, not the request id: an `eval:` id from anyone else is queued.
+    for purpose in (Purpose.INTERACTIVE, Purpose.BATCH):
+        other = captured(confidence=0.1, request_id="eval:run1:0:3", purpose=purpose)
+        assert queue.offer_sync(other) is not None
 
 
 def test_content_is_sealed_bound_to_its_row_and_expires(queue: ReviewQueue, engine: Engine) -> None:
