@@ -1,1 +1,2 @@
-"""What both adapters (REST and UI) share over HTTP: middleware, error responses, receipt headers."""
+"""What both adapters (REST and UI) share over HTTP: middleware, error responses, receipt
+headers, and each request's audit row."""
