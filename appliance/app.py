@@ -11,13 +11,11 @@ from pathlib import Path
 import anyio
 from litestar import Litestar, Router
 from litestar.di import Provide
-from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from litestar.types import Scope
 
 from appliance import __version__
 from appliance.api.admin_users import AdminUsersController
@@ -39,10 +37,9 @@ from appliance.api.tasks import TasksController
 from appliance.api.usage import UsageController
 from appliance.audit.schedule import maintain as maintain_audit
 from appliance.audit.schedule import record_integrity
-from appliance.audit.store import AuditRecord
 from appliance.audit.verify import Integrity, check_integrity
 from appliance.audit.witness import parts as witness_parts
-from appliance.auth.guards import PRINCIPAL_STATE, enforce_access
+from appliance.auth.guards import enforce_access
 from appliance.auth.identity import Identity
 from appliance.auth.oidc import OidcClient
 from appliance.auth.roles import public
@@ -51,8 +48,8 @@ from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
 from appliance.documents.service import sweep_forever
 from appliance.errors import ApplianceError, AuditError
-from appliance.gateway import CHAT_ACTION
-from appliance.http.errors import EXCEPTION_HANDLERS, describe
+from appliance.http.audit import RequestAudit
+from appliance.http.errors import EXCEPTION_HANDLERS
 from appliance.http.middleware import refuse_nul_characters, request_id_middleware, security_headers
 from appliance.inference.base import Backend
 from appliance.inference.embedded import embedded_backend
@@ -87,45 +84,6 @@ async def _load_detector(services: Services) -> None:
         return
     services.detector.set_ready(detector)
     log.info("PII detector ready", extra={"detail": services.settings.spacy_model})
-
-
-_AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_AUDITED_PREFIXES = ("/api/", "/v1/", "/ollama/")
-"""The REST API and the OpenAI- and Ollama-compatible endpoints."""
-_CHAT_PATHS = frozenset(
-    {"/api/v1/chat", "/v1/chat/completions", "/ollama/api/chat", "/ollama/api/generate"}
-)
-"""Refusals of these are refused completions (`completion.rejected`, ...)."""
-
-
-async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
-    """Audit API requests refused before they reached the gateway (bad body, too large...),
-    on the REST API and the compatible endpoints alike.
-
-    Runs before the error response is sent, so the row is committed first, as for every request.
-    """
-    if getattr(exc, "audited", False) or scope["type"] != ScopeType.HTTP:
-        return
-    if (
-        not scope["path"].startswith(_AUDITED_PREFIXES)
-        or scope.get("method") not in _AUDITED_METHODS
-    ):
-        return
-    services: Services = scope["litestar_app"].state.services
-    status, error = describe(exc)
-    client = scope.get("client")
-    action = CHAT_ACTION if scope["path"].rstrip("/") in _CHAT_PATHS else "api.request"
-    principal = scope.get("state", {}).get(PRINCIPAL_STATE)
-    await services.audit.append(
-        AuditRecord(
-            actor=principal.actor_id if principal is not None else "anonymous",
-            source=client[0] if client else None,
-            action=action,
-            outcome=str(error["code"]),
-            request_id=str(scope.get("state", {}).get("request_id", "")) or None,
-            status_code=status,
-        )
-    )
 
 
 async def _sweep_batches_and_reviews(services: Services) -> int:
@@ -217,6 +175,8 @@ def create_app(
     static_dir = settings.web_dir / "static"
     static_dir.mkdir(parents=True, exist_ok=True)
 
+    # One audit row per request: the handler's event, or else this (see `http.audit`).
+    request_audit = RequestAudit()
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -259,10 +219,10 @@ def create_app(
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware, services.batch_runner.activity.middleware],
-        before_send=[security_headers],
+        before_send=[security_headers, request_audit.before_send],
         before_request=refuse_nul_characters,
         lifespan=[lifespan],
-        after_exception=[_audit_refusal],
+        after_exception=[request_audit.after_exception],
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(
             directory=Path(settings.web_dir / "templates"), engine=JinjaTemplateEngine
@@ -282,6 +242,7 @@ def create_app(
     )
     app.state.services = services
     app.state.audit_integrity = integrity
+    app.state.request_audit = request_audit
     app.state.identity = Identity(settings, engine, services.audit)
     app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

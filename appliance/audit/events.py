@@ -373,7 +373,10 @@ class PolicyNotAllowed(CompletionEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class RequestRefused(Event):
-    """An API request other than chat was refused before its handler ran (bad body, too large)."""
+    """A request other than chat was refused or failed and no other event records it (not
+    signed in, forbidden, not found, bad body, too large, rate limited); `target` is the route,
+    `outcome` the error code. Anonymous refusals past the flood limit are one row per address
+    and minute with their `details.count`."""
 
     name = "request.refused"
     default_outcome = "invalid_input"
@@ -563,6 +566,17 @@ class AuditPurged(Event):
     """Events older than the retention period were removed behind a signed anchor checkpoint."""
 
     name = "audit.purged"
+
+
+# --- requests without an event of their own ------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestServed(Event):
+    """A request was answered that no other event records (a page, a list, a status, a read);
+    `target` is the route template and a keyed hash of its parameters, `details` the method."""
+
+    name = "request.served"
 
 
 def _all_events() -> dict[str, type[Event]]:

@@ -28,7 +28,7 @@ import sqlmodel
 from sqlalchemy import Connection, Engine, select, text
 from sqlmodel import Session
 
-from appliance.audit import checkpoints
+from appliance.audit import checkpoints, requests
 from appliance.audit.chain import GENESIS, row_hash
 from appliance.audit.checkpoints import Checkpoint
 from appliance.audit.events import GENERIC_COMPLETION, typed_action
@@ -365,6 +365,7 @@ class AuditLog:
             row["hash"] = row_hash(row)
             head = Head(row["seq"], row["hash"])
         connection.execute(EVENTS_TABLE.insert(), rows)
+        requests.note(len(rows))  # the request being served has its row (see `audit.requests`)
         return head
 
     # --- checkpoints ----------------------------------------------------------------------

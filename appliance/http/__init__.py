@@ -1,1 +1,2 @@
-"""What the REST and UI adapters share over HTTP: middleware, error responses, receipt headers."""
+"""What the REST and UI adapters share over HTTP: middleware, error responses, receipt
+headers, and each request's audit row."""

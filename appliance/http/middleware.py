@@ -20,10 +20,14 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.audit import requests
 from appliance.auth.guards import route_target
 from appliance.errors import InvalidInput, MalformedBody
 
 log = logging.getLogger("appliance.http")
+
+ROWS_STATE = "audit_rows"
+"""Scope state: the `RequestRows` counting the audit rows a request appended."""
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -92,6 +96,9 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         )
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # Counts the audit rows this request appends, so it writes one (see `http.audit`).
+        rows, token = requests.track()
+        scope["state"][ROWS_STATE] = rows
         started = time.perf_counter()
         status = 500
 
@@ -106,6 +113,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_wrapper)
         finally:
+            requests.untrack(token)
             if scope["path"] not in ("/healthz", "/readyz"):
                 log.info(
                     "request",

@@ -136,15 +136,17 @@ def test_a_failed_analysis_without_a_model_writes_one_row(
         client, signed_in = password_login(appliance.url, "staff-preview", PASSWORD)
         assert signed_in.status_code == 303, signed_in.text
         csrf = csrf_from(client.get("/account/password").text)
+        before = len(audit_rows(appliance))  # the sign-in's own requests have their rows
         response = client.post(
             "/workspace/preview", data={"text": TEXT}, headers={"X-CSRF-Token": csrf}
         )
         client.close()
     else:
+        before = 0
         response = appliance.client.post(f"/api/v1/pii/{route}", json={"text": TEXT}, timeout=60)
 
     assert response.status_code == 503, response.text
-    rows = [r for r in audit_rows(appliance) if not r.action.startswith("auth.")]
+    rows = audit_rows(appliance)[before:]
     assert [(r.action, r.outcome, r.status_code) for r in rows] == [
         ("pii.detector_failed", "detector_unavailable", 503)
     ]

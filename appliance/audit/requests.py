@@ -1,0 +1,40 @@
+"""How many audit rows the request being served has appended, so that every request writes
+exactly one: its handler's typed event when it has one, else the HTTP layer's generic row.
+
+The HTTP layer opens a `RequestRows` for each request (`track`); every append to the chain made
+while serving it, in the request's task or in a worker thread it started (both copy the
+context), is counted on it (`note`).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+
+
+@dataclass
+class RequestRows:
+    """The rows one request appended to the trail (a count; the rows say the rest)."""
+
+    count: int = 0
+
+
+_CURRENT: ContextVar[RequestRows | None] = ContextVar("audit_request_rows", default=None)
+
+
+def track() -> tuple[RequestRows, Token[RequestRows | None]]:
+    """Start counting the rows of the request being served; reset the token when it is done."""
+    rows = RequestRows()
+    return rows, _CURRENT.set(rows)
+
+
+def untrack(token: Token[RequestRows | None]) -> None:
+    """Stop counting for the request that `track` returned `token` for."""
+    _CURRENT.reset(token)
+
+
+def note(appended: int) -> None:
+    """Count rows appended on behalf of the current request, if one is being served."""
+    rows = _CURRENT.get()
+    if rows is not None:
+        rows.count += appended
