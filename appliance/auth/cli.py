@@ -13,8 +13,10 @@ import sys
 from appliance.audit.store import AuditLog
 from appliance.auth import accounts, apikeys
 from appliance.auth.identity import Caller, Identity
+from appliance.auth.roles import ROLES, SCOPES
 from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
+from appliance.policies.store import PolicyStore
 
 
 def _identity(settings: Settings) -> Identity:
@@ -103,8 +105,6 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     """Create an API key; the key is the last line of stdout and is never shown again."""
     identity = _identity(settings)
     if args.policy is not None:
-        from appliance.policies.store import PolicyStore
-
         PolicyStore(identity.engine, default=settings.default_policy).get(args.policy)
     row, key = identity.create_key_sync(
         name=args.name,
@@ -173,8 +173,6 @@ def _team_choice(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `users` and `keys` on the CLI's subparsers."""
-    from appliance.auth.roles import ROLES, SCOPES
-
     users = sub.add_parser("users", help="local accounts").add_subparsers(
         dest="users_cmd", required=True
     )

@@ -41,6 +41,7 @@ from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.eval.goldensets import append_items
 from appliance.policies.schema import LoadedPolicy
 from appliance.review.models import STATUSES, ReviewItem
 
@@ -388,8 +389,6 @@ class ReviewQueue:
     ) -> dict[str, Any]:
         """Append the item's input and its reviewed output to a golden set; returns the
         set's new version. The set must exist (the golden-set store's NotFound otherwise)."""
-        from appliance.eval.goldensets import append_items
-
         set_name = set_name.strip()
         if not set_name:
             raise InvalidInput("name the golden set", field="set_name")
