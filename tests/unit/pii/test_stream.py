@@ -1,6 +1,7 @@
 """StreamScanner with the real detector and the shipped default policy: a value split anywhere
-across chunks is caught, text before the window flows early, and a failing scan emits nothing
-it has held back."""
+across chunks is caught, text leaves about a word at a time while only what could still grow into
+an identifier is held back (and never more than the window), and a failing scan emits nothing it
+has held back."""
 
 from __future__ import annotations
 
@@ -275,6 +276,16 @@ async def test_a_64_token_answer_arrives_in_at_least_58_chunks(
     # A token glued to the word before it ("'s", ".") releases nothing of its own: the word may
     # still be the start of an address.
     assert sum(1 for piece in pieces if piece) >= 58
+
+
+async def test_held_text_stays_within_the_window(detector: PiiDetector, policy: Policy) -> None:
+    # Every word capitalised: each could be part of a name, so the cheap checks hold them all;
+    # the tail window bounds what is held.
+    text = "Quarterly Review Of The Northern Warehouse Hiring Plan And Budget Notes " * 4
+    pipeline = Pipeline(detector, policy)
+    pieces = await _stream(pipeline, _tokens(text))
+    assert sum(1 for piece in pieces[:-1] if piece) >= 3
+    assert len(pieces[-1]) <= policy.output.stream_window + 32
 
 
 async def test_a_name_found_earlier_is_caught_in_any_later_spelling(
