@@ -76,6 +76,8 @@ FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 _MONTHS = """january february march april may june july august september october november
     december jan feb mar apr jun jul aug sep sept oct nov dec"""
 MONTHS = frozenset(_MONTHS.split())
+# Titles found inside a name ("Dr. Jane Doe"): never a mention of the name on their own.
+_TITLES = frozenset(["mr", "mrs", "ms", "miss", "dr", "sir", "dame", "prof", "judge", "justice"])
 # A placeholder the model copied from the prompt, whole: restored for the caller, not a value.
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*(?:_\d+|#[0-9a-f]+)>")
 # Inside a run, between two letters or digits: an e-mail address, a domain, a path, a code.
@@ -303,7 +305,7 @@ class StreamScanner:
             spans += [m.span() for m in re.finditer(pattern, folded)]
             for word in words:
                 token = word.strip(".,'\u2019")
-                if len(token) < 3 or token in FUNCTION_WORDS:
+                if len(token) < 3 or token in FUNCTION_WORDS or token in _TITLES:
                     continue
                 pattern = r"(?<!\w)" + re.escape(token) + r"(?!\w)"
                 spans += [
