@@ -338,7 +338,12 @@ class Gateway:
                 )
             return await self._restore(trace, transformed.text)
 
-        return StreamScanner(window=policy.policy.output.stream_window, detect=detect, apply=apply)
+        return StreamScanner(
+            window=policy.policy.output.stream_window,
+            detect=detect,
+            apply=apply,
+            recognizers=spec.recognizers,
+        )
 
     # -- PII without a model ------------------------------------------------------------------
     async def analyze(
