@@ -1,4 +1,5 @@
-"""`create_app()`: the only place that wires settings, services, routes, handlers and lifespan."""
+"""`create_app()`: the app around the services `appliance.wiring` builds: routes, handlers,
+hooks and lifespan."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
 from litestar import Litestar, Router
-from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
@@ -39,7 +40,7 @@ from appliance.api.tasks import TasksController
 from appliance.api.usage import UsageController
 from appliance.audit.schedule import maintain as maintain_audit
 from appliance.audit.schedule import record_integrity
-from appliance.audit.store import AuditRecord
+from appliance.audit.store import AuditLog, AuditRecord
 from appliance.audit.verify import Integrity, check_integrity
 from appliance.audit.witness import parts as witness_parts
 from appliance.auth.guards import PRINCIPAL_STATE, enforce_access
@@ -57,7 +58,6 @@ from appliance.http.middleware import refuse_nul_characters, request_id_middlewa
 from appliance.inference.base import Backend
 from appliance.inference.embedded import embedded_backend
 from appliance.pii.detector import load_detector
-from appliance.services import Services
 from appliance.ui.admin import ModelPagesController, UserPagesController
 from appliance.ui.audit import AuditPagesController
 from appliance.ui.auth import AuthPagesController
@@ -71,22 +71,23 @@ from appliance.ui.pages import PagesController
 from appliance.ui.policies import PolicyPagesController
 from appliance.ui.review import ReviewPagesController
 from appliance.ui.workspace import WorkspaceController
+from appliance.wiring import Appliance, build_appliance
 
 log = logging.getLogger("appliance")
 
 
-async def _load_detector(services: Services) -> None:
+async def _load_detector(appliance: Appliance) -> None:
     """Load and warm Presidio off the event loop; readiness waits for it."""
     try:
         detector = await anyio.to_thread.run_sync(
-            load_detector, services.settings.spacy_model, services.settings.phone_regions
+            load_detector, appliance.settings.spacy_model, appliance.settings.phone_regions
         )
     except ApplianceError as exc:
-        services.detector.set_failed(exc.message)
+        appliance.detector.set_failed(exc.message)
         log.error("PII detector failed to load", extra={"detail": exc.message})
         return
-    services.detector.set_ready(detector)
-    log.info("PII detector ready", extra={"detail": services.settings.spacy_model})
+    appliance.detector.set_ready(detector)
+    log.info("PII detector ready", extra={"detail": appliance.settings.spacy_model})
 
 
 _AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -98,9 +99,9 @@ _CHAT_PATHS = frozenset(
 """Refusals of these are refused completions (`completion.rejected`, ...)."""
 
 
-async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
+async def _audit_refusal(audit: AuditLog, exc: BaseException, scope: Scope) -> None:
     """Audit API requests refused before they reached the gateway (bad body, too large...),
-    on the REST API and the compatible endpoints alike.
+    on the REST API and the compatible endpoints alike (`audit` is bound by `create_app`).
 
     Runs before the error response is sent, so the row is committed first, as for every request.
     """
@@ -111,12 +112,11 @@ async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
         or scope.get("method") not in _AUDITED_METHODS
     ):
         return
-    services: Services = scope["litestar_app"].state.services
     status, error = describe(exc)
     client = scope.get("client")
     action = CHAT_ACTION if scope["path"].rstrip("/") in _CHAT_PATHS else "api.request"
     principal = scope.get("state", {}).get(PRINCIPAL_STATE)
-    await services.audit.append(
+    await audit.append(
         AuditRecord(
             actor=principal.actor_id if principal is not None else "anonymous",
             source=client[0] if client else None,
@@ -128,14 +128,14 @@ async def _audit_refusal(exc: BaseException, scope: Scope) -> None:
     )
 
 
-async def _sweep_batches_and_reviews(services: Services) -> int:
+async def _sweep_batches_and_reviews(appliance: Appliance) -> int:
     """Expired batch jobs, history content and review content, each on its own: one that
     fails (logged) never keeps the others' content past its retention."""
-    sweeps: list[Callable[[], Awaitable[int]]] = [lambda: sweep_batches(services.batches)]
-    if services.history is not None:
-        sweeps.append(services.history.sweep)
-    if services.review is not None:
-        sweeps.append(services.review.sweep)
+    sweeps: list[Callable[[], Awaitable[int]]] = [
+        lambda: sweep_batches(appliance.batches),
+        appliance.history.sweep,
+        appliance.review.sweep,
+    ]
     removed = 0
     for sweep in sweeps:
         try:
@@ -145,17 +145,17 @@ async def _sweep_batches_and_reviews(services: Services) -> int:
     return removed
 
 
-def _check_audit_integrity(services: Services) -> Integrity:
+def _check_audit_integrity(appliance: Appliance) -> Integrity:
     """The trail's triggers and tail, checked before serving: a failure stops start-up
     (`audit_integrity_check = "refuse"`) or keeps `/readyz` at 503 with a critical log line."""
-    settings = services.settings
+    settings = appliance.settings
     if not witness_parts(settings.audit_witness):
         log.warning(
             "audit witness disabled (audit_witness = none): rows cut from the end of the trail "
             "or rewritten after the last checkpoint would go unnoticed"
         )
     integrity = Integrity()
-    status = check_integrity(services.audit, witness_setting=settings.audit_witness)
+    status = check_integrity(appliance.audit, witness_setting=settings.audit_witness)
     record_integrity(integrity, status)
     if not integrity.ok and settings.audit_integrity_check == "refuse":
         raise AuditError(f"refusing to start: audit trail integrity {status}")
@@ -169,20 +169,19 @@ def create_app(
     settings = settings or Settings()
     engine = make_engine(settings.resolved_database_url)
     ensure_migrated(engine)
-    services = Services.build(
+    appliance = build_appliance(
         settings, engine, backends if backends is not None else [embedded_backend(settings)]
     )
-    services.gateway.requestable_policies = tuple(settings.requestable_policies)
-    integrity = _check_audit_integrity(services)
+    integrity = _check_audit_integrity(appliance)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(_load_detector(services))
+        task = asyncio.create_task(_load_detector(appliance))
         # Embedded models start in their worker processes now; each is ready once it generated.
-        services.registry.start()
+        appliance.registry.start()
         audit_task = asyncio.create_task(
             maintain_audit(
-                services.audit,
+                appliance.audit,
                 retention_days=settings.audit_retention_days,
                 integrity=integrity,
                 witness_setting=settings.audit_witness,
@@ -190,14 +189,13 @@ def create_app(
         )
         sweep_task = asyncio.create_task(
             sweep_forever(
-                services.documents,
+                appliance.documents,
                 interval_s=settings.document_sweep_interval_s,
-                also=lambda: _sweep_batches_and_reviews(services),
+                also=lambda: _sweep_batches_and_reviews(appliance),
             )
         )
-        batch_task = asyncio.create_task(services.batch_runner.run_forever())
-        eval_runner = services.evaluation.runner if services.evaluation else None
-        eval_task = asyncio.create_task(eval_runner.run_forever()) if eval_runner else None
+        batch_task = asyncio.create_task(appliance.batch_runner.run_forever())
+        eval_task = asyncio.create_task(appliance.evaluation.runner.run_forever())
         try:
             yield
         finally:
@@ -205,13 +203,11 @@ def create_app(
             audit_task.cancel()
             sweep_task.cancel()
             batch_task.cancel()
-            if eval_task is not None:
-                eval_task.cancel()
-                await asyncio.gather(eval_task, return_exceptions=True)
+            eval_task.cancel()
+            await asyncio.gather(eval_task, return_exceptions=True)
             await asyncio.gather(sweep_task, batch_task, return_exceptions=True)
-            if services.pulls is not None:
-                await services.pulls.aclose()
-            await services.registry.aclose()
+            await appliance.pulls.aclose()
+            await appliance.registry.aclose()
             engine.dispose()
 
     static_dir = settings.web_dir / "static"
@@ -256,16 +252,21 @@ def create_app(
             ),
         ],
         guards=[enforce_access],
-        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        dependencies=appliance.dependencies(),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_id_middleware, services.batch_runner.activity.middleware],
+        middleware=[request_id_middleware, appliance.batch_runner.activity.middleware],
         before_send=[security_headers],
-        before_request=refuse_nul_characters,
+        before_request=partial(refuse_nul_characters, max_json_depth=settings.max_json_depth),
         lifespan=[lifespan],
-        after_exception=[_audit_refusal],
+        after_exception=[partial(_audit_refusal, appliance.audit)],
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(
-            directory=Path(settings.web_dir / "templates"), engine=JinjaTemplateEngine
+            directory=Path(settings.web_dir / "templates"),
+            engine=JinjaTemplateEngine,
+            # What every page needs from the settings (base.html's idle sign-out).
+            engine_callback=lambda jinja: jinja.engine.globals.update(
+                session_idle_timeout_s=settings.session_idle_timeout_s
+            ),
         ),
         openapi_config=OpenAPIConfig(
             title="Appliance API",
@@ -280,8 +281,8 @@ def create_app(
         debug=False,
         logging_config=None,
     )
-    app.state.services = services
+    app.state.appliance = appliance
     app.state.audit_integrity = integrity
-    app.state.identity = Identity(settings, engine, services.audit)
+    app.state.identity = Identity(settings, engine, appliance.audit)
     app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

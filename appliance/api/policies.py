@@ -15,10 +15,11 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.schemas import error_responses
+from appliance.audit.store import AuditLog
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.policies.store import VersionInfo
-from appliance.services import Services, audit_policy_change
+from appliance.policies.store import PolicyStore, VersionInfo
+from appliance.services import audit_policy_change
 
 
 class PolicyVersionIn(BaseModel):
@@ -82,17 +83,17 @@ class PoliciesController(Controller):
     async def _audit(
         self,
         request: Request[Any, Any, Any],
-        services: Services,
+        audit: AuditLog,
         action: str,
         ref: str,
         **details: str | int,
     ) -> None:
-        await audit_policy_change(services, actor_for(request), action, ref, **details)
+        await audit_policy_change(audit, actor_for(request), action, ref, **details)
 
     @get("/", summary="List policies with their active versions", sync_to_thread=True)
-    def list_policies(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def list_policies(self, policies: NamedDependency[PolicyStore]) -> dict[str, Any]:
         """Every policy and its active version."""
-        store = services.policies
+        store = policies
         items = []
         for name in store.names():
             active = next(v for v in store.history(name) if v.active)
@@ -107,9 +108,9 @@ class PoliciesController(Controller):
         sync_to_thread=True,
         responses=error_responses(404),
     )
-    def read(self, name: FromPath[str], services: NamedDependency[Services]) -> dict[str, Any]:
+    def read(self, name: FromPath[str], policies: NamedDependency[PolicyStore]) -> dict[str, Any]:
         """The active version's YAML and every version's metadata."""
-        store = services.policies
+        store = policies
         loaded = store.get(name)
         return {
             "name": name,
@@ -130,10 +131,10 @@ class PoliciesController(Controller):
         name: FromPath[str],
         a: FromQuery[str],
         b: FromQuery[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """`?a=<version>&b=<version>` (numbers or hashes)."""
-        store = services.policies
+        store = policies
         lines = difflib.unified_diff(
             store.source(name, a).splitlines(keepends=True),
             store.source(name, b).splitlines(keepends=True),
@@ -153,15 +154,14 @@ class PoliciesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[PolicyVersionIn],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """Validates the YAML strictly (errors name line and field); same content is no change."""
         actor = actor_for(request)
-        version = services.policies.create_version(
-            name, data.source, author=actor.id, comment=data.comment
-        )
+        version = policies.create_version(name, data.source, author=actor.id, comment=data.comment)
         await self._audit(
-            request, services, "policy.created", f"{name}@{version.version}", number=version.number
+            request, audit, "policy.created", f"{name}@{version.version}", number=version.number
         )
         return _version(version)
 
@@ -176,11 +176,12 @@ class PoliciesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[ActivateIn],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """Requests run under this version from now on."""
-        loaded = services.policies.activate(name, data.version, by=actor_for(request).id)
-        await self._audit(request, services, "policy.activated", loaded.ref)
+        loaded = policies.activate(name, data.version, by=actor_for(request).id)
+        await self._audit(request, audit, "policy.activated", loaded.ref)
         return {"name": name, "version": loaded.version}
 
     @post(
@@ -193,11 +194,12 @@ class PoliciesController(Controller):
         self,
         name: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """Back to the version that was active before the current one."""
-        loaded = services.policies.rollback(name, by=actor_for(request).id)
-        await self._audit(request, services, "policy.rolled_back", loaded.ref)
+        loaded = policies.rollback(name, by=actor_for(request).id)
+        await self._audit(request, audit, "policy.rolled_back", loaded.ref)
         return {"name": name, "version": loaded.version}
 
     @put(
@@ -210,15 +212,16 @@ class PoliciesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[AssignmentIn],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """Resolution order for a request: key's bound policy, key, team, task, default."""
-        services.policies.assign(data.kind, data.target, data.policy, allowed=data.allowed)
-        ref = services.policies.get(data.policy).ref if data.policy else "(none)"
+        policies.assign(data.kind, data.target, data.policy, allowed=data.allowed)
+        ref = policies.get(data.policy).ref if data.policy else "(none)"
         extra = {"allowed": ",".join(sorted(set(data.allowed)))[:200]} if data.allowed else {}
         await self._audit(
             request,
-            services,
+            audit,
             "policy.activated",
             ref,
             kind=data.kind,

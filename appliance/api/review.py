@@ -18,9 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.api.schemas import error_responses
 from appliance.auth.guards import principal_of
 from appliance.auth.roles import access
-from appliance.errors import NotFound
 from appliance.review.queue import ReviewQueue
-from appliance.services import Services
 
 T = TypeVar("T")
 
@@ -42,22 +40,15 @@ class GoldenIn(BaseModel):
     set_name: str = Field(min_length=1, max_length=200)
 
 
-def queue_of(services: Services) -> ReviewQueue:
-    """The app's review queue."""
-    if services.review is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("the review queue is not configured")
-    return services.review
-
-
 async def as_reviewer(
     request: Request[Any, Any, Any],
-    services: Services,
+    review: ReviewQueue,
     step: Callable[[ReviewQueue, str, str], T],
 ) -> T:
     """One queue step (`step(queue, actor_id, role)`) off the event loop, as the signed-in
     reviewer: the queue checks the role and audits the step under that actor."""
     principal = principal_of(request)
-    queue = queue_of(services)
+    queue = review
     return await anyio.to_thread.run_sync(lambda: step(queue, principal.actor_id, principal.role))
 
 
@@ -71,12 +62,12 @@ class ReviewController(Controller):
     @get("/items", summary="Queued items (no content)", responses=error_responses(401, 403, 422))
     async def list_items(
         self,
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         status: FromQuery[str | None] = "pending",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Items newest first (`status`: pending, accepted, corrected; empty for all)."""
-        queue = queue_of(services)
+        queue = review
         items = await anyio.to_thread.run_sync(
             lambda: queue.list_items(status=status or None, limit=limit)
         )
@@ -91,12 +82,12 @@ class ReviewController(Controller):
     async def open_item(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
     ) -> dict[str, Any]:
         """The item with its content when the policy kept it and it has not expired."""
         return await as_reviewer(
-            request, services, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
+            request, review, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
         )
 
     @post(
@@ -108,12 +99,12 @@ class ReviewController(Controller):
     async def accept(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
     ) -> dict[str, Any]:
         """Mark the item accepted (audited)."""
         return await as_reviewer(
-            request, services, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
+            request, review, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
         )
 
     @post(
@@ -125,14 +116,14 @@ class ReviewController(Controller):
     async def correct(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
         data: JSONBody[CorrectionIn],
     ) -> dict[str, Any]:
         """Store the correction sealed with the item (audited)."""
         return await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.correct_sync(
                 item_id, actor=actor, role=role, expected=data.expected
             ),
@@ -147,14 +138,14 @@ class ReviewController(Controller):
     async def add_to_golden_set(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
         data: JSONBody[GoldenIn],
     ) -> dict[str, Any]:
         """Append the item's input and reviewed output; returns the set's new version."""
         return await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.add_to_golden_set_sync(
                 item_id, set_name=data.set_name, actor=actor, role=role
             ),

@@ -18,6 +18,7 @@ from appliance.eval import goldensets
 from appliance.eval.goldensets import Format
 from appliance.eval.overrides import RoutingOverrides
 from appliance.eval.recommend import calibrate, calibration_pair, recommend
+from appliance.eval.runner import DetectorStatus, EvalRunner, TaskRunner
 from appliance.eval.runs import EvalRuns, public_run
 from appliance.inference.base import TIERS
 
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 
     from appliance.audit.store import AuditLog
     from appliance.auth.actor import Actor
-    from appliance.eval.runner import EvalRunner
-    from appliance.gateway import Gateway
+    from appliance.inference.registry import Registry
+    from appliance.policies.store import PolicyStore
+    from appliance.tasks.templates import TaskCatalog
 
 DEFAULT_BAR = 0.8
 """The quality bar a report uses when none is given."""
@@ -41,7 +43,10 @@ def check_bar(bar: float) -> float:
 
 
 class Evaluation:
-    """Golden sets, runs and routing overrides, as the API, pages and CLI use them."""
+    """Golden sets, runs and routing overrides, as the API, pages and CLI use them.
+
+    Runs go through `task_runner` (the request path); the evaluation's own `runner` is built
+    here, handed this service, so the two are wired in one step."""
 
     def __init__(
         self,
@@ -49,16 +54,23 @@ class Evaluation:
         engine: Engine,
         sealer: Sealer,
         audit: AuditLog,
-        gateway: Gateway,
+        policies: PolicyStore,
+        registry: Registry,
+        tasks: TaskCatalog,
+        task_runner: TaskRunner,
+        detector: DetectorStatus,
         overrides: RoutingOverrides,
+        pause_s: float = 0.05,
     ) -> None:
         self.engine = engine
         self.sealer = sealer
         self.audit = audit
-        self.gateway = gateway
+        self.policies = policies
+        self.registry = registry
+        self.tasks = tasks
         self.overrides = overrides
         self.runs = EvalRuns(engine, sealer)
-        self.runner: EvalRunner | None = None
+        self.runner = EvalRunner(self, task_runner=task_runner, detector=detector, pause_s=pause_s)
 
     # -- golden sets -----------------------------------------------------------------------------
     async def upload(
@@ -86,7 +98,7 @@ class Evaluation:
             if policy is not None:
                 if not goldensets.NAME.match(policy):
                     raise InvalidInput("no such policy", field="policy")
-                self.gateway.policies.get(policy)
+                self.policies.get(policy)
             self._check_params(task, params or {})
         else:
             task = (await anyio.to_thread.run_sync(goldensets.get_set, self.engine, name)).task
@@ -160,7 +172,7 @@ class Evaluation:
                 field=f"params.{sorted(unknown)[0]}",
             )
         if params:
-            template = self.gateway.routing.tasks.get(task)
+            template = self.tasks.get(task)
             probe = dict(params)
             if task == "classify" and "labels" not in probe:
                 probe["labels"] = ["a", "b"]
@@ -192,14 +204,13 @@ class Evaluation:
         runner: str = "server",
     ) -> dict[str, Any]:
         """Create a run (audited `eval.run_started`) and wake the runner."""
-        gateway = self.gateway
         run = await anyio.to_thread.run_sync(
             lambda: self.runs.create(
                 actor,
                 set_name=set_name,
                 models=models,
-                registry=gateway.registry,
-                policies=gateway.policies,
+                registry=self.registry,
+                policies=self.policies,
                 version=version,
                 limit=limit,
                 judge=judge,
@@ -221,7 +232,7 @@ class Evaluation:
                 },
             ).record()
         )
-        if wake and self.runner is not None:
+        if wake:
             self.runner.wake()
         return public_run(run, await anyio.to_thread.run_sync(self.runs.progress, run.id))
 
@@ -258,13 +269,13 @@ class Evaluation:
 
     def judge_model(self, policy_name: str | None) -> str | None:
         """The strongest model the set's policy allows (external only when allowed)."""
-        policy = self.gateway.policies.get(policy_name)
+        policy = self.policies.get(policy_name)
         routing = getattr(policy.policy, "routing", None)
         allow = bool(getattr(routing, "allow_external", False))
         max_tier = getattr(routing, "max_tier", "large") or "large"
         if allow:
             max_tier = "external"
-        registry = self.gateway.registry
+        registry = self.registry
         for tier in reversed(TIERS[: TIERS.index(max_tier) + 1]):
             info = registry.model_for_tier(tier)
             if info is not None:

@@ -17,14 +17,18 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from appliance.audit.store import AuditLog
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.db.models import PolicyAssignment
 from appliance.errors import InvalidInput, PolicyError
+from appliance.gateway import Gateway
 from appliance.policies.loader import parse_policy
-from appliance.services import Services, audit_policy_change
+from appliance.policies.store import PolicyStore
+from appliance.services import audit_policy_change
 from appliance.ui.common import fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
 
@@ -50,8 +54,8 @@ def problem_of(exc: PolicyError | InvalidInput) -> YamlProblem:
     )
 
 
-def _assignments(services: Services) -> list[PolicyAssignment]:
-    with Session(services.engine) as session:
+def _assignments(engine: Engine) -> list[PolicyAssignment]:
+    with Session(engine) as session:
         return list(
             session.exec(
                 select(PolicyAssignment).order_by(PolicyAssignment.kind, PolicyAssignment.target)
@@ -69,23 +73,26 @@ class PolicyPagesController(Controller):
     async def _audit(
         self,
         request: Request[Any, Any, Any],
-        services: Services,
+        audit: AuditLog,
         action: str,
         ref: str,
         **details: str | int,
     ) -> None:
-        await audit_policy_change(services, actor_for(request), action, ref, **details)
+        await audit_policy_change(audit, actor_for(request), action, ref, **details)
 
-    def _versions(self, services: Services, name: str, *, note: str | None = None) -> Template:
-        store = services.policies
+    def _versions(self, policies: PolicyStore, name: str, *, note: str | None = None) -> Template:
+        store = policies
         return fragment("_policy_versions.html", name=name, versions=store.history(name), note=note)
 
     @get("/", sync_to_thread=True)
     def index(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """Every policy, its active version and where it is assigned."""
-        store = services.policies
+        store = policies
         items = []
         for name in store.names():
             history = store.history(name)
@@ -104,7 +111,7 @@ class PolicyPagesController(Controller):
             request,
             "policies.html",
             policies=items,
-            assignments=_assignments(services),
+            assignments=_assignments(engine),
             names=store.names(),
             note=None,
         )
@@ -114,10 +121,10 @@ class PolicyPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """One policy: YAML editor (active version, or `?version=`), test pane, versions, diff."""
-        store = services.policies
+        store = policies
         loaded = store.get(name)
         version = request.query_params.get("version") or loaded.version
         history = store.history(name)
@@ -151,7 +158,7 @@ class PolicyPagesController(Controller):
         self,
         name: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Template:
         """Findings in the sample text under the draft YAML (nothing is stored)."""
         text = data.get("sample", "")
@@ -159,7 +166,6 @@ class PolicyPagesController(Controller):
             loaded = parse_policy(data.get("source", ""), source=f"{name} (draft)")
         except PolicyError as exc:
             return fragment("_yaml_check.html", problem=problem_of(exc))
-        gateway = services.gateway
         findings = await gateway.detect(text, gateway.spec(loaded, "input")) if text.strip() else []
         items = [
             (f, rule.action)
@@ -182,7 +188,8 @@ class PolicyPagesController(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """Store the draft as a new (inactive) version; a bad draft shows its error inline."""
         actor = actor_for(request)
@@ -190,9 +197,7 @@ class PolicyPagesController(Controller):
         comment = data.get("comment", "")[:1000]
         try:
             version = await anyio.to_thread.run_sync(
-                lambda: services.policies.create_version(
-                    name, source, author=actor.id, comment=comment
-                )
+                lambda: policies.create_version(name, source, author=actor.id, comment=comment)
             )
         except (PolicyError, InvalidInput) as exc:
             return fragment(
@@ -203,12 +208,12 @@ class PolicyPagesController(Controller):
             )
         await self._audit(
             request,
-            services,
+            audit,
             "policy.created",
             f"{name}@{version.version}",
             number=version.number,
         )
-        return self._versions(services, name, note=f"Saved as version {version.number}.")
+        return self._versions(policies, name, note=f"Saved as version {version.number}.")
 
     @post("/{name:str}/activate", status_code=200)
     async def activate(
@@ -216,39 +221,39 @@ class PolicyPagesController(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """Requests run under this version from now on."""
         by = actor_for(request).id
         version = data.get("version", "")
-        loaded = await anyio.to_thread.run_sync(
-            lambda: services.policies.activate(name, version, by=by)
-        )
-        await self._audit(request, services, "policy.activated", loaded.ref)
-        return self._versions(services, name, note=f"{loaded.ref} is active.")
+        loaded = await anyio.to_thread.run_sync(lambda: policies.activate(name, version, by=by))
+        await self._audit(request, audit, "policy.activated", loaded.ref)
+        return self._versions(policies, name, note=f"{loaded.ref} is active.")
 
     @post("/{name:str}/rollback", status_code=200)
     async def rollback(
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """Back to the version that was active before."""
         by = actor_for(request).id
-        loaded = await anyio.to_thread.run_sync(lambda: services.policies.rollback(name, by=by))
-        await self._audit(request, services, "policy.rolled_back", loaded.ref)
-        return self._versions(services, name, note=f"Rolled back: {loaded.ref} is active.")
+        loaded = await anyio.to_thread.run_sync(lambda: policies.rollback(name, by=by))
+        await self._audit(request, audit, "policy.rolled_back", loaded.ref)
+        return self._versions(policies, name, note=f"Rolled back: {loaded.ref} is active.")
 
     @get("/{name:str}/diff", sync_to_thread=True)
     def diff(
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """Unified diff between versions `a` and `b` (default: the active version)."""
-        store = services.policies
+        store = policies
         active = store.get(name).version
         a = request.query_params.get("a") or active
         b = request.query_params.get("b") or active
@@ -268,7 +273,9 @@ class PolicyPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """Assign a policy to an API key, a team or a task; an empty policy removes it."""
         kind = data.get("kind", "")
@@ -279,15 +286,13 @@ class PolicyPagesController(Controller):
             raise InvalidInput("give the key id, team or task to assign to", field="target")
         policy = data.get("policy") or None
         await anyio.to_thread.run_sync(
-            lambda: services.policies.assign(
-                cast(Literal["key", "team", "task"], kind), target, policy
-            )
+            lambda: policies.assign(cast(Literal["key", "team", "task"], kind), target, policy)
         )
-        ref = services.policies.get(policy).ref if policy else "(none)"
-        await self._audit(request, services, "policy.activated", ref, kind=kind, assigned_to=target)
+        ref = policies.get(policy).ref if policy else "(none)"
+        await self._audit(request, audit, "policy.activated", ref, kind=kind, assigned_to=target)
         return fragment(
             "_assignments.html",
-            assignments=_assignments(services),
-            names=services.policies.names(),
+            assignments=_assignments(engine),
+            names=policies.names(),
             note=f"{kind} {target}: {policy or 'assignment removed'}.",
         )
