@@ -71,7 +71,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     configure_logging(settings.log_level)
     app = create_app(settings)
-    password = ensure_first_admin(app.state.services.engine)
+    password = ensure_first_admin(app.state.appliance.engine)
     if password is not None:
         _hand_over_first_password(settings, password)
     print(f"Serving on http://{host}:{port}  (Ctrl-C stops)", flush=True)

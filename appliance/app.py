@@ -1,4 +1,5 @@
-"""`create_app()`: the only place that wires settings, services, routes, handlers and lifespan."""
+"""`create_app()`: the app around the services `appliance.wiring` builds: routes, handlers,
+hooks and lifespan."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
 from litestar import Litestar, Router
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -54,7 +55,6 @@ from appliance.http.middleware import refuse_nul_characters, request_id_middlewa
 from appliance.inference.base import Backend
 from appliance.inference.embedded import embedded_backend
 from appliance.pii.detector import load_detector
-from appliance.services import Services
 from appliance.ui.admin import ModelPagesController, UserPagesController
 from appliance.ui.audit import AuditPagesController
 from appliance.ui.auth import AuthPagesController
@@ -68,32 +68,33 @@ from appliance.ui.pages import PagesController
 from appliance.ui.policies import PolicyPagesController
 from appliance.ui.review import ReviewPagesController
 from appliance.ui.workspace import WorkspaceController
+from appliance.wiring import Appliance, build_appliance
 
 log = logging.getLogger("appliance")
 
 
-async def _load_detector(services: Services) -> None:
+async def _load_detector(appliance: Appliance) -> None:
     """Load and warm Presidio off the event loop; readiness waits for it."""
     try:
         detector = await anyio.to_thread.run_sync(
-            load_detector, services.settings.spacy_model, services.settings.phone_regions
+            load_detector, appliance.settings.spacy_model, appliance.settings.phone_regions
         )
     except ApplianceError as exc:
-        services.detector.set_failed(exc.message)
+        appliance.detector.set_failed(exc.message)
         log.error("PII detector failed to load", extra={"detail": exc.message})
         return
-    services.detector.set_ready(detector)
-    log.info("PII detector ready", extra={"detail": services.settings.spacy_model})
+    appliance.detector.set_ready(detector)
+    log.info("PII detector ready", extra={"detail": appliance.settings.spacy_model})
 
 
-async def _sweep_batches_and_reviews(services: Services) -> int:
+async def _sweep_batches_and_reviews(appliance: Appliance) -> int:
     """Expired batch jobs, history content and review content, each on its own: one that
     fails (logged) never keeps the others' content past its retention."""
-    sweeps: list[Callable[[], Awaitable[int]]] = [lambda: sweep_batches(services.batches)]
-    if services.history is not None:
-        sweeps.append(services.history.sweep)
-    if services.review is not None:
-        sweeps.append(services.review.sweep)
+    sweeps: list[Callable[[], Awaitable[int]]] = [
+        lambda: sweep_batches(appliance.batches),
+        appliance.history.sweep,
+        appliance.review.sweep,
+    ]
     removed = 0
     for sweep in sweeps:
         try:
@@ -103,17 +104,17 @@ async def _sweep_batches_and_reviews(services: Services) -> int:
     return removed
 
 
-def _check_audit_integrity(services: Services) -> Integrity:
+def _check_audit_integrity(appliance: Appliance) -> Integrity:
     """The trail's triggers and tail, checked before serving: a failure stops start-up
     (`audit_integrity_check = "refuse"`) or keeps `/readyz` at 503 with a critical log line."""
-    settings = services.settings
+    settings = appliance.settings
     if not witness_parts(settings.audit_witness):
         log.warning(
             "audit witness disabled (audit_witness = none): rows cut from the end of the trail "
             "or rewritten after the last checkpoint would go unnoticed"
         )
     integrity = Integrity()
-    status = check_integrity(services.audit, witness_setting=settings.audit_witness)
+    status = check_integrity(appliance.audit, witness_setting=settings.audit_witness)
     record_integrity(integrity, status)
     if not integrity.ok and settings.audit_integrity_check == "refuse":
         raise AuditError(f"refusing to start: audit trail integrity {status}")
@@ -127,20 +128,19 @@ def create_app(
     settings = settings or Settings()
     engine = make_engine(settings.resolved_database_url)
     ensure_migrated(engine)
-    services = Services.build(
+    appliance = build_appliance(
         settings, engine, backends if backends is not None else [embedded_backend(settings)]
     )
-    services.gateway.requestable_policies = tuple(settings.requestable_policies)
-    integrity = _check_audit_integrity(services)
+    integrity = _check_audit_integrity(appliance)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(_load_detector(services))
+        task = asyncio.create_task(_load_detector(appliance))
         # Embedded models start in their worker processes now; each is ready once it generated.
-        services.registry.start()
+        appliance.registry.start()
         audit_task = asyncio.create_task(
             maintain_audit(
-                services.audit,
+                appliance.audit,
                 retention_days=settings.audit_retention_days,
                 integrity=integrity,
                 witness_setting=settings.audit_witness,
@@ -148,14 +148,13 @@ def create_app(
         )
         sweep_task = asyncio.create_task(
             sweep_forever(
-                services.documents,
+                appliance.documents,
                 interval_s=settings.document_sweep_interval_s,
-                also=lambda: _sweep_batches_and_reviews(services),
+                also=lambda: _sweep_batches_and_reviews(appliance),
             )
         )
-        batch_task = asyncio.create_task(services.batch_runner.run_forever())
-        eval_runner = services.evaluation.runner if services.evaluation else None
-        eval_task = asyncio.create_task(eval_runner.run_forever()) if eval_runner else None
+        batch_task = asyncio.create_task(appliance.batch_runner.run_forever())
+        eval_task = asyncio.create_task(appliance.evaluation.runner.run_forever())
         try:
             yield
         finally:
@@ -163,20 +162,20 @@ def create_app(
             audit_task.cancel()
             sweep_task.cancel()
             batch_task.cancel()
-            if eval_task is not None:
-                eval_task.cancel()
-                await asyncio.gather(eval_task, return_exceptions=True)
+            eval_task.cancel()
+            await asyncio.gather(eval_task, return_exceptions=True)
             await asyncio.gather(sweep_task, batch_task, return_exceptions=True)
-            if services.pulls is not None:
-                await services.pulls.aclose()
-            await services.registry.aclose()
+            await appliance.pulls.aclose()
+            await appliance.registry.aclose()
             engine.dispose()
 
     static_dir = settings.web_dir / "static"
     static_dir.mkdir(parents=True, exist_ok=True)
 
     # One audit row per request: the handler's event, or else this (see `http.audit`).
-    request_audit = RequestAudit()
+    request_audit = RequestAudit(
+        appliance.audit, anonymous_per_minute=settings.auth_failures_per_minute
+    )
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -216,16 +215,21 @@ def create_app(
             ),
         ],
         guards=[enforce_access],
-        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        dependencies=appliance.dependencies(),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_id_middleware, services.batch_runner.activity.middleware],
+        middleware=[request_id_middleware, appliance.batch_runner.activity.middleware],
         before_send=[security_headers, request_audit.before_send],
-        before_request=refuse_nul_characters,
+        before_request=partial(refuse_nul_characters, max_json_depth=settings.max_json_depth),
         lifespan=[lifespan],
         after_exception=[request_audit.after_exception],
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(
-            directory=Path(settings.web_dir / "templates"), engine=JinjaTemplateEngine
+            directory=Path(settings.web_dir / "templates"),
+            engine=JinjaTemplateEngine,
+            # What every page needs from the settings (base.html's idle sign-out).
+            engine_callback=lambda jinja: jinja.engine.globals.update(
+                session_idle_timeout_s=settings.session_idle_timeout_s
+            ),
         ),
         openapi_config=OpenAPIConfig(
             title="Appliance API",
@@ -240,9 +244,9 @@ def create_app(
         debug=False,
         logging_config=None,
     )
-    app.state.services = services
+    app.state.appliance = appliance
     app.state.audit_integrity = integrity
     app.state.request_audit = request_audit
-    app.state.identity = Identity(settings, engine, services.audit)
+    app.state.identity = Identity(settings, engine, appliance.audit)
     app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

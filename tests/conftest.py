@@ -23,7 +23,7 @@ from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import upgrade
 from appliance.inference.bundled import install_bundled
 from appliance.inference.embedded import embedded_backend
-from appliance.services import Services
+from appliance.wiring import Appliance
 from tests.support.live import LiveServer
 from tests.support.postgres import HOW_TO_ENABLE, PostgresServer, find_bin_dir
 from tests.support.recording import RecordingBackend
@@ -77,7 +77,7 @@ class RunningAppliance:
     """The app under test: its address, services, and the recording seam before the engine."""
 
     url: str
-    services: Services
+    services: Appliance
     backend: RecordingBackend
     server: LiveServer
     client: httpx.Client
@@ -104,7 +104,7 @@ def start_appliance(
         # Every scope, so tests written before sign-in keep talking to the app unchanged. Made
         # below the audited path, so the trail holds only what the test itself caused.
         _, key = apikeys.create(
-            app.state.services.engine,
+            app.state.appliance.engine,
             app.state.identity.pepper,
             name="test-suite",
             scopes=list(SCOPES),
@@ -113,7 +113,7 @@ def start_appliance(
             base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {key}"}
         )
         clients.append(client)
-        return RunningAppliance(server.url, app.state.services, backend, server, client)
+        return RunningAppliance(server.url, app.state.appliance, backend, server, client)
 
     yield start
     for client in clients:

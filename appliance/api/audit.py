@@ -18,12 +18,13 @@ from litestar.response import Stream
 
 from appliance.audit import checkpoints
 from appliance.audit.export import EventFilter, list_events, start_export
+from appliance.audit.store import AuditLog
 from appliance.audit.verify import verify_and_record
 from appliance.auth.guards import PRINCIPAL_STATE
 from appliance.auth.roles import access
+from appliance.config import Settings
 from appliance.errors import AuditKeyError
 from appliance.http.middleware import request_id_of
-from appliance.services import Services
 
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
@@ -59,14 +60,17 @@ class AuditController(Controller):
         description="OK, or the first bad sequence number and why. Recorded as `audit.verified`.",
     )
     async def verify(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        audit: NamedDependency[AuditLog],
+        settings: NamedDependency[Settings],
     ) -> dict[str, Any]:
         """Run the verifier over the whole trail."""
         who = _who(request)
         report = await anyio.to_thread.run_sync(
             lambda: verify_and_record(
-                services.audit,
-                witness_setting=services.settings.audit_witness,
+                audit,
+                witness_setting=settings.audit_witness,
                 actor=who.actor,
                 role=who.role,
                 source=who.source,
@@ -88,7 +92,7 @@ class AuditController(Controller):
     async def export(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
         format: Annotated[str, QueryParameter(description="`jsonl` or `csv`")] = "jsonl",
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
@@ -100,7 +104,7 @@ class AuditController(Controller):
         who = _who(request)
         export = await anyio.to_thread.run_sync(
             lambda: start_export(
-                services.audit,
+                audit,
                 fmt=format,
                 event_filter=event_filter,
                 actor=who.actor,
@@ -125,7 +129,7 @@ class AuditController(Controller):
     @get("/events", summary="List events, newest first", sync_to_thread=True)
     def events(
         self,
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         before_seq: Annotated[int | None, QueryParameter(ge=1)] = None,
         since: FromQuery[datetime | None] = None,
@@ -135,21 +139,21 @@ class AuditController(Controller):
     ) -> dict[str, Any]:
         """A page of events; pass `next_before_seq` as `before_seq` for the next page."""
         event_filter = EventFilter(since=since, until=until, actor=actor, action=action)
-        found = list_events(services.audit.engine, event_filter, limit=limit, before_seq=before_seq)
+        found = list_events(audit.engine, event_filter, limit=limit, before_seq=before_seq)
         next_page = found[-1]["seq"] if len(found) == limit else None
         return {"events": found, "next_before_seq": next_page}
 
     @get("/checkpoints", summary="Every signed checkpoint, oldest first", sync_to_thread=True)
-    def checkpoints(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def checkpoints(self, audit: NamedDependency[AuditLog]) -> dict[str, Any]:
         """The stored checkpoints, for a witness that pulls them."""
-        with services.audit.engine.connect() as connection:
+        with audit.engine.connect() as connection:
             found = checkpoints.all_checkpoints(connection)
         return {"checkpoints": [asdict(c) for c in found]}
 
     @get("/public-key", summary="The Ed25519 public key of the checkpoints", sync_to_thread=False)
-    def public_key(self, services: NamedDependency[Services]) -> dict[str, str]:
+    def public_key(self, audit: NamedDependency[AuditLog]) -> dict[str, str]:
         """PEM and key id, to verify checkpoints away from the appliance."""
-        key = services.audit.verify_key
+        key = audit.verify_key
         if key is None:
             raise AuditKeyError("this appliance has no checkpoint signing key")
         return {"algorithm": "Ed25519", "key_id": key.key_id, "pem": key.pem()}

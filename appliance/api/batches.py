@@ -20,9 +20,10 @@ from litestar.response import Response
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.batches.inputs import Format, parse_items
-from appliance.batches.service import results_csv, results_jsonl
+from appliance.batches.runner import BatchRunner
+from appliance.batches.service import Batches, results_csv, results_jsonl
+from appliance.config import Settings
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
-from appliance.services import Services
 
 UPLOAD_CEILING_BYTES = 101_000_000
 """Body ceiling of the upload route; `batch_max_bytes` (at most 100 MB) is the real limit."""
@@ -60,10 +61,11 @@ class BatchesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
-        services: NamedDependency[Services],
+        settings: NamedDependency[Settings],
+        batch_runner: NamedDependency[BatchRunner],
+        batches: NamedDependency[Batches],
     ) -> dict[str, Any]:
         """Validate the whole file, store the job, wake the runner."""
-        settings = services.settings
         upload = data.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("send the inputs as the multipart field `file`", field="file")
@@ -96,11 +98,11 @@ class BatchesController(Controller):
         policy = _text_field(data, "policy", max_length=100)
         model = _text_field(data, "model", max_length=200)
         job = await anyio.to_thread.run_sync(
-            lambda: services.batches.create(
+            lambda: batches.create(
                 actor, task=task, params=params, policy=policy, model=model, items=items
             )
         )
-        services.batch_runner.wake()
+        batch_runner.wake()
         return job
 
     @get("/{job_id:str}", summary="Progress of one of your batch jobs: counts, rate, ETA")
@@ -108,23 +110,23 @@ class BatchesController(Controller):
         self,
         job_id: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        batches: NamedDependency[Batches],
     ) -> dict[str, Any]:
         """Counts by state, items per second over the last minutes, seconds left."""
         owner = actor_for(request).id
-        return await anyio.to_thread.run_sync(services.batches.status, owner, job_id)
+        return await anyio.to_thread.run_sync(batches.status, owner, job_id)
 
     @get("/{job_id:str}/results", summary="Results of one of your batch jobs, JSONL or CSV")
     async def results(
         self,
         job_id: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        batches: NamedDependency[Batches],
         format: FromQuery[Literal["jsonl", "csv"]] = "jsonl",
     ) -> Response[str]:
         """One line (or row) per item in input order; unfinished items say `pending`."""
         owner = actor_for(request).id
-        results = await anyio.to_thread.run_sync(services.batches.results, owner, job_id)
+        results = await anyio.to_thread.run_sync(batches.results, owner, job_id)
         if format == "csv":
             return Response(results_csv(results), media_type="text/csv; charset=utf-8")
         return Response(results_jsonl(results), media_type="application/x-ndjson")
@@ -136,9 +138,9 @@ class BatchesController(Controller):
         self,
         job_id: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        batches: NamedDependency[Batches],
     ) -> None:
         """Remove the job, its sealed inputs and results."""
         owner = actor_for(request).id
-        if not await anyio.to_thread.run_sync(services.batches.delete, owner, job_id):
+        if not await anyio.to_thread.run_sync(batches.delete, owner, job_id):
             raise NotFound(f"batch '{job_id}' does not exist", field="id")

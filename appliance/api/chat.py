@@ -14,11 +14,10 @@ from litestar.response import Response, ServerSentEvent, ServerSentEventMessage
 from appliance.api.schemas import ChatRequestIn, error_responses
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.gateway import ChatInput
+from appliance.gateway import ChatInput, Gateway
 from appliance.http.middleware import request_id_of
 from appliance.http.receipts import receipt_headers
 from appliance.inference.base import Message
-from appliance.services import Services
 
 
 class ChatController(Controller):
@@ -44,7 +43,7 @@ class ChatController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[ChatRequestIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """Run one chat request."""
         chat = ChatInput(
@@ -57,7 +56,7 @@ class ChatController(Controller):
         actor = actor_for(request)
         request_id = request_id_of(request)
         if not data.stream:
-            result = await services.gateway.chat(actor, chat, request_id=request_id)
+            result = await gateway.chat(actor, chat, request_id=request_id)
             return Response(
                 {
                     "message": {"role": result.message.role, "content": result.message.content},
@@ -66,7 +65,7 @@ class ChatController(Controller):
                 },
                 headers=receipt_headers(result.receipt),
             )
-        stream = await services.gateway.chat_stream(actor, chat, request_id=request_id)
+        stream = await gateway.chat_stream(actor, chat, request_id=request_id)
 
         async def events() -> AsyncIterator[ServerSentEventMessage]:
             async for name, payload in stream.events:

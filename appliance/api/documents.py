@@ -16,9 +16,9 @@ from litestar.params import Body, FromPath
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
+from appliance.documents.service import Documents
 from appliance.errors import InvalidInput
 from appliance.http.middleware import request_id_of
-from appliance.services import Services
 
 UPLOAD_CEILING_BYTES = 101_000_000
 """Body ceiling of the upload route; `document_max_bytes` (at most 100 MB) is the real limit."""
@@ -47,14 +47,14 @@ class DocumentsController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
-        services: NamedDependency[Services],
+        documents: NamedDependency[Documents],
     ) -> dict[str, Any]:
         """Store one document; returns its metadata."""
         upload = data.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("send the document as the multipart field `file`", field="file")
         content = await upload.read()
-        info = await services.documents.upload(
+        info = await documents.upload(
             actor_for(request),
             name=(upload.filename or "document")[:255],
             data=content,
@@ -64,10 +64,10 @@ class DocumentsController(Controller):
 
     @get("/", summary="List your documents")
     async def list_documents(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self, request: Request[Any, Any, Any], documents: NamedDependency[Documents]
     ) -> dict[str, Any]:
         """The caller's documents, newest first (metadata only)."""
-        infos = await services.documents.owned(actor_for(request))
+        infos = await documents.owned(actor_for(request))
         return {"documents": [info.public() for info in infos]}
 
     @get("/{doc_id:str}", summary="One of your documents (metadata)")
@@ -75,10 +75,10 @@ class DocumentsController(Controller):
         self,
         doc_id: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        documents: NamedDependency[Documents],
     ) -> dict[str, Any]:
         """Metadata of one of the caller's documents; 404 for any other."""
-        info = await services.documents.get(actor_for(request), doc_id)
+        info = await documents.get(actor_for(request), doc_id)
         return info.public()
 
     @get("/{doc_id:str}/text", summary="The extracted text of one of your documents")
@@ -86,11 +86,11 @@ class DocumentsController(Controller):
         self,
         doc_id: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        documents: NamedDependency[Documents],
     ) -> dict[str, Any]:
         """The decrypted text, for its owner only."""
         actor = actor_for(request)
-        text = await services.documents.text_for(actor, doc_id)
+        text = await documents.text_for(actor, doc_id)
         return {"id": doc_id, "text": text}
 
     @delete("/{doc_id:str}", summary="Delete one of your documents for good", status_code=204)
@@ -98,9 +98,7 @@ class DocumentsController(Controller):
         self,
         doc_id: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        documents: NamedDependency[Documents],
     ) -> None:
         """Remove the ciphertext and audit the deletion."""
-        await services.documents.delete(
-            actor_for(request), doc_id, request_id=request_id_of(request)
-        )
+        await documents.delete(actor_for(request), doc_id, request_id=request_id_of(request))

@@ -13,15 +13,15 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody
+from sqlalchemy import Engine
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
 from appliance.eval import goldensets
 from appliance.eval.runs import public_run
-from appliance.eval.service import DEFAULT_BAR, check_bar
-from appliance.eval.upload import UPLOAD_CEILING_BYTES, evaluation_of, upload_set
-from appliance.services import Services
+from appliance.eval.service import DEFAULT_BAR, Evaluation, check_bar
+from appliance.eval.upload import UPLOAD_CEILING_BYTES, upload_set
 
 ADMIN = access(roles=("admin",), scopes=("admin",))
 MAX_NUMBER = 1_000_000
@@ -56,9 +56,9 @@ class EvalController(Controller):
     tags = ["evaluation"]
 
     @get("/sets", summary="List golden sets", opt=ADMIN, sync_to_thread=True)
-    def sets(self, services: NamedDependency[Services]) -> list[dict[str, Any]]:
+    def sets(self, engine: NamedDependency[Engine]) -> list[dict[str, Any]]:
         """Every set with its latest version and item count (no content)."""
-        return goldensets.list_sets(services.engine)
+        return goldensets.list_sets(engine)
 
     @post(
         "/sets",
@@ -79,10 +79,10 @@ class EvalController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
     ) -> dict[str, Any]:
         """Validate, seal and store the set (a new version), audited."""
-        return await upload_set(evaluation_of(services), actor_for(request), data, mode="create")
+        return await upload_set(evaluation, actor_for(request), data, mode="create")
 
     @get(
         "/sets/{name:str}",
@@ -91,10 +91,10 @@ class EvalController(Controller):
         sync_to_thread=True,
     )
     def set_detail(
-        self, name: FromPath[str], services: NamedDependency[Services]
+        self, name: FromPath[str], evaluation: NamedDependency[Evaluation]
     ) -> dict[str, Any]:
         """The set's metadata and every version (no content)."""
-        return evaluation_of(services).set_info(name)
+        return evaluation.set_info(name)
 
     @post(
         "/sets/{name:str}/items",
@@ -108,7 +108,7 @@ class EvalController(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         data: JSONBody[dict[str, Any]],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
     ) -> dict[str, Any]:
         """A new version: the latest items plus these."""
         items = data.get("items")
@@ -119,7 +119,7 @@ class EvalController(Controller):
             if not isinstance(item, dict):
                 raise InvalidInput(f"item {number}: expected an object", field=f"item {number}")
             lines.append(json.dumps(item))
-        return await evaluation_of(services).upload(
+        return await evaluation.upload(
             actor_for(request),
             name=name,
             data="\n".join(lines).encode(),
@@ -142,7 +142,7 @@ class EvalController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[dict[str, Any]],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
     ) -> dict[str, Any]:
         """Create the run; the runner works through it in the background."""
         set_name = data.get("set")
@@ -151,7 +151,7 @@ class EvalController(Controller):
         judge = data.get("judge", False)
         if not isinstance(judge, bool):
             raise InvalidInput("`judge` must be true or false", field="judge")
-        return await evaluation_of(services).start(
+        return await evaluation.start(
             actor_for(request),
             set_name=set_name,
             models=_models(data.get("models")),
@@ -161,9 +161,9 @@ class EvalController(Controller):
         )
 
     @get("/runs", summary="List evaluation runs", opt=ADMIN, sync_to_thread=True)
-    def runs(self, services: NamedDependency[Services]) -> list[dict[str, Any]]:
+    def runs(self, evaluation: NamedDependency[Evaluation]) -> list[dict[str, Any]]:
         """The newest runs first, with their metrics (no content)."""
-        return [public_run(r) for r in evaluation_of(services).runs.list_runs()]
+        return [public_run(r) for r in evaluation.runs.list_runs()]
 
     @get(
         "/runs/{run_id:str}",
@@ -174,11 +174,11 @@ class EvalController(Controller):
     def run(
         self,
         run_id: FromPath[str],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
         bar: FromQuery[float] = DEFAULT_BAR,
     ) -> dict[str, Any]:
         """The report for a quality bar in 0..1 (`bar`, default 0.8)."""
-        return evaluation_of(services).report(run_id, bar=check_bar(bar))
+        return evaluation.report(run_id, bar=check_bar(bar))
 
     @post(
         "/runs/{run_id:str}/apply",
@@ -196,7 +196,7 @@ class EvalController(Controller):
         request: Request[Any, Any, Any],
         run_id: FromPath[str],
         data: JSONBody[dict[str, Any]],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
     ) -> dict[str, Any]:
         """One action: routing changes now."""
         bar = data.get("bar", DEFAULT_BAR)
@@ -206,7 +206,7 @@ class EvalController(Controller):
         for key, value in flags.items():
             if not isinstance(value, bool):
                 raise InvalidInput(f"`{key}` must be true or false", field=key)
-        return await evaluation_of(services).apply(
+        return await evaluation.apply(
             actor_for(request),
             run_id,
             bar=check_bar(float(bar)),
@@ -215,6 +215,6 @@ class EvalController(Controller):
         )
 
     @get("/routing", summary="Routing overrides in force", opt=ADMIN, sync_to_thread=True)
-    def routing(self, services: NamedDependency[Services]) -> list[dict[str, Any]]:
+    def routing(self, evaluation: NamedDependency[Evaluation]) -> list[dict[str, Any]]:
         """The default model and threshold per task applied from evaluations."""
-        return evaluation_of(services).routing_overrides()
+        return evaluation.routing_overrides()

@@ -8,10 +8,12 @@ import anyio
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Response
+from sqlalchemy import Engine
 
 from appliance.auth.roles import public
 from appliance.db.engine import ping
-from appliance.services import Services
+from appliance.gateway import DetectorHandle
+from appliance.inference.registry import Registry
 
 
 class HealthController(Controller):
@@ -27,20 +29,24 @@ class HealthController(Controller):
 
     @get("/readyz", summary="Readiness: database, PII detector and a backend")
     async def readyz(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        detector: NamedDependency[DetectorHandle],
+        registry: NamedDependency[Registry],
+        engine: NamedDependency[Engine],
     ) -> Response[dict[str, Any]]:
         """503 until the database answers, the detector is loaded and a backend is healthy, and
         while the audit trail's triggers are missing or its tail does not verify."""
         checks: dict[str, Any] = {}
         try:
-            await anyio.to_thread.run_sync(ping, services.engine)
+            await anyio.to_thread.run_sync(ping, engine)
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"failed: {type(exc).__name__}"
-        checks["detector"] = services.detector.status
+        checks["detector"] = detector.status
         backends: dict[str, str] = {}
         models: dict[str, str] = {}
-        for backend in services.registry.backends:
+        for backend in registry.backends:
             health = await backend.health()
             backends[backend.name] = "ok" if health.ok else f"failed: {health.detail}"
             models.update(health.models)

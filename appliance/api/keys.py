@@ -7,12 +7,14 @@ from typing import Any
 
 import anyio
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.auth import apikeys
 from appliance.auth.guards import caller_of, identity_of, principal_of
 from appliance.auth.roles import access
+from appliance.policies.store import PolicyStore
 
 
 class KeyCreateIn(BaseModel):
@@ -50,14 +52,17 @@ class KeysController(Controller):
 
     @post("/", summary="Create an API key", status_code=201)
     async def create_key(
-        self, request: Request[Any, Any, Any], data: JSONBody[KeyCreateIn]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[KeyCreateIn],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """Create a key; the key itself is in this answer only."""
         identity = identity_of(request)
         principal = principal_of(request)
         caller = caller_of(request)
         if data.policy is not None:
-            request.app.state.services.policies.get(data.policy)  # PolicyNotFound if unknown
+            policies.get(data.policy)  # PolicyNotFound if unknown
         row, key = await anyio.to_thread.run_sync(
             lambda: identity.create_key_sync(
                 name=data.name,

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.api.schemas import error_responses
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.errors import NotFound
+from appliance.config import Settings
 from appliance.inference.pulls import ModelPulls
-from appliance.services import Services
+from appliance.inference.registry import Registry
 
 
 class PullIn(BaseModel):
@@ -29,12 +29,6 @@ class PullIn(BaseModel):
     model: str = Field(min_length=1, max_length=200)
 
 
-def _pulls(services: Services) -> ModelPulls:
-    if services.pulls is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("model pulls are not available", field="backend")
-    return services.pulls
-
-
 class ModelsController(Controller):
     """Model listing."""
 
@@ -43,14 +37,16 @@ class ModelsController(Controller):
     opt = access(roles=("staff", "admin"), scopes=("chat", "tasks", "admin"))
 
     @get("/", summary="List models", sync_to_thread=False)
-    def list_models(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def list_models(
+        self, settings: NamedDependency[Settings], registry: NamedDependency[Registry]
+    ) -> dict[str, Any]:
         """Every registered model with its backend and context length."""
         return {
-            "default": services.settings.default_model,
+            "default": settings.default_model,
             "models": [
                 {"name": m.name, "backend": m.backend, "context_length": m.context_length}
                 | m.details
-                for m in services.registry.models()
+                for m in registry.models()
             ],
         }
 
@@ -78,18 +74,15 @@ class ModelPullsController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[PullIn],
-        services: NamedDependency[Services],
+        pulls: NamedDependency[ModelPulls],
     ) -> dict[str, Any]:
         """Start the pull (audited `model.pull_started`; `model.pulled` when it ends)."""
-        job = await _pulls(services).start(
-            actor_for(request), backend=data.backend, model=data.model
-        )
+        job = await pulls.start(actor_for(request), backend=data.backend, model=data.model)
         return job.public()
 
     @get("/", summary="Model pulls, newest first", sync_to_thread=False)
-    def list_pulls(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def list_pulls(self, pulls: NamedDependency[ModelPulls]) -> dict[str, Any]:
         """Running and recently finished pulls, and the backends that can pull."""
-        pulls = _pulls(services)
         return {
             "backends": pulls.pullable(),
             "pulls": [job.public() for job in pulls.jobs()],
@@ -102,7 +95,7 @@ class ModelPullsController(Controller):
         responses=error_responses(404),
     )
     def get_pull(
-        self, pull_id: FromPath[str], services: NamedDependency[Services]
+        self, pull_id: FromPath[str], pulls: NamedDependency[ModelPulls]
     ) -> dict[str, Any]:
         """Status, Ollama's current phase, bytes and percent of one pull."""
-        return _pulls(services).get(pull_id).public()
+        return pulls.get(pull_id).public()

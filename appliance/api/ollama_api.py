@@ -22,11 +22,11 @@ from appliance import __version__
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput, ModelNotFound
-from appliance.gateway import ChatInput
+from appliance.gateway import ChatInput, Gateway
 from appliance.http.middleware import request_id_of
 from appliance.http.receipts import receipt_headers
 from appliance.inference.base import Message
-from appliance.services import Services
+from appliance.inference.registry import Registry
 from appliance.tasks.schema_limits import check_schema
 
 OLLAMA_API_VERSION = "0.6.0"
@@ -146,7 +146,7 @@ class OllamaController(Controller):
     async def _run(
         self,
         request: Request[Any, Any, Any],
-        services: Services,
+        gateway: Gateway,
         *,
         model: str,
         messages: list[Message],
@@ -168,14 +168,14 @@ class OllamaController(Controller):
             return {"role": "assistant", "content": text} if key == "message" else text
 
         if not stream:
-            result = await services.gateway.chat(actor, chat, request_id=request_id)
+            result = await gateway.chat(actor, chat, request_id=request_id)
             body = _final(model, result.usage) | {
                 key: piece(result.message.content),
                 "privacy_receipt": result.receipt,
             }
             return Response(body, headers=receipt_headers(result.receipt))
 
-        events = await services.gateway.chat_stream(actor, chat, request_id=request_id)
+        events = await gateway.chat_stream(actor, chat, request_id=request_id)
 
         async def lines() -> AsyncIterator[bytes]:
             async for name, payload in events.events:
@@ -206,13 +206,13 @@ class OllamaController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[OllamaChatIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """NDJSON stream by default (`stream: false` for one object), as Ollama does."""
         messages = [Message(role=m.role, content=m.content) for m in data.messages]
         return await self._run(
             request,
-            services,
+            gateway,
             model=data.model,
             messages=messages,
             stream=data.stream,
@@ -226,7 +226,7 @@ class OllamaController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[OllamaGenerateIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """A prompt (and optional system text) as one user turn."""
         messages = ([Message("system", data.system)] if data.system else []) + [
@@ -234,7 +234,7 @@ class OllamaController(Controller):
         ]
         return await self._run(
             request,
-            services,
+            gateway,
             model=data.model,
             messages=messages,
             stream=data.stream,
@@ -244,7 +244,7 @@ class OllamaController(Controller):
         )
 
     @get("/tags", summary="List models (Ollama format)", sync_to_thread=False)
-    def tags_(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def tags_(self, registry: NamedDependency[Registry]) -> dict[str, Any]:
         """The models, as `/api/tags` lists them."""
         return {
             "models": [
@@ -261,23 +261,23 @@ class OllamaController(Controller):
                         "quantization_level": "",
                     },
                 }
-                for m in services.registry.models()
+                for m in registry.models()
             ]
         }
 
     @post("/show", status_code=200, summary="Show a model (Ollama format)")
     async def show(
-        self, data: JSONBody[OllamaShowIn], services: NamedDependency[Services]
+        self, data: JSONBody[OllamaShowIn], registry: NamedDependency[Registry]
     ) -> dict[str, Any]:
         """A model's details; unknown names are a 404 as in Ollama."""
         name = _name(data.model)
-        if name not in services.registry.names():
+        if name not in registry.names():
             raise ModelNotFound(
                 f"model '{data.model}' not found",
                 field="model",
-                available=services.registry.names(),
+                available=registry.names(),
             )
-        info = next(m for m in services.registry.models() if m.name == name)
+        info = next(m for m in registry.models() if m.name == name)
         return {
             "modelfile": "",
             "parameters": "",
@@ -291,10 +291,10 @@ class OllamaController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[OllamaEmbedIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """Vectors of the policy-transformed inputs, through the same gateway path as `/v1`."""
-        result = await services.gateway.embed(
+        result = await gateway.embed(
             actor_for(request),
             data.texts(),
             model=_name(data.model),

@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
-from appliance.gateway import ChatInput
+from appliance.gateway import ChatInput, Gateway
 from appliance.http.middleware import request_id_of
 from appliance.http.receipts import receipt_headers
 from appliance.inference.base import Message
-from appliance.services import Services
+from appliance.inference.registry import Registry
 from appliance.tasks.schema_limits import check_schema
 
 
@@ -146,13 +146,13 @@ class OpenAIController(Controller):
     opt = access(roles=("staff", "admin"), scopes=("chat",), rate="inference")
 
     @get("/models", summary="List models (OpenAI format)", sync_to_thread=False)
-    def models(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def models(self, registry: NamedDependency[Registry]) -> dict[str, Any]:
         """Every model the appliance serves, as OpenAI's model list."""
         return {
             "object": "list",
             "data": [
                 {"id": m.name, "object": "model", "created": 0, "owned_by": "appliance"}
-                for m in services.registry.models()
+                for m in registry.models()
             ],
         }
 
@@ -161,7 +161,7 @@ class OpenAIController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[ChatCompletionIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """Non-streaming JSON or streaming `chat.completion.chunk` server-sent events."""
         chat = ChatInput(
@@ -178,7 +178,7 @@ class OpenAIController(Controller):
         completion_id = f"chatcmpl-{request_id}"
         created = int(time.time())
         if not data.stream:
-            result = await services.gateway.chat(actor, chat, request_id=request_id)
+            result = await gateway.chat(actor, chat, request_id=request_id)
             usage = result.usage
             body = {
                 "id": completion_id,
@@ -201,7 +201,7 @@ class OpenAIController(Controller):
             }
             return Response(body, headers=receipt_headers(result.receipt))
 
-        stream = await services.gateway.chat_stream(actor, chat, request_id=request_id)
+        stream = await gateway.chat_stream(actor, chat, request_id=request_id)
         include_usage = bool((data.stream_options or {}).get("include_usage"))
         model = stream.receipt.get("model") or chat.model
 
@@ -255,12 +255,12 @@ class OpenAIController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[EmbeddingsIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """Vectors of the policy-transformed inputs; a model that cannot embed gets 422
         naming `model`."""
         texts = [data.input] if isinstance(data.input, str) else data.input
-        result = await services.gateway.embed(
+        result = await gateway.embed(
             actor_for(request),
             texts,
             model=_model_name(data.model),

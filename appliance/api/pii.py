@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance.api.schemas import error_responses
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
+from appliance.gateway import Gateway
 from appliance.http.middleware import request_id_of
-from appliance.services import Services
 
 
 class PiiTextIn(BaseModel):
@@ -47,11 +47,11 @@ class PiiController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[PiiTextIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> dict[str, Any]:
         """Entities with type, offsets, score and action; the policy name and version; the id of
         the `pii.analyzed` audit row."""
-        policy, items, audit_id = await services.gateway.analyze(
+        policy, items, audit_id = await gateway.analyze(
             actor_for(request), data.text, policy=data.policy, request_id=request_id_of(request)
         )
         return {
@@ -79,9 +79,9 @@ class PiiController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[PiiTextIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> dict[str, Any]:
         """`{"text", "entities": [...], "receipt": {...}}`; a `block` finding is a 422."""
-        return await services.gateway.redact(
+        return await gateway.redact(
             actor_for(request), data.text, policy=data.policy, request_id=request_id_of(request)
         )

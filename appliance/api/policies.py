@@ -19,8 +19,7 @@ from appliance.api.schemas import error_responses
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.policies.service import ChangedBy, PolicyService
-from appliance.policies.store import VersionInfo
-from appliance.services import Services
+from appliance.policies.store import PolicyStore, VersionInfo
 
 
 class PolicyVersionIn(BaseModel):
@@ -63,11 +62,6 @@ class AssignmentIn(BaseModel):
     naming anything else is refused with 403 `policy_not_allowed`); null keeps the list."""
 
 
-def changes_of(services: Services) -> PolicyService:
-    """The policy changes of this app (stateless over its store and audit log)."""
-    return PolicyService(services.policies, services.audit)
-
-
 def _version(v: VersionInfo) -> dict[str, Any]:
     return {
         "number": v.number,
@@ -87,9 +81,9 @@ class PoliciesController(Controller):
     opt = access(roles=("admin",), scopes=("admin",))
 
     @get("/", summary="List policies with their active versions", sync_to_thread=True)
-    def list_policies(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    def list_policies(self, policies: NamedDependency[PolicyStore]) -> dict[str, Any]:
         """Every policy and its active version."""
-        store = services.policies
+        store = policies
         items = []
         for name in store.names():
             active = next(v for v in store.history(name) if v.active)
@@ -104,9 +98,9 @@ class PoliciesController(Controller):
         sync_to_thread=True,
         responses=error_responses(404),
     )
-    def read(self, name: FromPath[str], services: NamedDependency[Services]) -> dict[str, Any]:
+    def read(self, name: FromPath[str], policies: NamedDependency[PolicyStore]) -> dict[str, Any]:
         """The active version's YAML and every version's metadata."""
-        store = services.policies
+        store = policies
         loaded = store.get(name)
         return {
             "name": name,
@@ -127,10 +121,10 @@ class PoliciesController(Controller):
         name: FromPath[str],
         a: FromQuery[str],
         b: FromQuery[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
     ) -> dict[str, Any]:
         """`?a=<version>&b=<version>` (numbers or hashes)."""
-        store = services.policies
+        store = policies
         lines = difflib.unified_diff(
             store.source(name, a).splitlines(keepends=True),
             store.source(name, b).splitlines(keepends=True),
@@ -150,10 +144,11 @@ class PoliciesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[PolicyVersionIn],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Validates the YAML strictly (errors name line and field); same content is no change."""
-        version = await changes_of(services).create_version(
+        version = await policy_changes.create_version(
             name, data.source, by=ChangedBy.of(actor_for(request)), comment=data.comment
         )
         return _version(version)
@@ -169,10 +164,11 @@ class PoliciesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[ActivateIn],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Requests run under this version from now on."""
-        loaded = await changes_of(services).activate(
+        loaded = await policy_changes.activate(
             name, data.version, by=ChangedBy.of(actor_for(request))
         )
         return {"name": name, "version": loaded.version}
@@ -187,10 +183,11 @@ class PoliciesController(Controller):
         self,
         name: FromPath[str],
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Back to the version that was active before the current one."""
-        loaded = await changes_of(services).rollback(name, by=ChangedBy.of(actor_for(request)))
+        loaded = await policy_changes.rollback(name, by=ChangedBy.of(actor_for(request)))
         return {"name": name, "version": loaded.version}
 
     @put(
@@ -203,10 +200,11 @@ class PoliciesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[AssignmentIn],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Resolution order for a request: key's bound policy, key, team, task, default."""
-        await changes_of(services).assign(
+        await policy_changes.assign(
             data.kind,
             data.target,
             data.policy,

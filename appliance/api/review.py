@@ -15,8 +15,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.schemas import error_responses
-from appliance.http.reviewer import REVIEWER, as_reviewer, queue_of
-from appliance.services import Services
+from appliance.http.reviewer import REVIEWER, as_reviewer
+from appliance.review.queue import ReviewQueue
 
 
 class CorrectionIn(BaseModel):
@@ -43,12 +43,12 @@ class ReviewController(Controller):
     @get("/items", summary="Queued items (no content)", responses=error_responses(401, 403, 422))
     async def list_items(
         self,
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         status: FromQuery[str | None] = "pending",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Items newest first (`status`: pending, accepted, corrected; empty for all)."""
-        queue = queue_of(services)
+        queue = review
         items = await anyio.to_thread.run_sync(
             lambda: queue.list_items(status=status or None, limit=limit)
         )
@@ -63,12 +63,12 @@ class ReviewController(Controller):
     async def open_item(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
     ) -> dict[str, Any]:
         """The item with its content when the policy kept it and it has not expired."""
         return await as_reviewer(
-            request, services, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
+            request, review, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
         )
 
     @post(
@@ -80,12 +80,12 @@ class ReviewController(Controller):
     async def accept(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
     ) -> dict[str, Any]:
         """Mark the item accepted (audited)."""
         return await as_reviewer(
-            request, services, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
+            request, review, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
         )
 
     @post(
@@ -97,14 +97,14 @@ class ReviewController(Controller):
     async def correct(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
         data: JSONBody[CorrectionIn],
     ) -> dict[str, Any]:
         """Store the correction sealed with the item (audited)."""
         return await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.correct_sync(
                 item_id, actor=actor, role=role, expected=data.expected
             ),
@@ -119,14 +119,14 @@ class ReviewController(Controller):
     async def add_to_golden_set(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
         data: JSONBody[GoldenIn],
     ) -> dict[str, Any]:
         """Append the item's input and reviewed output; returns the set's new version."""
         return await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.add_to_golden_set_sync(
                 item_id, set_name=data.set_name, actor=actor, role=role
             ),

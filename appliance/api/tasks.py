@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import ApplianceError
+from appliance.gateway import Gateway
 from appliance.http.middleware import request_id_of
-from appliance.services import Services
 from appliance.tasks.types import TaskInput
 
 
@@ -54,9 +54,9 @@ class TasksController(Controller):
     opt = access(roles=("staff", "admin"), scopes=("tasks",), rate="inference")
 
     @get("/", summary="List task templates with their parameter and output schemas")
-    async def list_tasks(self, services: NamedDependency[Services]) -> dict[str, Any]:
+    async def list_tasks(self, gateway: NamedDependency[Gateway]) -> dict[str, Any]:
         """Every template."""
-        return {"tasks": [t.public() for t in services.gateway.routing.tasks.all()]}
+        return {"tasks": [t.public() for t in gateway.routing.tasks.all()]}
 
     @post(
         "/{name:str}",
@@ -74,7 +74,7 @@ class TasksController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[TaskRequestIn],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Response[Any]:
         """Run one task."""
         task = TaskInput(
@@ -88,14 +88,14 @@ class TasksController(Controller):
         actor = actor_for(request)
         request_id = request_id_of(request)
         if not data.stream:
-            result = await services.gateway.run_task(actor, task, request_id=request_id)
+            result = await gateway.run_task(actor, task, request_id=request_id)
             return Response(
                 {"output": result.output, "receipt": result.receipt, "usage": result.usage}
             )
 
         async def events() -> AsyncIterator[ServerSentEventMessage]:
             try:
-                result = await services.gateway.run_task(actor, task, request_id=request_id)
+                result = await gateway.run_task(actor, task, request_id=request_id)
             except ApplianceError as exc:
                 yield ServerSentEventMessage(event="error", data=json.dumps(exc.to_dict()["error"]))
                 return

@@ -12,7 +12,7 @@ from litestar.params import FromQuery
 
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
-from appliance.services import Services
+from appliance.gateway import Gateway
 
 
 class UsageController(Controller):
@@ -24,7 +24,7 @@ class UsageController(Controller):
 
     @get("/summary", summary="Usage and cost summary")
     async def summary(
-        self, services: NamedDependency[Services], since: FromQuery[str | None] = None
+        self, gateway: NamedDependency[Gateway], since: FromQuery[str | None] = None
     ) -> dict[str, Any]:
         """Totals since `since` (ISO 8601), else all time: on-prem vs frontier-equivalent cost."""
         start: datetime | None = None
@@ -33,9 +33,9 @@ class UsageController(Controller):
                 start = datetime.fromisoformat(since)
             except ValueError as exc:
                 raise InvalidInput("since must be an ISO 8601 time", field="since") from exc
-        usage = services.gateway.routing.usage
+        usage = gateway.routing.usage
         if usage is None:
             return {"total": {}, "by_model": {}, "by_tier": {}, "by_task": {}}
         body = await anyio.to_thread.run_sync(lambda: usage.summary(since=start))
-        body["frontier_model"] = services.gateway.routing.costs.reference_model
+        body["frontier_model"] = gateway.routing.costs.reference_model
         return body

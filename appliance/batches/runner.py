@@ -1,4 +1,5 @@
-"""The batch runner: items through `Gateway.run_task`, at most N at a time, yielding between.
+"""The batch runner: items through the request path's `run_task` (the gateway, handed in as a
+`TaskRunner`), at most N at a time, yielding between.
 
 Interactive requests keep their latency because every item runs as background work
 (`appliance.inference.gate.background`): it starts only after interactive traffic was quiet for
@@ -14,7 +15,7 @@ import contextlib
 import logging
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -23,7 +24,7 @@ from appliance.batches.pacing import InteractiveTraffic
 from appliance.errors import ApplianceError
 from appliance.inference.gate import background
 from appliance.tasks.patience import patiently
-from appliance.tasks.types import TaskInput
+from appliance.tasks.types import TaskInput, TaskResult
 
 if TYPE_CHECKING:
     from appliance.batches.models import BatchJob
@@ -34,6 +35,21 @@ log = logging.getLogger(__name__)
 _CHUNK = 50
 
 
+class TaskRunner(Protocol):
+    """The request path as batch items use it (the app hands in the gateway)."""
+
+    async def run_task(self, actor: Actor, task: TaskInput, *, request_id: str) -> TaskResult:
+        """Run one task input under the caller's policy, audited like any request."""
+        ...
+
+
+class DetectorStatus(Protocol):
+    """The PII detector's state: items wait while it is `loading` (after a restart)."""
+
+    @property
+    def status(self) -> str: ...
+
+
 class BatchRunner:
     """Runs open jobs in creation order until none is left, then waits for the next."""
 
@@ -41,12 +57,16 @@ class BatchRunner:
         self,
         batches: Batches,
         *,
+        task_runner: TaskRunner,
+        detector: DetectorStatus,
         concurrency: int,
         pause_s: float,
         quiet_s: float = 0.0,
         activity: InteractiveTraffic | None = None,
     ) -> None:
         self.batches = batches
+        self.task_runner = task_runner
+        self.detector = detector
         self.concurrency = concurrency
         self.pause_s = pause_s
         self.quiet_s = quiet_s
@@ -63,7 +83,7 @@ class BatchRunner:
             self._wake.clear()
             jobs: list[BatchJob] = []
             # After a restart the detector loads in the background; items would only fail.
-            while self.batches.gateway.detector.status == "loading":  # noqa: ASYNC110
+            while self.detector.status == "loading":  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             try:
                 jobs = await anyio.to_thread.run_sync(self.batches.open_jobs)
@@ -116,11 +136,11 @@ class BatchRunner:
             model=job.model,
         )
         request_id = f"batch:{job.id}:{seq}"
-        gateway = self.batches.gateway
+        task_runner = self.task_runner
         try:
             with background():
                 result = await patiently(
-                    lambda: gateway.run_task(actor, task, request_id=request_id)
+                    lambda: task_runner.run_task(actor, task, request_id=request_id)
                 )
         except ApplianceError as exc:
             await self._finish(job.id, seq, error=exc)

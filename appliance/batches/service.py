@@ -16,7 +16,7 @@ import logging
 import uuid
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import col, select
@@ -32,7 +32,9 @@ from appliance.errors import NotFound
 
 if TYPE_CHECKING:
     from appliance.auth.actor import Actor
-    from appliance.gateway import Gateway
+    from appliance.policies.schema import LoadedPolicy
+    from appliance.policies.store import PolicyStore
+    from appliance.tasks.templates import TaskCatalog
 
 SEALED_PARAMS = "sealed"
 """The one key of a job's stored `params`: the sealed JSON of the real ones, base64."""
@@ -43,15 +45,34 @@ RATE_WINDOW = timedelta(minutes=5)
 """Rate and ETA are measured over items finished this recently."""
 
 
+class PolicyRequests(Protocol):
+    """The check of a policy a request names (the gateway's, handed in by the app)."""
+
+    def requested_policy(
+        self, actor: Actor, name: str | None, *, task: str | None = None
+    ) -> LoadedPolicy:
+        """The policy a request naming `name` runs under; refuses one the caller may not name."""
+        ...
+
+
 class Batches:
     """Jobs and items, always read through their owner."""
 
     def __init__(
-        self, engine: Engine, sealer: Sealer, *, gateway: Gateway, default_retention: timedelta
+        self,
+        engine: Engine,
+        sealer: Sealer,
+        *,
+        tasks: TaskCatalog,
+        policies: PolicyStore,
+        policy_requests: PolicyRequests,
+        default_retention: timedelta,
     ) -> None:
         self.engine = engine
         self.sealer = sealer
-        self.gateway = gateway
+        self.tasks = tasks
+        self.policies = policies
+        self.policy_requests = policy_requests
         self.default_retention = default_retention
 
     # -- writing ---------------------------------------------------------------------------------
@@ -66,13 +87,13 @@ class Batches:
         items: list[dict[str, Any]],
     ) -> dict[str, Any]:
         """Store a job and all its items in one transaction; the runner picks it up."""
-        template = self.gateway.routing.tasks.get(task)
+        template = self.tasks.get(task)
         template.validate_params(params)
         if policy is not None:
             # The caller's assignment is a floor here too (403 `policy_not_allowed`).
-            self.gateway.requested_policy(actor, policy, task=task)
+            self.policy_requests.requested_policy(actor, policy, task=task)
         # The job's content expires under the caller's own policy (key > team > default).
-        resolved = self.gateway.requested_policy(actor, None)
+        resolved = self.policy_requests.requested_policy(actor, None)
         now = utcnow()
         job = BatchJob(
             id=uuid.uuid4().hex,

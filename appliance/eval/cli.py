@@ -38,12 +38,12 @@ def _actor() -> Any:
 async def _services(settings: Settings, *, detector: bool) -> AsyncIterator[Any]:
     from appliance.db.engine import ensure_migrated, make_engine
     from appliance.inference.embedded import embedded_backend
-    from appliance.services import Services
+    from appliance.wiring import build_appliance
 
     engine = make_engine(settings.resolved_database_url)
     try:
         ensure_migrated(engine)
-        services = Services.build(settings, engine, [embedded_backend(settings)])
+        services = build_appliance(settings, engine, [embedded_backend(settings)])
         if detector:
             from appliance.pii.detector import load_detector
 
@@ -171,8 +171,6 @@ def cmd_samples(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Run a set against models here, with a progress bar on stderr."""
-    from appliance.eval.runner import EvalRunner
-
     if args.resume is None and (args.set is None or not args.models):
         raise InvalidInput("give SET and --models, or --resume RUN", field="models")
     tty = sys.stderr.isatty()
@@ -200,7 +198,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 run_id = started["id"]
                 print(f"run {run_id}", file=sys.stderr)
             run = await asyncio.to_thread(evaluation.runs.get, run_id)
-            await EvalRunner(evaluation, pause_s=0).run(run, progress=show)
+            await evaluation.runner.run(run, progress=show, pause_s=0)
             report: dict[str, Any] = await asyncio.to_thread(
                 lambda: evaluation.report(run_id, bar=args.bar)
             )

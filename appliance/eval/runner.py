@@ -1,4 +1,5 @@
-"""The evaluation runner: each (model, item) of a run through `Gateway.run_task`, one at a time.
+"""The evaluation runner: each (model, item) of a run through the request path's `run_task`
+(the gateway, handed in as a `TaskRunner`), one at a time.
 
 Every input takes the one request path, so the set's policy handles identifiers in golden data
 exactly as in production, and an external tier only ever receives pseudonymized text (the
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -27,12 +28,15 @@ from appliance.auth.actor import Actor, Purpose
 from appliance.errors import ApplianceError
 from appliance.eval import goldensets
 from appliance.tasks.patience import patiently
-from appliance.tasks.types import TaskInput
+from appliance.tasks.types import TaskInput, TaskResult
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from appliance.documents.crypto import Sealer
     from appliance.eval.goldensets import GoldenItem
     from appliance.eval.models import EvalRun
-    from appliance.eval.service import Evaluation
+    from appliance.eval.runs import EvalRuns
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,51 @@ JUDGE_TASK = "classify"
 Progress = Callable[[dict[str, Any]], None]
 
 
+class TaskRunner(Protocol):
+    """The request path as evaluation runs use it (the app hands in the gateway)."""
+
+    async def run_task(self, actor: Actor, task: TaskInput, *, request_id: str) -> TaskResult:
+        """Run one task input under the caller's policy, audited like any request."""
+        ...
+
+
+class DetectorStatus(Protocol):
+    """The PII detector's state: items wait while it is `loading` (after a restart)."""
+
+    @property
+    def status(self) -> str: ...
+
+
+class RunBook(Protocol):
+    """What the runner reads and records through the evaluation service (`Evaluation`)."""
+
+    engine: Engine
+    sealer: Sealer
+    runs: EvalRuns
+
+    def judge_model(self, policy_name: str | None) -> str | None:
+        """The model that judges answers under the set's policy."""
+        ...
+
+    async def finish(self, run_id: str) -> None:
+        """Store the final metrics and mark the run finished (audited)."""
+        ...
+
+
 class EvalRunner:
     """Runs open evaluation runs in creation order, then waits for the next."""
 
-    def __init__(self, evaluation: Evaluation, *, pause_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        evaluation: RunBook,
+        *,
+        task_runner: TaskRunner,
+        detector: DetectorStatus,
+        pause_s: float = 0.05,
+    ) -> None:
         self.evaluation = evaluation
+        self.task_runner = task_runner
+        self.detector = detector
         self.pause_s = pause_s
         self._wake = asyncio.Event()
 
@@ -56,11 +100,10 @@ class EvalRunner:
 
     async def run_forever(self, *, idle_s: float = 2.0) -> None:
         """The runner's loop (a task of the app lifespan; cancelled at shutdown)."""
-        gateway = self.evaluation.gateway
         while True:
             self._wake.clear()
             runs: list[EvalRun] = []
-            while gateway.detector.status == "loading":  # noqa: ASYNC110
+            while self.detector.status == "loading":  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             try:
                 runs = await anyio.to_thread.run_sync(self.evaluation.runs.open_runs)
@@ -74,8 +117,11 @@ class EvalRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
 
-    async def run(self, run: EvalRun, *, progress: Progress | None = None) -> None:
-        """Run every pending result of `run`, then compute its metrics and finish it."""
+    async def run(
+        self, run: EvalRun, *, progress: Progress | None = None, pause_s: float | None = None
+    ) -> None:
+        """Run every pending result of `run`, then compute its metrics and finish it; `pause_s`
+        (default: the runner's) is the pause after each item."""
         evaluation = self.evaluation
         runs = evaluation.runs
         await anyio.to_thread.run_sync(runs.mark, run.id, "running")
@@ -94,12 +140,12 @@ class EvalRunner:
             await self._item(run, actor, model, by_seq[seq], params, found.policy, judge)
             if progress is not None:
                 progress(await anyio.to_thread.run_sync(runs.progress, run.id))
-            await asyncio.sleep(self.pause_s)
+            await asyncio.sleep(self.pause_s if pause_s is None else pause_s)
         await evaluation.finish(run.id)
 
-    async def _call(self, actor: Actor, task: TaskInput, request_id: str) -> Any:
+    async def _call(self, actor: Actor, task: TaskInput, request_id: str) -> TaskResult:
         return await patiently(
-            lambda: self.evaluation.gateway.run_task(actor, task, request_id=request_id)
+            lambda: self.task_runner.run_task(actor, task, request_id=request_id)
         )
 
     async def _item(

@@ -18,7 +18,7 @@ from appliance.eval import goldensets
 from appliance.eval.goldensets import Format
 from appliance.eval.overrides import RoutingOverrides
 from appliance.eval.recommend import calibrate, calibration_pair, recommend
-from appliance.eval.runner import JUDGE_TASK
+from appliance.eval.runner import JUDGE_TASK, DetectorStatus, EvalRunner, TaskRunner
 from appliance.eval.runs import EvalRuns, public_run
 from appliance.inference.base import TIERS
 from appliance.policies.resolve import resolve_policy
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
     from appliance.audit.store import AuditLog
     from appliance.auth.actor import Actor
-    from appliance.eval.runner import EvalRunner
-    from appliance.gateway import Gateway
+    from appliance.inference.registry import Registry
+    from appliance.policies.store import PolicyStore
+    from appliance.tasks.templates import TaskCatalog
 
 DEFAULT_BAR = 0.8
 """The quality bar a report uses when none is given."""
@@ -43,7 +44,10 @@ def check_bar(bar: float) -> float:
 
 
 class Evaluation:
-    """Golden sets, runs and routing overrides, as the API, pages and CLI use them."""
+    """Golden sets, runs and routing overrides, as the API, pages and CLI use them.
+
+    Runs go through `task_runner` (the request path); the evaluation's own `runner` is built
+    here, handed this service, so the two are wired in one step."""
 
     def __init__(
         self,
@@ -51,16 +55,26 @@ class Evaluation:
         engine: Engine,
         sealer: Sealer,
         audit: AuditLog,
-        gateway: Gateway,
+        policies: PolicyStore,
+        registry: Registry,
+        tasks: TaskCatalog,
+        task_runner: TaskRunner,
+        detector: DetectorStatus,
         overrides: RoutingOverrides,
+        requestable: tuple[str, ...] = (),
+        pause_s: float = 0.05,
     ) -> None:
         self.engine = engine
         self.sealer = sealer
         self.audit = audit
-        self.gateway = gateway
+        self.policies = policies
+        self.registry = registry
+        self.tasks = tasks
         self.overrides = overrides
+        self.requestable = requestable
+        """Policies a caller with no assignment may name (the `requestable_policies` setting)."""
         self.runs = EvalRuns(engine, sealer)
-        self.runner: EvalRunner | None = None
+        self.runner = EvalRunner(self, task_runner=task_runner, detector=detector, pause_s=pause_s)
 
     # -- golden sets -----------------------------------------------------------------------------
     async def upload(
@@ -88,7 +102,7 @@ class Evaluation:
             if policy is not None:
                 if not goldensets.NAME.match(policy):
                     raise InvalidInput("no such policy", field="policy")
-                self.gateway.policies.get(policy)
+                self.policies.get(policy)
             self._check_params(task, params or {})
         else:
             task = (await anyio.to_thread.run_sync(goldensets.get_set, self.engine, name)).task
@@ -162,7 +176,7 @@ class Evaluation:
                 field=f"params.{sorted(unknown)[0]}",
             )
         if params:
-            template = self.gateway.routing.tasks.get(task)
+            template = self.tasks.get(task)
             probe = dict(params)
             if task == "classify" and "labels" not in probe:
                 probe["labels"] = ["a", "b"]
@@ -194,15 +208,14 @@ class Evaluation:
         runner: str = "server",
     ) -> dict[str, Any]:
         """Create a run (audited `eval.run_started`) and wake the runner."""
-        gateway = self.gateway
         run = await anyio.to_thread.run_sync(
             lambda: self.runs.create(
                 actor,
                 set_name=set_name,
                 models=models,
-                registry=gateway.registry,
-                policies=gateway.policies,
-                requestable=gateway.requestable_policies,
+                registry=self.registry,
+                policies=self.policies,
+                requestable=self.requestable,
                 version=version,
                 limit=limit,
                 judge=judge,
@@ -224,7 +237,7 @@ class Evaluation:
                 },
             ).record()
         )
-        if wake and self.runner is not None:
+        if wake:
             self.runner.wake()
         return public_run(run, await anyio.to_thread.run_sync(self.runs.progress, run.id))
 
@@ -266,13 +279,13 @@ class Evaluation:
         """
         try:
             policy = resolve_policy(
-                self.gateway.policies,
+                self.policies,
                 key_id=actor.key_id,
                 key_policy=actor.key_policy,
                 team=actor.team,
                 task=JUDGE_TASK,
                 requested=policy_name,
-                requestable=self.gateway.requestable_policies,
+                requestable=self.requestable,
             )
         except ApplianceError:
             return None
@@ -281,7 +294,7 @@ class Evaluation:
         max_tier = getattr(routing, "max_tier", "large") or "large"
         if allow:
             max_tier = "external"
-        registry = self.gateway.registry
+        registry = self.registry
         for tier in reversed(TIERS[: TIERS.index(max_tier) + 1]):
             info = registry.model_for_tier(tier)
             if info is not None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from appliance.errors import InvalidInput, NotFound, PayloadTooLarge
+from appliance.errors import InvalidInput, PayloadTooLarge
 
 if TYPE_CHECKING:
     from appliance.auth.actor import Actor
@@ -31,22 +31,6 @@ class UploadedFile(Protocol):
     async def read(self, size: int = -1) -> bytes:
         """The file's bytes."""
         ...
-
-
-class HasEvaluation(Protocol):
-    """The app's services, as far as the evaluation routes need them."""
-
-    @property
-    def evaluation(self) -> Evaluation | None:
-        """The evaluation service, if the app has one."""
-        ...
-
-
-def evaluation_of(services: HasEvaluation) -> Evaluation:
-    """The evaluation service (every app built by `create_app` has one)."""
-    if services.evaluation is None:  # pragma: no cover
-        raise NotFound("evaluation is not configured")
-    return services.evaluation
 
 
 def _text(data: Mapping[str, Any], name: str, *, max_length: int) -> str | None:

@@ -86,6 +86,10 @@ class Gateway:
         max_tokens_limit: int = 2048,
         detector_timeout_s: float,
         routing: RoutingSteps | None = None,
+        documents: DocumentTexts | None = None,
+        review: ReviewIntake | None = None,
+        history: HistoryIntake | None = None,
+        requestable_policies: tuple[str, ...] = ("*",),
     ) -> None:
         # Router, escalation, usage and tasks; without it, a plain registry with no tiers.
         self.routing = routing or RoutingSteps.plain(registry, default_model=default_model)
@@ -100,14 +104,14 @@ class Gateway:
         self.max_tokens_limit = max_tokens_limit
         self.detector_timeout_s = detector_timeout_s
         self._specs: dict[tuple[str, str], DetectionSpec] = {}
-        # Set by the services once the document store exists; tasks refuse `document_id` without.
-        self.documents: DocumentTexts | None = None
-        # Set by the services: the review queue task outputs are offered to after the answer.
-        self.review: ReviewIntake | None = None
-        # Set by the services: the history that keeps content where the policy retains it.
-        self.history: HistoryIntake | None = None
-        # Policies a caller with no assignment may name (`*`: any); set from the settings.
-        self.requestable_policies: tuple[str, ...] = ("*",)
+        # The document store; without it, tasks refuse `document_id`.
+        self.documents = documents
+        # The review queue task outputs are offered to after the answer.
+        self.review = review
+        # The history that keeps content where the policy retains it.
+        self.history = history
+        # Policies a caller with no assignment may name (`*`: any), from the settings.
+        self.requestable_policies = requestable_policies
 
     # -- PII steps, shared by every adapter -------------------------------------------------------
     def spec(self, policy: LoadedPolicy, direction: Literal["input", "output"]) -> DetectionSpec:

@@ -39,6 +39,7 @@ from appliance.audit.events import (
     RequestServed,
 )
 from appliance.audit.requests import RequestRows
+from appliance.audit.store import AuditLog
 from appliance.auth.guards import PRINCIPAL_STATE, route_target
 from appliance.auth.ratelimit import FailureThrottle
 from appliance.http.errors import describe
@@ -78,7 +79,11 @@ class RequestAudit:
     """The `after_exception` and `before_send` hooks that write a request's row when its handler
     wrote none, and the per-address bound on anonymous refusals."""
 
-    def __init__(self, window_s: float = 60.0) -> None:
+    def __init__(
+        self, audit: AuditLog, *, anonymous_per_minute: int, window_s: float = 60.0
+    ) -> None:
+        self.audit = audit
+        self.anonymous_per_minute = anonymous_per_minute
         self.anonymous = FailureThrottle(window_s)
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -107,7 +112,7 @@ class RequestAudit:
             return
         record = self._record(scope, state)
         if record is not None:
-            await scope["litestar_app"].state.services.audit.append(record)
+            await self.audit.append(record)
 
     def _record(self, scope: Scope, state: dict[str, Any]) -> AuditRecord | None:
         app = scope["litestar_app"]
@@ -146,7 +151,7 @@ class RequestAudit:
     def _admit_anonymous(self, app: Any, address: str) -> bool:
         """Whether an anonymous refusal from `address` gets a row of its own; past the limit it
         is counted in the window's aggregate row instead."""
-        limit = app.state.services.settings.auth_failures_per_minute
+        limit = self.anonymous_per_minute
         wait, first = self.anonymous.refuse(address, limit)
         if not wait:
             self.anonymous.failed(address)
@@ -169,7 +174,7 @@ class RequestAudit:
                 with anyio.CancelScope(shield=True):
                     count = throttle.take(address, started)
                     if count:
-                        await app.state.services.audit.append(
+                        await self.audit.append(
                             RequestRefused(
                                 actor="anonymous",
                                 source=address[:100],

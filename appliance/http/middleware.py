@@ -154,11 +154,6 @@ _STRING = re.compile(rb'"(?:[^"\\\\]|\\\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
 
-def _max_depth(request: Request[Any, Any, Any]) -> int:
-    services = getattr(request.app.state, "services", None)
-    return int(getattr(getattr(services, "settings", None), "max_json_depth", 64))
-
-
 def json_depth(body: bytes) -> int:
     """The deepest nesting of arrays and objects in a JSON text, without parsing it (strings
     are skipped, so brackets inside them do not count). Linear in the body's size."""
@@ -200,14 +195,17 @@ def _refuse(field: str) -> InvalidInput:
     return InvalidInput(f"{field} must not contain a NUL character (U+0000)", field=field)
 
 
-async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
+async def refuse_nul_characters(
+    request: Request[Any, Any, Any], *, max_json_depth: int = 64
+) -> None:
     """`before_request` hook: path, query, body and form text holding a NUL character is refused
     with a 422 naming the field, before any handler stores it (no database keeps NUL in text).
 
     A body is checked whatever its declared type (a JSON body is read as JSON even when sent as
     `text/plain`); for multipart forms, the text fields are checked and the files left to the
     document extractors. A JSON body must also be UTF-8 and nest at most `max_json_depth` deep
-    (400 `malformed_body`), so no decoder or validator downstream fails with a 500.
+    (400 `malformed_body`; the app binds the setting), so no decoder or validator downstream
+    fails with a 500.
     """
     for name, value in request.path_params.items():
         if isinstance(value, str) and _NUL in value:
@@ -236,4 +234,4 @@ async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
         if where is not None:
             raise _refuse(where or "body")
     if as_json:
-        check_depth(body, max_depth=_max_depth(request))
+        check_depth(body, max_depth=max_json_depth)

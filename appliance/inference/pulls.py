@@ -7,7 +7,8 @@ and keeps a running percentage. When it ends, `model.pulled` is recorded (outcom
 error code) and the registry re-discovers models, so a pulled model can be routed to at once.
 
 Jobs live in memory: a pull is an operation on a backend, not state the appliance must keep
-(Ollama itself resumes an interrupted pull where it left off).
+(Ollama itself resumes an interrupted pull where it left off). Each step is reported as a
+`PullEvent` to the `PullAudit` the app hands in (which writes it to the audit trail).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from appliance.audit.events import ModelEvent, ModelPulled, ModelPullStarted
-from appliance.audit.store import AuditLog, AuditRecord
-from appliance.auth.actor import Actor
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
 from appliance.inference.balancer import BalancedBackend
 from appliance.inference.ollama import PullProgress
@@ -43,6 +41,40 @@ class Puller(Protocol):
     def pull(self, model: str) -> AsyncIterator[PullProgress]:
         """Ollama's progress lines until `success`."""
         ...
+
+
+class Requester(Protocol):
+    """Who asked for a pull (the caller's `Actor`): id, role and source address."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def source(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One step of a pull worth recording: `model.pull_started` or `model.pulled` (outcome `ok`
+    or the error code), with counts only."""
+
+    action: str
+    outcome: str
+    requester: Requester
+    model: str
+    target: str
+    """`<backend>:<model>`."""
+    details: dict[str, int | str]
+
+
+class PullAudit(Protocol):
+    """Records a pull's events (the app writes them to the audit trail); returns once the
+    record is committed."""
+
+    async def __call__(self, event: PullEvent) -> None: ...
 
 
 def _can_pull(backend: Any) -> bool:
@@ -114,7 +146,7 @@ class PullJob:
 class ModelPulls:
     """Starts pulls on the registry's Ollama backends and keeps their progress."""
 
-    def __init__(self, registry: Registry, audit: AuditLog) -> None:
+    def __init__(self, registry: Registry, audit: PullAudit) -> None:
         self.registry = registry
         self.audit = audit
         self._jobs: dict[str, PullJob] = {}
@@ -173,7 +205,7 @@ class ModelPulls:
             raise NotFound(f"no model pull '{job_id}'", field="pull_id")
         return job
 
-    async def start(self, actor: Actor, *, backend: str, model: str) -> PullJob:
+    async def start(self, actor: Requester, *, backend: str, model: str) -> PullJob:
         """Check the request, audit it, and run the pull in the background."""
         model, backend = model.strip(), backend.strip()
         if not MODEL_NAME.match(model):
@@ -192,13 +224,13 @@ class ModelPulls:
             nodes=[t.name for t in targets],
             actor=actor.id,
         )
-        await self.audit.append(self._record(actor, job, ModelPullStarted, "ok"))
+        await self.audit(self._event(actor, job, "model.pull_started", "ok"))
         self._jobs[job.id] = job
         self._forget_old()
         job.task = asyncio.create_task(self._run(actor, job, targets))
         return job
 
-    async def _run(self, actor: Actor, job: PullJob, targets: list[Puller]) -> None:
+    async def _run(self, actor: Requester, job: PullJob, targets: list[Puller]) -> None:
         outcome, error, cancelled = "ok", None, False
         try:
             for index, target in enumerate(targets):
@@ -216,22 +248,19 @@ class ModelPulls:
         except Exception as exc:  # a broken stream must end the job, not leave it running
             outcome, error = "internal_error", type(exc).__name__
         # The audit row is committed before the job reports its end.
-        record = self._record(actor, job, ModelPulled, outcome)
-        await asyncio.shield(self.audit.append(record))
+        event = self._event(actor, job, "model.pulled", outcome)
+        await asyncio.shield(self.audit(event))
         job.finished_at = datetime.now(UTC).isoformat()
         job.error = error
         job.status = "succeeded" if outcome == "ok" else "failed"
         if cancelled:
             raise asyncio.CancelledError
 
-    def _record(
-        self, actor: Actor, job: PullJob, event: type[ModelEvent], outcome: str
-    ) -> AuditRecord:
-        return event(
-            actor=actor.id,
-            role=actor.role,
-            source=actor.source,
+    def _event(self, actor: Requester, job: PullJob, action: str, outcome: str) -> PullEvent:
+        return PullEvent(
+            action=action,
             outcome=outcome,
+            requester=actor,
             model=job.model,
             target=f"{job.backend}:{job.model}",
             details={
@@ -239,7 +268,7 @@ class ModelPulls:
                 "nodes": len(job.nodes),
                 "bytes": sum(t for _, t in job.layers.values()),
             },
-        ).record()
+        )
 
     def _forget_old(self) -> None:
         finished = [j for j in self.jobs() if j.status != "running"]

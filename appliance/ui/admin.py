@@ -18,9 +18,13 @@ from appliance.auth import accounts, apikeys
 from appliance.auth.guards import caller_of, identity_of, principal_of
 from appliance.auth.roles import ROLES, SCOPES, access
 from appliance.auth.teams import check_team
+from appliance.config import Settings
 from appliance.errors import InvalidInput
+from appliance.gateway import Gateway
 from appliance.inference.balancer import BalancedBackend
-from appliance.services import Services
+from appliance.inference.pulls import ModelPulls
+from appliance.inference.registry import Registry
+from appliance.policies.store import PolicyStore
 from appliance.ui.common import fragment, render
 
 
@@ -33,10 +37,14 @@ class ModelPagesController(Controller):
 
     @get("/")
     async def models(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        registry: NamedDependency[Registry],
+        gateway: NamedDependency[Gateway],
+        settings: NamedDependency[Settings],
+        pulls: NamedDependency[ModelPulls],
     ) -> Template:
         """The models and routing page."""
-        registry = services.registry
         backends = []
         for backend in registry.backends:
             health = await backend.health()
@@ -58,23 +66,23 @@ class ModelPagesController(Controller):
         tiers: dict[str, list[Any]] = {}
         for model in models:
             tiers.setdefault(model.tier, []).append(model)
-        routing = services.gateway.routing
+        routing = gateway.routing
         return render(
             request,
             "models.html",
             backends=backends,
             tiers=tiers,
-            default_model=services.settings.default_model,
+            default_model=settings.default_model,
             router=routing.router.config,
             rules=routing.rules,
             task_tiers={t.name: t.tier for t in routing.tasks.all()},
             reference_model=routing.costs.reference_model,
-            pullable=services.pulls.pullable() if services.pulls else [],
-            pulls=[j.public() for j in services.pulls.jobs()] if services.pulls else [],
+            pullable=pulls.pullable(),
+            pulls=[j.public() for j in pulls.jobs()],
         )
 
 
-def _users_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
+def _users_context(request: Request[Any, Any, Any], policies: PolicyStore) -> dict[str, Any]:
     engine = identity_of(request).engine
     users = accounts.list_users(engine)
     names = {u.id: u.username for u in users}
@@ -86,7 +94,7 @@ def _users_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "keys": keys,
         "roles": ROLES,
         "scopes": SCOPES,
-        "policies": request.app.state.services.policies.names(),
+        "policies": policies.names(),
         "me": principal_of(request).id,
     }
 
@@ -100,21 +108,32 @@ class UserPagesController(Controller):
     opt = access(roles=("admin",))
 
     @get("/", sync_to_thread=True)
-    def index(self, request: Request[Any, Any, Any]) -> Template:
+    def index(
+        self, request: Request[Any, Any, Any], policies: NamedDependency[PolicyStore]
+    ) -> Template:
         """Users and keys."""
-        return render(request, "users.html", **_users_context(request), note=None, secret=None)
+        return render(
+            request, "users.html", **_users_context(request, policies), note=None, secret=None
+        )
 
-    async def _users(self, request: Request[Any, Any, Any], note: str, **extra: Any) -> Template:
-        context = await anyio.to_thread.run_sync(lambda: _users_context(request))
+    async def _users(
+        self, request: Request[Any, Any, Any], policies: PolicyStore, note: str, **extra: Any
+    ) -> Template:
+        context = await anyio.to_thread.run_sync(lambda: _users_context(request, policies))
         return fragment("_users.html", **context, note=note, **extra)
 
-    async def _keys(self, request: Request[Any, Any, Any], note: str, **extra: Any) -> Template:
-        context = await anyio.to_thread.run_sync(lambda: _users_context(request))
+    async def _keys(
+        self, request: Request[Any, Any, Any], policies: PolicyStore, note: str, **extra: Any
+    ) -> Template:
+        context = await anyio.to_thread.run_sync(lambda: _users_context(request, policies))
         return fragment("_keys.html", **context, note=note, **extra)
 
     @post("/create", status_code=200)
     async def create_user(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
+        self,
+        request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
+        data: URLEncodedBody[dict[str, str]],
     ) -> Template:
         """A local account; its first password is shown once and must be changed at sign-in."""
         identity = identity_of(request)
@@ -135,6 +154,7 @@ class UserPagesController(Controller):
         )
         return await self._users(
             request,
+            policies,
             f"Account {user.username} created.",
             secret={"label": f"First password of {user.username}", "value": password},
         )
@@ -143,6 +163,7 @@ class UserPagesController(Controller):
     async def update_user(
         self,
         request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
         user_id: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
@@ -171,10 +192,15 @@ class UserPagesController(Controller):
             return user.username
 
         username = await anyio.to_thread.run_sync(apply)
-        return await self._users(request, f"Account {username} updated.", secret=None)
+        return await self._users(request, policies, f"Account {username} updated.", secret=None)
 
     @post("/{user_id:str}/revoke", status_code=200)
-    async def revoke(self, request: Request[Any, Any, Any], user_id: FromPath[str]) -> Template:
+    async def revoke(
+        self,
+        request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
+        user_id: FromPath[str],
+    ) -> Template:
         """Sign the user out everywhere and revoke the keys they own."""
         identity = identity_of(request)
         actor = principal_of(request).actor_id
@@ -187,12 +213,18 @@ class UserPagesController(Controller):
 
         username, ended, keys = await anyio.to_thread.run_sync(apply)
         return await self._users(
-            request, f"{username}: {ended} sessions ended, {keys} keys revoked.", secret=None
+            request,
+            policies,
+            f"{username}: {ended} sessions ended, {keys} keys revoked.",
+            secret=None,
         )
 
     @post("/keys", status_code=200)
     async def create_key(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, Any]]
+        self,
+        request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
+        data: URLEncodedBody[dict[str, Any]],
     ) -> Template:
         """A new API key, shown once."""
         identity = identity_of(request)
@@ -207,7 +239,7 @@ class UserPagesController(Controller):
             raise InvalidInput("choose at least one scope", field="scopes")
         policy = str(data.get("policy") or "") or None
         if policy is not None:
-            request.app.state.services.policies.get(policy)
+            policies.get(policy)
         expires = str(data.get("expires_days") or "").strip()
         if expires and (not (expires.isascii() and expires.isdigit()) or int(expires) < 1):
             raise InvalidInput("expiry must be a whole number of days", field="expires_days")
@@ -225,6 +257,7 @@ class UserPagesController(Controller):
         )
         return await self._keys(
             request,
+            policies,
             f"Key {row.name} created.",
             secret={"label": f"API key {row.name} (shown once: copy it now)", "value": key},
         )
@@ -247,7 +280,12 @@ class UserPagesController(Controller):
         return await self._keys(request, f"Key {row.name} updated.", secret=None)
 
     @post("/keys/{key_id:str}/revoke", status_code=200)
-    async def revoke_key(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> Template:
+    async def revoke_key(
+        self,
+        request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
+        key_id: FromPath[str],
+    ) -> Template:
         """Revoke a key at once."""
         identity = identity_of(request)
         actor = principal_of(request).actor_id
@@ -255,4 +293,4 @@ class UserPagesController(Controller):
         row = await anyio.to_thread.run_sync(
             lambda: identity.revoke_key_sync(key_id, actor=actor, caller=caller)
         )
-        return await self._keys(request, f"Key {row.name} revoked.", secret=None)
+        return await self._keys(request, policies, f"Key {row.name} revoked.", secret=None)

@@ -18,12 +18,13 @@ from litestar.response import Template
 
 from appliance.audit.events import EVENTS
 from appliance.audit.export import EventFilter, list_events
+from appliance.audit.store import AuditLog
 from appliance.audit.verify import verify_and_record
 from appliance.auth.guards import principal_of
 from appliance.auth.roles import access
+from appliance.config import Settings
 from appliance.errors import InvalidInput, NotFound
 from appliance.http.middleware import request_id_of
-from appliance.services import Services
 from appliance.ui.common import fragment, render
 
 PAGE = 50
@@ -62,15 +63,13 @@ class AuditPagesController(Controller):
     opt = access(roles=("auditor",))
 
     @get("/", sync_to_thread=True)
-    def index(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
-    ) -> Template:
+    def index(self, request: Request[Any, Any, Any], audit: NamedDependency[AuditLog]) -> Template:
         """Filters, the newest events, the verify button and export."""
         query = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
         event_filter = filter_of(query)
         before = query.get("before_seq")
         found = list_events(
-            services.audit.engine,
+            audit.engine,
             event_filter,
             limit=PAGE,
             before_seq=int(before) if before and before.isascii() and before.isdigit() else None,
@@ -98,17 +97,20 @@ class AuditPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         seq: FromPath[int],
-        services: NamedDependency[Services],
+        audit: NamedDependency[AuditLog],
     ) -> Template:
         """One event with every field, its hash and the previous hash."""
-        found = list_events(services.audit.engine, EventFilter(), limit=1, before_seq=seq + 1)
+        found = list_events(audit.engine, EventFilter(), limit=1, before_seq=seq + 1)
         if not found or found[0]["seq"] != seq:
             raise NotFound(f"no audit event with sequence number {seq}", field="seq")
         return render(request, "audit_event.html", "_audit_event.html", event=found[0])
 
     @post("/verify", status_code=200)
     async def verify(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        audit: NamedDependency[AuditLog],
+        settings: NamedDependency[Settings],
     ) -> Template:
         """Verify the chain, checkpoints and witness; the result as a partial."""
         principal = principal_of(request)
@@ -116,8 +118,8 @@ class AuditPagesController(Controller):
         request_id = request_id_of(request) or None
         report = await anyio.to_thread.run_sync(
             lambda: verify_and_record(
-                services.audit,
-                witness_setting=services.settings.audit_witness,
+                audit,
+                witness_setting=settings.audit_witness,
                 actor=principal.actor_id,
                 role=principal.role,
                 source=source,

@@ -17,14 +17,17 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.batches.inputs import parse_items
 from appliance.batches.models import BatchJob
+from appliance.batches.runner import BatchRunner
+from appliance.batches.service import Batches
+from appliance.config import Settings
 from appliance.errors import InvalidInput, PayloadTooLarge
-from appliance.services import Services
 from appliance.ui.common import STAFF_ROLES, fragment, render
 
 BATCH_TASKS = ("classify", "extract", "summarize", "redact", "ask")
@@ -34,8 +37,8 @@ SHOWN = 50
 """Most recent jobs listed."""
 
 
-def _jobs(services: Services, owner: str) -> list[dict[str, Any]]:
-    with Session(services.engine) as session:
+def _jobs(engine: Engine, batches: Batches, owner: str) -> list[dict[str, Any]]:
+    with Session(engine) as session:
         ids = session.exec(
             select(BatchJob.id)
             .where(BatchJob.owner == owner)
@@ -44,7 +47,7 @@ def _jobs(services: Services, owner: str) -> list[dict[str, Any]]:
         ).all()
     jobs = []
     for job_id in ids:
-        status = services.batches.status(owner, job_id)
+        status = batches.status(owner, job_id)
         counts = status["counts"]
         finished = counts["done"] + counts["failed"]
         status["percent"] = int(100 * finished / counts["total"]) if counts["total"] else 100
@@ -65,22 +68,28 @@ class BatchPagesController(Controller):
 
     @get("/")
     async def index(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        engine: NamedDependency[Engine],
+        batches: NamedDependency[Batches],
     ) -> Template:
         """The page: the upload form and the caller's jobs."""
         owner = actor_for(request).id
-        jobs = await anyio.to_thread.run_sync(_jobs, services, owner)
+        jobs = await anyio.to_thread.run_sync(_jobs, engine, batches, owner)
         return render(
             request, "batches.html", jobs=jobs, active=_active(jobs), tasks=BATCH_TASKS, note=None
         )
 
     @get("/rows")
     async def rows(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        engine: NamedDependency[Engine],
+        batches: NamedDependency[Batches],
     ) -> Template:
         """The job list alone (polled while a job runs)."""
         owner = actor_for(request).id
-        jobs = await anyio.to_thread.run_sync(_jobs, services, owner)
+        jobs = await anyio.to_thread.run_sync(_jobs, engine, batches, owner)
         return fragment("_batches.html", jobs=jobs, active=_active(jobs), note=None)
 
     @post("/", status_code=200, request_max_body_size=101_000_000)
@@ -88,10 +97,12 @@ class BatchPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
-        services: NamedDependency[Services],
+        settings: NamedDependency[Settings],
+        engine: NamedDependency[Engine],
+        batches: NamedDependency[Batches],
+        batch_runner: NamedDependency[BatchRunner],
     ) -> Template:
         """Start a job from an uploaded JSONL or CSV file; answers the refreshed list."""
-        settings = services.settings
         upload = data.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise InvalidInput("choose a JSONL or CSV file of inputs", field="file")
@@ -122,12 +133,12 @@ class BatchPagesController(Controller):
         )
         actor = actor_for(request)
         job = await anyio.to_thread.run_sync(
-            lambda: services.batches.create(
+            lambda: batches.create(
                 actor, task=task, params=params, policy=None, model=None, items=items
             )
         )
-        services.batch_runner.wake()
-        jobs = await anyio.to_thread.run_sync(_jobs, services, actor.id)
+        batch_runner.wake()
+        jobs = await anyio.to_thread.run_sync(_jobs, engine, batches, actor.id)
         return fragment(
             "_batches.html",
             jobs=jobs,

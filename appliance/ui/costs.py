@@ -13,13 +13,15 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import URLEncodedBody
 from litestar.response import Template
+from sqlalchemy import Engine
 
+from appliance.audit.store import AuditLog
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.costs.budget import EscalationBudget
 from appliance.costs.monthly import overview
 from appliance.errors import InvalidInput, NotFound
-from appliance.services import Services
+from appliance.gateway import Gateway
 from appliance.ui import charts
 from appliance.ui.common import fragment, render
 
@@ -36,18 +38,18 @@ def _money(groups: list[tuple[str, list[float]]]) -> tuple[list[tuple[str, list[
     return groups, "$"
 
 
-def _budget(services: Services) -> EscalationBudget:
-    budget = services.gateway.routing.budget
+def _budget(gateway: Gateway) -> EscalationBudget:
+    budget = gateway.routing.budget
     if budget is None:  # pragma: no cover - every app built by create_app has one
         raise NotFound("no escalation budget is configured")
     return budget
 
 
-def cost_page(services: Services) -> dict[str, Any]:
+def cost_page(gateway: Gateway, engine: Engine) -> dict[str, Any]:
     """Charts and figures of the last `MONTHS` months and of the current one."""
-    budget = _budget(services)
-    reference_model = services.gateway.routing.costs.reference_model
-    body = overview(services.engine, budget, reference_model=reference_model, months=MONTHS)
+    budget = _budget(gateway)
+    reference_model = gateway.routing.costs.reference_model
+    body = overview(engine, budget, reference_model=reference_model, months=MONTHS)
     months: list[dict[str, Any]] = body["months"]
     current = months[-1]
     reference = body["frontier_model"]
@@ -107,24 +109,26 @@ class CostPagesController(Controller):
 
     @get("/")
     async def costs(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        gateway: NamedDependency[Gateway],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """The dashboard."""
-        context = await anyio.to_thread.run_sync(lambda: cost_page(services))
+        context = await anyio.to_thread.run_sync(lambda: cost_page(gateway, engine))
         return render(request, "costs.html", **context, note=None)
 
     @post("/budget", status_code=200)
     async def budget(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
+        audit: NamedDependency[AuditLog],
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
         """Set the monthly escalation budget (audited); answers the budget panel."""
         cap = _cap_from_form(str(data.get("cap_usd", "")))
-        changed = await _budget(services).change(
-            cap, actor=actor_for(request), audit=services.audit
-        )
+        changed = await _budget(gateway).change(cap, actor=actor_for(request), audit=audit)
         status = changed.to_dict()
         shown = "no cap" if cap is None else f"${cap:,.2f} a month"
         return fragment("_costs_budget.html", budget=status, note=f"Budget set: {shown}.")

@@ -15,8 +15,9 @@ from litestar.di import NamedDependency
 from litestar.response import Template
 
 from appliance.audit.export import EventFilter, list_events
+from appliance.audit.store import AuditLog
 from appliance.auth.roles import access
-from appliance.services import Services
+from appliance.gateway import Gateway
 from appliance.ui import charts
 from appliance.ui.common import render
 
@@ -24,7 +25,9 @@ HOURS = 12
 """How many hourly buckets the requests chart shows."""
 
 
-def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[str, Any]:
+def dashboard_data(
+    gateway: Gateway, audit: AuditLog, *, now: datetime | None = None
+) -> dict[str, Any]:
     """Every chart and the totals, from the last week of audit events and all usage rows."""
     now = now or datetime.now(UTC)
     # Requests through the gateway: with a model (`completion.*`) and without (`pii.*`, with
@@ -33,7 +36,7 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
         event
         for family in ("completion.*", "pii.*")
         for event in list_events(
-            services.audit.engine,
+            audit.engine,
             EventFilter(since=now - timedelta(days=7), action=family),
             limit=10_000,
         )
@@ -64,7 +67,7 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
         if outcome != "escalated":
             outcomes[outcome if outcome in ("allowed", "redacted", "blocked") else "failed"] += 1
     hours = [start + timedelta(hours=i) for i in range(HOURS)]
-    usage_log = services.gateway.routing.usage
+    usage_log = gateway.routing.usage
     rows = usage_log.rows() if usage_log is not None else []
     latency: dict[str, list[float]] = defaultdict(list)
     costs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -72,7 +75,7 @@ def dashboard_data(services: Services, *, now: datetime | None = None) -> dict[s
         latency[row.model].append(row.latency_ms)
         costs[row.model][0] += row.onprem_cost
         costs[row.model][1] += row.frontier_cost
-    reference = services.gateway.routing.costs.reference_model
+    reference = gateway.routing.costs.reference_model
     return {
         "requests": charts.simple(
             "Requests per hour (UTC)",
@@ -126,7 +129,10 @@ class DashboardController(Controller):
 
     @get("/admin", sync_to_thread=True)
     def dashboard(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        gateway: NamedDependency[Gateway],
+        audit: NamedDependency[AuditLog],
     ) -> Template:
         """Charts of the box's traffic, privacy decisions, latency and cost."""
-        return render(request, "dashboard.html", **dashboard_data(services))
+        return render(request, "dashboard.html", **dashboard_data(gateway, audit))

@@ -16,15 +16,16 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
+from sqlalchemy import Engine
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import InvalidInput
 from appliance.eval import goldensets
 from appliance.eval.samples import load_samples
-from appliance.eval.service import DEFAULT_BAR, check_bar
-from appliance.eval.upload import UPLOAD_CEILING_BYTES, evaluation_of, upload_set
-from appliance.services import Services
+from appliance.eval.service import DEFAULT_BAR, Evaluation, check_bar
+from appliance.eval.upload import UPLOAD_CEILING_BYTES, upload_set
+from appliance.inference.registry import Registry
 from appliance.ui import charts
 from appliance.ui.common import fragment, render
 
@@ -154,9 +155,8 @@ def confusion(model: str, body: dict[str, Any]) -> Matrix:
     return Matrix(model, body["labels"], body["columns"], rows)
 
 
-def run_context(services: Services, run_id: str, bar: float) -> dict[str, Any]:
+def run_context(evaluation: Evaluation, run_id: str, bar: float) -> dict[str, Any]:
     """Everything the run page draws."""
-    evaluation = evaluation_of(services)
     report = evaluation.report(run_id, bar=bar)
     per_model: dict[str, dict[str, Any]] = report["metrics"]["models"]
     quality_name = report["metrics"]["quality_name"]
@@ -217,13 +217,12 @@ def run_context(services: Services, run_id: str, bar: float) -> dict[str, Any]:
     }
 
 
-def index_context(services: Services) -> dict[str, Any]:
+def index_context(evaluation: Evaluation, engine: Engine, registry: Registry) -> dict[str, Any]:
     """The sets, the recent runs, the models to choose from and the overrides in force."""
-    evaluation = evaluation_of(services)
     return {
-        "sets": goldensets.list_sets(services.engine),
+        "sets": goldensets.list_sets(engine),
         "runs": evaluation.runs.list_runs(limit=20),
-        "models": services.registry.names(),
+        "models": registry.names(),
         "overrides": evaluation.routing_overrides(),
         "tasks": ["classify", "extract", "summarize", "ask"],
     }
@@ -238,10 +237,16 @@ class EvalPagesController(Controller):
 
     @get("/")
     async def index(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        evaluation: NamedDependency[Evaluation],
+        engine: NamedDependency[Engine],
+        registry: NamedDependency[Registry],
     ) -> Template:
         """Sets with upload, start a run, recent runs, routing in force."""
-        context = await anyio.to_thread.run_sync(lambda: index_context(services))
+        context = await anyio.to_thread.run_sync(
+            lambda: index_context(evaluation, engine, registry)
+        )
         return render(request, "eval.html", **context, note=None)
 
     @post("/sets", status_code=200, request_max_body_size=UPLOAD_CEILING_BYTES)
@@ -249,21 +254,25 @@ class EvalPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """Upload a set (new set or new version); answers the sets panel."""
-        body = await upload_set(evaluation_of(services), actor_for(request), data, mode="create")
-        sets = await anyio.to_thread.run_sync(goldensets.list_sets, services.engine)
+        body = await upload_set(evaluation, actor_for(request), data, mode="create")
+        sets = await anyio.to_thread.run_sync(goldensets.list_sets, engine)
         note = f"Set {body['name']} is at version {body['version']} with {body['items']} items."
         return fragment("_eval_sets.html", sets=sets, note=note)
 
     @post("/samples", status_code=200)
     async def samples(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        evaluation: NamedDependency[Evaluation],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """Load the shipped sample sets (those not loaded yet)."""
-        loaded = await load_samples(evaluation_of(services), actor_for(request))
-        sets = await anyio.to_thread.run_sync(goldensets.list_sets, services.engine)
+        loaded = await load_samples(evaluation, actor_for(request))
+        sets = await anyio.to_thread.run_sync(goldensets.list_sets, engine)
         note = f"Loaded {', '.join(loaded)}." if loaded else "The sample sets are already loaded."
         return fragment("_eval_sets.html", sets=sets, note=note)
 
@@ -271,7 +280,7 @@ class EvalPagesController(Controller):
     async def start(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
     ) -> Template:
         """Start a run and send the browser to its page."""
         data = await request.form()
@@ -283,7 +292,7 @@ class EvalPagesController(Controller):
             raise InvalidInput(
                 "the number of items must be a whole number", field="limit"
             ) from None
-        run = await evaluation_of(services).start(
+        run = await evaluation.start(
             actor_for(request),
             set_name=str(data.get("set") or ""),
             models=models,
@@ -299,12 +308,12 @@ class EvalPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         run_id: FromPath[str],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
         bar: FromQuery[float] = DEFAULT_BAR,
     ) -> Template:
         """Progress (polled while running), charts, recommendation, calibration, Apply."""
         check_bar(bar)
-        context = await anyio.to_thread.run_sync(lambda: run_context(services, run_id, bar))
+        context = await anyio.to_thread.run_sync(lambda: run_context(evaluation, run_id, bar))
         return render(request, "eval_run.html", "_eval_report.html", **context, note=None)
 
     @get("/runs/{run_id:str}/progress")
@@ -312,12 +321,12 @@ class EvalPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         run_id: FromPath[str],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
         bar: FromQuery[float] = DEFAULT_BAR,
     ) -> Template:
         """The progress panel; once the run is finished, the whole report (htmx polls it)."""
         check_bar(bar)
-        context = await anyio.to_thread.run_sync(lambda: run_context(services, run_id, bar))
+        context = await anyio.to_thread.run_sync(lambda: run_context(evaluation, run_id, bar))
         return fragment("_eval_report.html", **context, note=None)
 
     @post("/runs/{run_id:str}/apply", status_code=200)
@@ -326,12 +335,12 @@ class EvalPagesController(Controller):
         request: Request[Any, Any, Any],
         run_id: FromPath[str],
         data: URLEncodedBody[dict[str, Any]],
-        services: NamedDependency[Services],
+        evaluation: NamedDependency[Evaluation],
     ) -> Template:
         """Apply the recommendation for the bar (audited); answers the applied note."""
         try:
             bar = check_bar(float(str(data.get("bar", DEFAULT_BAR))))
         except ValueError:
             raise InvalidInput("the bar must be a number between 0 and 1", field="bar") from None
-        applied = await evaluation_of(services).apply(actor_for(request), run_id, bar=bar)
+        applied = await evaluation.apply(actor_for(request), run_id, bar=bar)
         return fragment("_eval_applied.html", applied=applied)

@@ -18,14 +18,16 @@ from litestar.params import FromPath
 from litestar.response import Template
 
 from appliance.audit.export import EventFilter, list_events
+from appliance.audit.store import AuditLog
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.errors import ApplianceError, NotFound
-from appliance.gateway import ChatInput
+from appliance.documents.service import Documents
+from appliance.errors import ApplianceError
+from appliance.gateway import ChatInput, Gateway
 from appliance.history.store import History
 from appliance.http.middleware import request_id_of
 from appliance.inference.base import Message
-from appliance.services import Services
+from appliance.policies.store import PolicyStore
 from appliance.tasks.types import TaskInput
 from appliance.ui.common import STAFF_ROLES, fragment, render
 
@@ -33,12 +35,6 @@ COMPLETIONS = "completion.*"
 """Every request through the gateway is audited as one `completion.<outcome>` event."""
 
 _TEXT_FIELD = {"summarize": "summary", "ask": "answer", "redact": "text", "chat": "reply"}
-
-
-def _history(services: Services) -> History:
-    if services.history is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("history is not available", field="entry_id")
-    return services.history
 
 
 def shown(task: str, output: Any) -> str:
@@ -61,30 +57,32 @@ class HistoryPagesController(Controller):
 
     @get("/")
     async def index(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        documents: NamedDependency[Documents],
+        audit: NamedDependency[AuditLog],
+        policies: NamedDependency[PolicyStore],
+        history: NamedDependency[History],
     ) -> Template:
         """Receipts, newest first, with the content still retained; and the caller's documents."""
         actor = actor_for(request)
-        documents = [d.public() for d in await services.documents.owned(actor)]
-        history = _history(services)
+        owned = [d.public() for d in await documents.owned(actor)]
 
         def load() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             rows = list_events(
-                services.audit.engine, EventFilter(actor=actor.id, action=COMPLETIONS), limit=100
+                audit.engine, EventFilter(actor=actor.id, action=COMPLETIONS), limit=100
             )
             return rows, history.retained_ids(actor.id)
 
         rows, retained = await anyio.to_thread.run_sync(load)
-        retention = {
-            name: services.policies.get(name).policy.retention for name in services.policies.names()
-        }
+        retention = {name: policies.get(name).policy.retention for name in policies.names()}
         return render(
             request,
             "history.html",
             rows=rows,
             retained={k: v.isoformat() for k, v in retained.items()},
             retention=retention,
-            documents=documents,
+            documents=owned,
         )
 
     @get("/{entry_id:str}")
@@ -92,11 +90,11 @@ class HistoryPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         entry_id: FromPath[str],
-        services: NamedDependency[Services],
+        history: NamedDependency[History],
     ) -> Template:
         """The retained content of one of the caller's requests (decrypted for its owner)."""
         owner = actor_for(request).id
-        kept = await anyio.to_thread.run_sync(_history(services).open, owner, entry_id)
+        kept = await anyio.to_thread.run_sync(history.open, owner, entry_id)
         return render(
             request,
             "history_entry.html",
@@ -110,12 +108,12 @@ class HistoryPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         entry_id: FromPath[str],
-        services: NamedDependency[Services],
+        history: NamedDependency[History],
+        gateway: NamedDependency[Gateway],
     ) -> Template:
         """Run the retained request again through the gateway (policy, PII, model, audit)."""
         actor = actor_for(request)
-        kept = await anyio.to_thread.run_sync(_history(services).open, actor.id, entry_id)
-        gateway = services.gateway
+        kept = await anyio.to_thread.run_sync(history.open, actor.id, entry_id)
         request_id = request_id_of(request)
         try:
             if kept.task == "chat":
@@ -147,9 +145,9 @@ class HistoryPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         entry_id: FromPath[str],
-        services: NamedDependency[Services],
+        history: NamedDependency[History],
     ) -> Template:
         """Delete the retained content of one of the caller's requests; its receipt stays."""
         actor = actor_for(request)
-        await _history(services).delete(actor.id, entry_id, role=actor.role, source=actor.source)
+        await history.delete(actor.id, entry_id, role=actor.role, source=actor.source)
         return fragment("_history_content.html", entry_id=entry_id, deleted=True)

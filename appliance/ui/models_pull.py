@@ -15,16 +15,8 @@ from litestar.response import Template
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
-from appliance.errors import NotFound
 from appliance.inference.pulls import ModelPulls
-from appliance.services import Services
 from appliance.ui.common import fragment
-
-
-def _pulls(services: Services) -> ModelPulls:
-    if services.pulls is None:  # pragma: no cover - every app built by create_app has one
-        raise NotFound("model pulls are not available", field="backend")
-    return services.pulls
 
 
 class ModelPullPagesController(Controller):
@@ -39,15 +31,15 @@ class ModelPullPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        pulls: NamedDependency[ModelPulls],
     ) -> Template:
         """Start a pull; answers the job's progress partial (errors come back as toasts)."""
-        job = await _pulls(services).start(
+        job = await pulls.start(
             actor_for(request), backend=data.get("backend", ""), model=data.get("model", "")
         )
         return fragment("_pull.html", job=job.public())
 
     @get("/{pull_id:str}", sync_to_thread=False)
-    def progress(self, pull_id: FromPath[str], services: NamedDependency[Services]) -> Template:
+    def progress(self, pull_id: FromPath[str], pulls: NamedDependency[ModelPulls]) -> Template:
         """The job's progress partial; it stops polling once the pull has ended."""
-        return fragment("_pull.html", job=_pulls(services).get(pull_id).public())
+        return fragment("_pull.html", job=pulls.get(pull_id).public())

@@ -9,7 +9,9 @@ from litestar.di import NamedDependency
 from litestar.response import Template
 
 from appliance.auth.roles import ROLES, access
-from appliance.services import Services
+from appliance.gateway import DetectorHandle
+from appliance.inference.registry import Registry
+from appliance.policies.store import PolicyStore
 
 
 class PagesController(Controller):
@@ -19,20 +21,25 @@ class PagesController(Controller):
     opt = access(roles=ROLES)
 
     @get("/", sync_to_thread=False)
-    def index(self, services: NamedDependency[Services]) -> Template:
+    def index(
+        self, registry: NamedDependency[Registry], policies: NamedDependency[PolicyStore]
+    ) -> Template:
         """The start page."""
         return Template(
             template_name="index.html",
-            context={"policy": services.policies.get().ref, "models": services.registry.names()},
+            context={"policy": policies.get().ref, "models": registry.names()},
         )
 
     @get("/ui/status")
     async def status(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        registry: NamedDependency[Registry],
+        detector: NamedDependency[DetectorHandle],
     ) -> Template:
         """Readiness as a partial, refreshed by htmx."""
-        backends = {b.name: (await b.health()).ok for b in services.registry.backends}
+        backends = {b.name: (await b.health()).ok for b in registry.backends}
         return Template(
             template_name="_status.html",
-            context={"detector": services.detector.status, "backends": backends},
+            context={"detector": detector.status, "backends": backends},
         )

@@ -17,15 +17,17 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.db.models import PolicyAssignment
 from appliance.errors import InvalidInput, PolicyError
+from appliance.gateway import Gateway
 from appliance.policies.loader import parse_policy
 from appliance.policies.service import ChangedBy, PolicyService
-from appliance.services import Services
+from appliance.policies.store import PolicyStore
 from appliance.ui.common import fragment, render
 from appliance.ui.highlight import ACTION_HELP, ACTIONS, preview
 
@@ -51,8 +53,8 @@ def problem_of(exc: PolicyError | InvalidInput) -> YamlProblem:
     )
 
 
-def _assignments(services: Services) -> list[PolicyAssignment]:
-    with Session(services.engine) as session:
+def _assignments(engine: Engine) -> list[PolicyAssignment]:
+    with Session(engine) as session:
         return list(
             session.exec(
                 select(PolicyAssignment).order_by(PolicyAssignment.kind, PolicyAssignment.target)
@@ -67,20 +69,19 @@ class PolicyPagesController(Controller):
     path = "/admin/policies"
     opt = access(roles=("admin",))
 
-    @staticmethod
-    def _changes(services: Services) -> PolicyService:
-        return PolicyService(services.policies, services.audit)
-
-    def _versions(self, services: Services, name: str, *, note: str | None = None) -> Template:
-        store = services.policies
+    def _versions(self, policies: PolicyStore, name: str, *, note: str | None = None) -> Template:
+        store = policies
         return fragment("_policy_versions.html", name=name, versions=store.history(name), note=note)
 
     @get("/", sync_to_thread=True)
     def index(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+        self,
+        request: Request[Any, Any, Any],
+        policies: NamedDependency[PolicyStore],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """Every policy, its active version and where it is assigned."""
-        store = services.policies
+        store = policies
         items = []
         for name in store.names():
             history = store.history(name)
@@ -99,7 +100,7 @@ class PolicyPagesController(Controller):
             request,
             "policies.html",
             policies=items,
-            assignments=_assignments(services),
+            assignments=_assignments(engine),
             names=store.names(),
             note=None,
         )
@@ -109,10 +110,10 @@ class PolicyPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """One policy: YAML editor (active version, or `?version=`), test pane, versions, diff."""
-        store = services.policies
+        store = policies
         loaded = store.get(name)
         version = request.query_params.get("version") or loaded.version
         history = store.history(name)
@@ -146,7 +147,7 @@ class PolicyPagesController(Controller):
         self,
         name: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Template:
         """Findings in the sample text under the draft YAML (nothing is stored)."""
         text = data.get("sample", "")
@@ -154,7 +155,6 @@ class PolicyPagesController(Controller):
             loaded = parse_policy(data.get("source", ""), source=f"{name} (draft)")
         except PolicyError as exc:
             return fragment("_yaml_check.html", problem=problem_of(exc))
-        gateway = services.gateway
         findings = await gateway.detect(text, gateway.spec(loaded, "input")) if text.strip() else []
         items = [
             (f, rule.action)
@@ -177,13 +177,14 @@ class PolicyPagesController(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> Template:
         """Store the draft as a new (inactive) version; a bad draft shows its error inline."""
         source = data.get("source", "")
         comment = data.get("comment", "")[:1000]
         try:
-            version = await self._changes(services).create_version(
+            version = await policy_changes.create_version(
                 name, source, by=ChangedBy.of(actor_for(request)), comment=comment
             )
         except (PolicyError, InvalidInput) as exc:
@@ -193,7 +194,7 @@ class PolicyPagesController(Controller):
                 status=422,
                 headers={"HX-Retarget": "#yaml-check", "HX-Reswap": "innerHTML"},
             )
-        return self._versions(services, name, note=f"Saved as version {version.number}.")
+        return self._versions(policies, name, note=f"Saved as version {version.number}.")
 
     @post("/{name:str}/activate", status_code=200)
     async def activate(
@@ -201,34 +202,36 @@ class PolicyPagesController(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> Template:
         """Requests run under this version from now on."""
         by = ChangedBy.of(actor_for(request))
-        loaded = await self._changes(services).activate(name, data.get("version", ""), by=by)
-        return self._versions(services, name, note=f"{loaded.ref} is active.")
+        loaded = await policy_changes.activate(name, data.get("version", ""), by=by)
+        return self._versions(policies, name, note=f"{loaded.ref} is active.")
 
     @post("/{name:str}/rollback", status_code=200)
     async def rollback(
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
     ) -> Template:
         """Back to the version that was active before."""
         by = ChangedBy.of(actor_for(request))
-        loaded = await self._changes(services).rollback(name, by=by)
-        return self._versions(services, name, note=f"Rolled back: {loaded.ref} is active.")
+        loaded = await policy_changes.rollback(name, by=by)
+        return self._versions(policies, name, note=f"Rolled back: {loaded.ref} is active.")
 
     @get("/{name:str}/diff", sync_to_thread=True)
     def diff(
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """Unified diff between versions `a` and `b` (default: the active version)."""
-        store = services.policies
+        store = policies
         active = store.get(name).version
         a = request.query_params.get("a") or active
         b = request.query_params.get("b") or active
@@ -248,7 +251,9 @@ class PolicyPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        policies: NamedDependency[PolicyStore],
+        policy_changes: NamedDependency[PolicyService],
+        engine: NamedDependency[Engine],
     ) -> Template:
         """Assign a policy to an API key, a team or a task; an empty policy removes it."""
         kind = data.get("kind", "")
@@ -258,7 +263,7 @@ class PolicyPagesController(Controller):
         if not target or len(target) > 200:
             raise InvalidInput("give the key id, team or task to assign to", field="target")
         policy = data.get("policy") or None
-        await self._changes(services).assign(
+        await policy_changes.assign(
             cast(Literal["key", "team", "task"], kind),
             target,
             policy,
@@ -266,7 +271,7 @@ class PolicyPagesController(Controller):
         )
         return fragment(
             "_assignments.html",
-            assignments=_assignments(services),
-            names=services.policies.names(),
+            assignments=_assignments(engine),
+            names=policies.names(),
             note=f"{kind} {target}: {policy or 'assignment removed'}.",
         )

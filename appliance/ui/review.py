@@ -16,9 +16,9 @@ from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 
 from appliance.errors import InvalidInput
-from appliance.http.reviewer import REVIEWER, as_reviewer, queue_of
+from appliance.http.reviewer import REVIEWER, as_reviewer
 from appliance.review.models import STATUSES
-from appliance.services import Services
+from appliance.review.queue import ReviewQueue
 from appliance.ui.common import fragment, render
 
 
@@ -48,11 +48,11 @@ class ReviewPagesController(Controller):
     async def index(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         status: FromQuery[str] = "pending",
     ) -> Template:
         """The queue: pending items by default, or accepted / corrected / all."""
-        queue = queue_of(services)
+        queue = review
         shown = None if status == "all" else status
         items = await anyio.to_thread.run_sync(lambda: queue.list_items(status=shown, limit=200))
         counts = await anyio.to_thread.run_sync(queue.counts)
@@ -70,21 +70,21 @@ class ReviewPagesController(Controller):
     async def item(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
     ) -> Template:
         """One item with its content (opening it is audited)."""
         item = await as_reviewer(
-            request, services, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
+            request, review, lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role)
         )
         return render(request, "review_item.html", entry=item, note=None)
 
     async def _decision(
-        self, request: Request[Any, Any, Any], services: Services, item_id: str, note: str
+        self, request: Request[Any, Any, Any], review: ReviewQueue, item_id: str, note: str
     ) -> Template:
         item = await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.open_sync(item_id, actor=actor, role=role, audit=False),
         )
         return fragment("_review_decision.html", entry=item, note=note)
@@ -93,20 +93,20 @@ class ReviewPagesController(Controller):
     async def accept(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
     ) -> Template:
         """Accept the output as right."""
         await as_reviewer(
-            request, services, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
+            request, review, lambda q, actor, role: q.accept_sync(item_id, actor=actor, role=role)
         )
-        return await self._decision(request, services, item_id, "Accepted.")
+        return await self._decision(request, review, item_id, "Accepted.")
 
     @post("/{item_id:str}/correct", status_code=200)
     async def correct(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
@@ -114,18 +114,18 @@ class ReviewPagesController(Controller):
         expected = _expected_from_form(str(data.get("task", "")), data)
         await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.correct_sync(
                 item_id, actor=actor, role=role, expected=expected
             ),
         )
-        return await self._decision(request, services, item_id, "Correction saved.")
+        return await self._decision(request, review, item_id, "Correction saved.")
 
     @post("/{item_id:str}/golden", status_code=200)
     async def golden(
         self,
         request: Request[Any, Any, Any],
-        services: NamedDependency[Services],
+        review: NamedDependency[ReviewQueue],
         item_id: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
     ) -> Template:
@@ -133,14 +133,14 @@ class ReviewPagesController(Controller):
         set_name = str(data.get("set_name", ""))
         result = await as_reviewer(
             request,
-            services,
+            review,
             lambda q, actor, role: q.add_to_golden_set_sync(
                 item_id, set_name=set_name, actor=actor, role=role
             ),
         )
         return await self._decision(
             request,
-            services,
+            review,
             item_id,
             f"Added to golden set {result['set_name']} (now version {result['version']}).",
         )

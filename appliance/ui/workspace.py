@@ -23,10 +23,9 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 from appliance.auth.actor import actor_for
 from appliance.auth.roles import access
 from appliance.errors import ApplianceError, InvalidInput
-from appliance.gateway import ChatInput
+from appliance.gateway import ChatInput, Gateway
 from appliance.http.middleware import request_id_of
 from appliance.inference.base import Message
-from appliance.services import Services
 from appliance.tasks.runner import progress_hook
 from appliance.tasks.types import TaskInput
 from appliance.ui.common import STAFF_ROLES, fragment, render
@@ -150,13 +149,13 @@ class WorkspaceController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> Template:
         """What the policy finds in the text and what it will do with each value."""
         text = data.get("text", "")
         if not text.strip():
             return fragment("_preview.html", empty=True)
-        policy, items, _ = await services.gateway.analyze(
+        policy, items, _ = await gateway.analyze(
             actor_for(request), text, request_id=request_id_of(request)
         )
         return fragment(
@@ -173,14 +172,13 @@ class WorkspaceController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: URLEncodedBody[dict[str, str]],
-        services: NamedDependency[Services],
+        gateway: NamedDependency[Gateway],
     ) -> ServerSentEvent:
         """Run the chosen task; the answer and its receipt arrive as server-sent events."""
         task = data.get("task", "")
         text = data.get("text", "")
         actor = actor_for(request)
         request_id = request_id_of(request)
-        gateway = services.gateway
 
         def receipt(body: dict[str, Any], usage: dict[str, Any] | None = None) -> Any:
             return _sse("receipt", _render(request, "_receipt.html", r=body, usage=usage or {}))

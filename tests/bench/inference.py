@@ -89,9 +89,9 @@ def bench_gateway(lines: list[str], data_dir: Path) -> None:
                 owner_id=None, actor="bench", caller=Caller(source="bench"),
             )  # fmt: skip
             clients[label] = httpx.Client(timeout=300, headers={"Authorization": f"Bearer {key}"})
-        detector = app.state.services.detector.get()
-        gateway = app.state.services.gateway
-        spec = gateway.spec(app.state.services.policies.get(), "input")
+        detector = app.state.appliance.detector.get()
+        gateway = app.state.appliance.gateway
+        spec = gateway.spec(app.state.appliance.policies.get(), "input")
         dir_tps: list[float] = []
         dir_ttft: list[float] = []
         gw_tps: dict[str, list[float]] = {"scan": [], "noscan": []}

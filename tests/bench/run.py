@@ -96,7 +96,7 @@ def bench_gateway(lines: list[str], data_dir: Path) -> None:
         server.wait_ready()
         gw_tps, dir_tps, gw_ttft, dir_ttft = [], [], [], []
         _, key = apikeys.create(
-            app.state.services.engine, app.state.identity.pepper, name="bench", scopes=["chat"]
+            app.state.appliance.engine, app.state.identity.pepper, name="bench", scopes=["chat"]
         )
         auth = {"Authorization": f"Bearer {key}"}
         client = httpx.Client(timeout=120, headers=auth)

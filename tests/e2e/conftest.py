@@ -71,7 +71,7 @@ def start_app(
         servers.append(server)
         server.wait_ready()
         _, key = apikeys.create(
-            app.state.services.engine, app.state.identity.pepper, name="e2e", scopes=list(SCOPES)
+            app.state.appliance.engine, app.state.identity.pepper, name="e2e", scopes=list(SCOPES)
         )
         client = httpx.Client(
             base_url=server.url,
@@ -80,7 +80,7 @@ def start_app(
             headers={"Authorization": f"Bearer {key}"},
         )
         clients.append(client)
-        return RunningAppliance(server.url, app.state.services, backend, server, client)  # type: ignore[arg-type]
+        return RunningAppliance(server.url, app.state.appliance, backend, server, client)
 
     yield start
     for client in clients:

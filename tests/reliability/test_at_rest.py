@@ -96,12 +96,12 @@ def test_database_files_are_private(make_settings: Any, tmp_path: Path) -> None:
     try:
         upgrade(settings.resolved_database_url)
         app = create_app(settings, backends=[])
-        with app.state.services.engine.begin() as connection:
+        with app.state.appliance.engine.begin() as connection:
             connection.exec_driver_sql("SELECT count(*) FROM audit_events")
         files = sorted((tmp_path / "data").glob("appliance.db*"))
         assert {p.name for p in files} >= {"appliance.db", "appliance.db-wal"}
         for path in files:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path.name, path.stat().st_mode)
-        app.state.services.engine.dispose()
+        app.state.appliance.engine.dispose()
     finally:
         os.umask(previous)

@@ -90,7 +90,6 @@ class _Gateway:
     """Records whether each task ran as background work."""
 
     def __init__(self) -> None:
-        self.detector = _Detector()
         self.marks: list[bool] = []
 
     async def run_task(self, actor: Any, task: Any, *, request_id: str) -> Any:
@@ -107,7 +106,6 @@ class _Batches:
     """Two pending items in memory; records what the runner finishes."""
 
     def __init__(self) -> None:
-        self.gateway = _Gateway()
         self.items = {0: {"text": "a"}, 1: {"text": "b"}}
         self.finished: list[tuple[int, str]] = []
         self.marks: list[str] = []
@@ -136,10 +134,16 @@ class _Job:
 
 
 async def test_runner_runs_every_item_as_background_work() -> None:
-    batches = _Batches()
-    runner = BatchRunner(batches, concurrency=1, pause_s=0.0)  # type: ignore[arg-type]
+    batches, gateway = _Batches(), _Gateway()
+    runner = BatchRunner(
+        batches,  # type: ignore[arg-type]
+        task_runner=gateway,
+        detector=_Detector(),
+        concurrency=1,
+        pause_s=0.0,
+    )
     await runner.run_job(_Job())  # type: ignore[arg-type]
-    assert batches.gateway.marks == [True, True]
+    assert gateway.marks == [True, True]
     assert batches.finished == [(0, "done"), (1, "done")]
     assert batches.marks == ["running", "completed"]
     assert not is_background()  # the mark does not leak out of the item

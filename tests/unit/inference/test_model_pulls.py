@@ -11,7 +11,7 @@ from appliance.auth.actor import Actor
 from appliance.errors import Conflict, InvalidInput
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.ollama import OllamaBackend, PullProgress
-from appliance.inference.pulls import ModelPulls, PullJob
+from appliance.inference.pulls import ModelPulls, PullEvent, PullJob
 from appliance.inference.registry import Registry
 from tests.support.fake_ollama import FakeOllamaTransport
 
@@ -19,14 +19,13 @@ ADMIN = Actor(id="user:admin", role="admin", source="127.0.0.1")
 
 
 class Trail:
-    """Collects audit records as `AuditLog.append` would receive them."""
+    """Collects the pull events the app would write to the audit trail."""
 
     def __init__(self) -> None:
-        self.records: list[Any] = []
+        self.records: list[PullEvent] = []
 
-    async def append(self, record: Any, *, event_id: str | None = None) -> str:
-        self.records.append(record)
-        return "id"
+    async def __call__(self, event: PullEvent) -> None:
+        self.records.append(event)
 
 
 class Embedded:
@@ -69,7 +68,7 @@ async def test_a_pool_pull_runs_on_every_node_and_is_audited() -> None:
     fakes = (FakeOllamaTransport(), FakeOllamaTransport())
     trail = Trail()
     registry = Registry([Embedded(), pool(*fakes)])  # type: ignore[list-item]
-    pulls = ModelPulls(registry, trail)  # type: ignore[arg-type]
+    pulls = ModelPulls(registry, trail)
     assert pulls.pullable() == ["ollama", "ollama-0", "ollama-1"]
 
     job = await pulls.start(ADMIN, backend="ollama", model="qwen2.5:0.5b")
@@ -90,7 +89,7 @@ async def test_a_pool_pull_runs_on_every_node_and_is_audited() -> None:
 async def test_refusals_name_the_field_and_ask_no_backend() -> None:
     fake = FakeOllamaTransport(pull_steps=50)
     trail = Trail()
-    pulls = ModelPulls(Registry([Embedded(), pool(fake)]), trail)  # type: ignore[arg-type,list-item]
+    pulls = ModelPulls(Registry([Embedded(), pool(fake)]), trail)  # type: ignore[list-item]
     with pytest.raises(InvalidInput) as embedded:
         await pulls.start(ADMIN, backend="llamacpp", model="llama3.2:3b")
     assert embedded.value.field == "backend" and "cannot pull" in embedded.value.message
