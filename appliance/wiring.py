@@ -107,7 +107,8 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
     )
     hash_key = load_or_create_key(keys / "pii-hash.key")
     detector = DetectorHandle()
-    registry, routing = build_routing(settings, engine, backends)
+    overrides = RoutingOverrides(engine)
+    registry, routing = build_routing(settings, engine, backends, overrides=overrides)
     audit = AuditLog.from_settings(settings, engine)
     sealer = Sealer.from_keys_dir(keys)
     retention = timedelta(hours=settings.document_default_retention_hours)
@@ -168,7 +169,7 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
         tasks=routing.tasks,
         task_runner=gateway,
         detector=detector,
-        overrides=routing.overrides or RoutingOverrides(engine),
+        overrides=overrides,
         requestable=tuple(settings.requestable_policies),
         pause_s=settings.batch_item_pause_s,
     )

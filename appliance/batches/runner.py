@@ -21,6 +21,7 @@ import anyio
 
 from appliance.auth.actor import Actor, Purpose
 from appliance.batches.pacing import InteractiveTraffic
+from appliance.db.models import utcnow
 from appliance.errors import ApplianceError
 from appliance.inference.gate import background
 from appliance.tasks.patience import patiently
@@ -178,8 +179,6 @@ class BatchRunner:
 
 async def sweep_batches(batches: Batches) -> int:
     """Remove expired jobs with their sealed inputs and results; returns how many."""
-    from appliance.db.models import utcnow
-
     removed = 0
     for job_id in await anyio.to_thread.run_sync(batches.expired, utcnow()):
         if await anyio.to_thread.run_sync(partial(batches.delete, None, job_id, scrub_after=False)):

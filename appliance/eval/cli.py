@@ -25,6 +25,7 @@ BAR_WIDTH = 30
 
 
 def _actor() -> Any:
+    # Deferred: the app's services load only when a command runs.
     from appliance.auth.actor import Actor
 
     try:
@@ -36,6 +37,7 @@ def _actor() -> Any:
 
 @asynccontextmanager
 async def _services(settings: Settings, *, detector: bool) -> AsyncIterator[Any]:
+    # Deferred: the app's services load only when a command runs.
     from appliance.db.engine import ensure_migrated, make_engine
     from appliance.inference.embedded import embedded_backend
     from appliance.wiring import build_appliance
@@ -45,6 +47,7 @@ async def _services(settings: Settings, *, detector: bool) -> AsyncIterator[Any]
         ensure_migrated(engine)
         services = build_appliance(settings, engine, [embedded_backend(settings)])
         if detector:
+            # Deferred: the app's services load only when a command runs.
             from appliance.pii.detector import load_detector
 
             services.detector.set_ready(
@@ -108,6 +111,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def cmd_sets(settings: Settings, _: argparse.Namespace) -> int:
     """List the golden sets."""
+    # Deferred: the app's services load only when a command runs.
     from appliance.db.engine import ensure_migrated, make_engine
     from appliance.eval.goldensets import list_sets
 
@@ -158,6 +162,7 @@ def cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_samples(settings: Settings, _: argparse.Namespace) -> int:
     """Load the shipped sample sets."""
+    # Deferred: the app's services load only when a command runs.
     from appliance.eval.samples import load_samples
 
     async def go() -> list[str]:

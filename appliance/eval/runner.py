@@ -27,6 +27,7 @@ import anyio
 from appliance.auth.actor import Actor, Purpose
 from appliance.errors import ApplianceError
 from appliance.eval import goldensets
+from appliance.eval.metrics import text_of
 from appliance.tasks.patience import patiently
 from appliance.tasks.types import TaskInput, TaskResult
 
@@ -240,8 +241,6 @@ class EvalRunner:
         judge: str,
     ) -> bool | None:
         """The judge model's verdict on one answer, through the same path (its own audit row)."""
-        from appliance.eval.metrics import text_of
-
         text = (
             f"Reference answer:\n{item.expected}\n\nCandidate answer:\n{text_of(run.task, output)}"
             "\n\nIs the candidate an acceptable answer with the same meaning as the reference?"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.costs.budget import EscalationBudget
 from appliance.costs.compute import CostModel
 from appliance.costs.models import UsageRecord
-from appliance.costs.prices import DEFAULT_PRICES
-from appliance.costs.store import UsageLog
+from appliance.costs.prices import DEFAULT_PRICES, price_table
+from appliance.costs.store import UsageLog, load_backend_rows
+from appliance.db.engine import make_engine
 from appliance.errors import (
     BackendUnavailable,
     EscalationBudgetExhausted,
@@ -36,7 +37,8 @@ from appliance.inference.base import (
     Tier,
     Usage,
 )
-from appliance.inference.registry import Registry
+from appliance.inference.embedded import embedded_backend
+from appliance.inference.registry import BackendSpec, Registry, build_pool, load_spec
 from appliance.inference.router import Route, Router, RouterConfig, estimate_tokens
 from appliance.tasks import runner
 from appliance.tasks.runner import Escalate, TaskRules
@@ -50,12 +52,33 @@ if TYPE_CHECKING:
 
     from appliance.auth.actor import Actor
     from appliance.config import Settings
-    from appliance.eval.overrides import RoutingOverrides
     from appliance.inference.base import Backend, ModelInfo
     from appliance.policies.schema import LoadedPolicy
 
 # Actions after which no original identifier is left in the text.
 SAFE_FOR_EXTERNAL = frozenset({"redact", "pseudonymize"})
+
+
+class RouteOverride(Protocol):
+    """What an evaluation set for one task in place of the settings (`appliance.eval.overrides`)."""
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+    def note(self) -> str:
+        """How the receipt's route reason names the change."""
+        ...
+
+
+class RouteOverrides(Protocol):
+    """The per-task overrides in force (`appliance.eval.overrides.RoutingOverrides`)."""
+
+    def for_task(self, task: str | None) -> RouteOverride | None:
+        """The override of `task`, if any."""
+        ...
 
 
 def _routing_rules(policy: LoadedPolicy | None) -> tuple[bool, Tier]:
@@ -118,7 +141,7 @@ class RoutingSteps:
         usage: UsageLog | None,
         escalate_on_context: bool = True,
         budget: EscalationBudget | None = None,
-        overrides: RoutingOverrides | None = None,
+        overrides: RouteOverrides | None = None,
     ) -> None:
         self.budget = budget
         # Default model and confidence threshold per task, as an admin applied them from an
@@ -458,13 +481,14 @@ async def _none() -> AsyncIterator[Delta]:
 
 
 def build_routing(
-    settings: Settings, engine: Engine | None, backends: list[Backend]
+    settings: Settings,
+    engine: Engine | None,
+    backends: list[Backend],
+    *,
+    overrides: RouteOverrides | None = None,
 ) -> tuple[Registry, RoutingSteps]:
-    """The registry (embedded + TOML + database backends) and the routing steps, from settings."""
-    from appliance.costs.prices import price_table
-    from appliance.costs.store import load_backend_rows
-    from appliance.inference.registry import BackendSpec, build_pool, load_spec
-
+    """The registry (embedded + TOML + database backends) and the routing steps, from settings
+    (and the per-task overrides an evaluation applied, when given)."""
     declared: list[tuple[Backend, ModelInfo]] = []
     pools: list[Backend] = []
     specs: list[BackendSpec] = []
@@ -522,22 +546,13 @@ def build_routing(
             if engine is not None
             else None
         ),
-        overrides=_overrides(engine),
+        overrides=overrides,
     )
     return registry, steps
 
 
-def _overrides(engine: Engine | None) -> RoutingOverrides | None:
-    from appliance.eval.overrides import RoutingOverrides
-
-    return RoutingOverrides(engine) if engine is not None else None
-
-
 async def routed_models(settings: Settings) -> dict[str, tuple[ModelInfo, str]]:
     """Every routable model (embedded, TOML, database) with its backend's health (`ok`/`down`)."""
-    from appliance.db.engine import make_engine
-    from appliance.inference.embedded import embedded_backend
-
     engine: Engine | None = None
     try:
         engine = make_engine(settings.resolved_database_url)
