@@ -11,6 +11,9 @@ from sqlmodel import Field, SQLModel
 
 from appliance.db.models import utcnow
 
+NO_MODEL = ""
+"""`model` and `tier` of a request no model served (PII analysis and redaction)."""
+
 
 class UsageRecord(SQLModel, table=True):
     """Tokens, timings and both costs of one served request. No text, ever."""

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from appliance.costs.budget import EXTERNAL_TIER, EscalationBudget, month_start
-from appliance.costs.models import UsageRecord
+from appliance.costs.models import NO_MODEL, UsageRecord
 from appliance.db.engine import session_scope
 from appliance.errors import InvalidInput
 
@@ -113,6 +113,8 @@ def monthly_report(
             when = row.time if row.time.tzinfo else row.time.replace(tzinfo=UTC)
             report = reports.get(when.astimezone(UTC).strftime("%Y-%m"))
             if report is None:  # after `now` (a clock moved back): not part of any month shown
+                continue
+            if row.model == NO_MODEL:  # a PII request without a model costs no model time
                 continue
             report.total.add(row)
             report.models[row.model].add(row)

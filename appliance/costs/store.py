@@ -9,7 +9,7 @@ import anyio
 from sqlalchemy import Engine, func
 from sqlmodel import select
 
-from appliance.costs.models import InferenceBackendRow, UsageRecord
+from appliance.costs.models import NO_MODEL, InferenceBackendRow, UsageRecord
 from appliance.db.engine import session_scope
 
 
@@ -73,6 +73,8 @@ class UsageLog:
             for key in ("model", "tier", "task"):
                 column = getattr(UsageRecord, key)
                 grouped: Any = select(column, *columns).group_by(column)
+                if key != "task":
+                    grouped = grouped.where(column != NO_MODEL)
                 if since is not None:
                     grouped = grouped.where(UsageRecord.time >= since)
                 breakdown[key] = {

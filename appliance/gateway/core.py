@@ -356,6 +356,7 @@ class Gateway:
         """Findings in `text` under the named (or the caller's resolved) policy, with actions,
         and the id of the `pii.analyzed` audit row (committed before this returns)."""
         trace = Trace(actor=actor, request_id=request_id)
+        started = time.perf_counter()
         try:
             loaded = trace.policy = self.requested_policy(actor, policy)
             findings = await self.detect(text, self.spec(loaded, "input"))
@@ -372,6 +373,8 @@ class Gateway:
             event_id=trace.audit_id,
             record=trace.record(outcome="analyzed", status=200, action=PII_ANALYZED),
         )
+        seconds = time.perf_counter() - started
+        await self.routing.record_detection(trace, audit_id, task="pii.analyze", seconds=seconds)
         return loaded, items, audit_id
 
     async def redact(
@@ -383,6 +386,7 @@ class Gateway:
         the policy's decision, recorded with outcome `blocked` before the 422 is sent.
         """
         trace = Trace(actor=actor, request_id=request_id)
+        started = time.perf_counter()
         try:
             trace.policy = self.requested_policy(actor, policy)
             trace.context, trace.scope = self.action_context(
@@ -422,6 +426,8 @@ class Gateway:
             # Read by the app's after_exception hook so the refusal is not audited twice.
             refusal.audited = True  # type: ignore[attr-defined]
             raise refusal
+        seconds = time.perf_counter() - started
+        await self.routing.record_detection(trace, audit_id, task="pii.redact", seconds=seconds)
         return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(audit_id)}
 
     def requested_policy(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.costs.budget import EscalationBudget
 from appliance.costs.compute import CostModel
-from appliance.costs.models import UsageRecord
+from appliance.costs.models import NO_MODEL, UsageRecord
 from appliance.costs.prices import DEFAULT_PRICES, price_table
 from appliance.costs.store import UsageLog, load_backend_rows
 from appliance.db.engine import make_engine
@@ -410,6 +410,27 @@ class RoutingSteps:
         return [k for k, v in output.items() if isinstance(v, str)]
 
     # -- usage -----------------------------------------------------------------------------------
+    async def record_detection(
+        self, trace: Trace, audit_id: str, *, task: str, seconds: float
+    ) -> None:
+        """One usage row for a PII request without a model (`pii.analyze`, `pii.redact`): it
+        counts among the requests and in `by_task`, never under a model or a tier."""
+        if self.usage is None:
+            return
+        await self.usage.append(
+            UsageRecord(
+                request_id=trace.request_id,
+                audit_id=audit_id,
+                actor=trace.actor.id,
+                task=task,
+                model=NO_MODEL,
+                tier=NO_MODEL,
+                generations=0,
+                latency_ms=seconds * 1000,
+                frontier_model=self.costs.reference_model,
+            )
+        )
+
     async def record_usage(
         self, trace: Trace, audit_id: str | None, *, task: str, summary: bool = False
     ) -> dict[str, Any]:

@@ -150,3 +150,22 @@ def test_a_failed_analysis_without_a_model_writes_one_row(
     assert [(r.action, r.outcome, r.status_code) for r in rows] == [
         ("pii.detector_failed", "detector_unavailable", 503)
     ]
+
+
+def test_pii_requests_count_in_usage_by_task_not_under_a_model(appliance: RunningAppliance) -> None:
+    assert appliance.client.post("/api/v1/pii/analyze", json={"text": TEXT}).status_code == 200
+    for _ in range(2):
+        assert appliance.client.post("/api/v1/pii/redact", json={"text": TEXT}).status_code == 200
+    refused = appliance.client.post("/api/v1/pii/redact", json={"text": TEXT, "policy": "nope"})
+    assert refused.status_code in (403, 404)
+
+    body = appliance.client.get("/api/v1/usage/summary").json()
+    assert body["total"]["requests"] == 3
+    assert body["by_task"]["pii.analyze"]["requests"] == 1
+    assert body["by_task"]["pii.redact"]["requests"] == 2
+    assert body["by_task"]["pii.redact"]["prompt_tokens"] == 0
+    assert body["by_task"]["pii.redact"]["avg_latency_ms"] > 0
+    assert body["by_model"] == {} and body["by_tier"] == {}
+    monthly = appliance.client.get("/api/v1/usage/monthly")
+    assert monthly.status_code == 200, monthly.text
+    assert all(month["by_model"] == {} for month in monthly.json()["months"])
