@@ -480,14 +480,8 @@ class Gateway:
         except Exception as exc:
             await self._refuse(trace, exc)
             raise
-        audit_id = await self.audit.append(
-            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
-        )
-        costs = await self.routing.record_usage(trace, audit_id, task=chat.task or "chat")
-        if chat.messages:
-            await self._keep_history(
-                trace, audit_id, chat.task or "chat", chat.messages[-1].content, {}, content
-            )
+        kept = (chat.messages[-1].content, {}, content) if chat.messages else None
+        audit_id, costs = await self._succeed(trace, task=chat.task or "chat", history=kept)
         return ChatResult(
             message=Message(role="assistant", content=content),
             receipt=trace.receipt(audit_id),
@@ -523,7 +517,6 @@ class Gateway:
         pieces: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
-        audited = False
         try:
             delta: Delta | None = first
             while delta is not None:
@@ -542,10 +535,6 @@ class Gateway:
                 if tail:
                     pieces.append(tail)
                     yield "delta", {"content": tail}
-            audit_id = await self.audit.append(
-                event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
-            )
-            audited = True
             if usage is not None:
                 trace.generations.append(
                     Generation(
@@ -555,11 +544,12 @@ class Gateway:
                         usage=usage,
                     )
                 )
-            costs = await self.routing.record_usage(trace, audit_id, task="chat")
-            if chat is not None and chat.messages:
-                await self._keep_history(
-                    trace, audit_id, "chat", chat.messages[-1].content, {}, "".join(pieces)
-                )
+            kept = (
+                (chat.messages[-1].content, {}, "".join(pieces))
+                if chat is not None and chat.messages
+                else None
+            )
+            audit_id, costs = await self._succeed(trace, task="chat", history=kept)
             yield (
                 "done",
                 {
@@ -577,13 +567,13 @@ class Gateway:
                 event_id=trace.audit_id,
                 record=trace.record(outcome=outcome, status=exc.status_code),
             )
-            audited = True
+            trace.audited = True
             yield (
                 "error",
                 exc.to_dict()["error"] | {"receipt": trace.receipt(audit_id, outcome=outcome)},
             )
         finally:
-            if not audited:
+            if not trace.audited:
                 # The caller went away (or an unexpected error): still one row per request.
                 with anyio.CancelScope(shield=True):
                     await self.audit.append(
@@ -652,10 +642,7 @@ class Gateway:
                 ),
             )
         )
-        audit_id = await self.audit.append(
-            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
-        )
-        costs = await self.routing.record_usage(trace, audit_id, task="embeddings")
+        audit_id, costs = await self._succeed(trace, task="embeddings")
         return EmbeddingResult(
             vectors=vectors,
             receipt=trace.receipt(audit_id),
@@ -691,16 +678,33 @@ class Gateway:
                 receipt = exc.extra.get("receipt") or trace.receipt(trace.audit_id)
                 await self._offer_review(trace, task.name, protected, params, None, receipt)
             raise
-        audit_id = await self.audit.append(
-            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
-        )
-        usage = await self.routing.record_usage(trace, audit_id, task=task.name, summary=True)
+        kept = (task.text, task.params, output) if task.text is not None else None
+        audit_id, usage = await self._succeed(trace, task=task.name, summary=True, history=kept)
         receipt = trace.receipt(audit_id)
         assert protected is not None
         await self._offer_review(trace, task.name, protected, params, output, receipt)
-        if task.text is not None:
-            await self._keep_history(trace, audit_id, task.name, task.text, task.params, output)
         return TaskResult(output=output, receipt=receipt, usage=usage)
+
+    async def _succeed(
+        self,
+        trace: Trace,
+        *,
+        task: str,
+        summary: bool = False,
+        history: tuple[str, dict[str, Any], Any] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The one success tail of every model request: its audit row (committed before the
+        answer leaves), its usage row, and the history entry when the policy keeps content
+        (`history` is the text, the parameters and the output). Returns the row's id and the
+        costs for the answer's `usage`."""
+        audit_id = await self.audit.append(
+            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+        )
+        trace.audited = True
+        costs = await self.routing.record_usage(trace, audit_id, task=task, summary=summary)
+        if history is not None:
+            await self._keep_history(trace, audit_id, task, *history)
+        return audit_id, costs
 
     async def _keep_history(
         self,

@@ -133,6 +133,8 @@ class Trace:
     generations: list[Generation] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     """A task's parameters after the policy's actions (what the model may see)."""
+    audited: bool = False
+    """Whether the request's audit row has been written (a stream writes one whatever ends it)."""
 
     def note(self, transformed: Transformed, direction: Literal["input", "output"]) -> None:
         counts, actions = (
