@@ -69,8 +69,8 @@ class RunBook(Protocol):
     sealer: Sealer
     runs: EvalRuns
 
-    def judge_model(self, policy_name: str | None) -> str | None:
-        """The model that judges answers under the set's policy."""
+    def judge_model(self, actor: Actor, policy_name: str | None) -> str | None:
+        """The model that judges answers under the set's policy as resolved for `actor`."""
         ...
 
     async def finish(self, run_id: str) -> None:

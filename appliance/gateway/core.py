@@ -66,6 +66,8 @@ from appliance.tasks.schema_limits import check_schema
 from appliance.tasks.types import TaskInput, TaskResult
 
 T = TypeVar("T")
+Kept = tuple[str, dict[str, Any], Any]
+"""What a finished request offers its user's history: the text, the parameters, the output."""
 log = logging.getLogger(__name__)
 
 
@@ -480,7 +482,7 @@ class Gateway:
         except Exception as exc:
             await self._refuse(trace, exc)
             raise
-        kept = (chat.messages[-1].content, {}, content) if chat.messages else None
+        kept: Kept | None = (chat.messages[-1].content, {}, content) if chat.messages else None
         audit_id, costs = await self._succeed(trace, task=chat.task or "chat", history=kept)
         return ChatResult(
             message=Message(role="assistant", content=content),
@@ -544,7 +546,7 @@ class Gateway:
                         usage=usage,
                     )
                 )
-            kept = (
+            kept: Kept | None = (
                 (chat.messages[-1].content, {}, "".join(pieces))
                 if chat is not None and chat.messages
                 else None
@@ -678,7 +680,7 @@ class Gateway:
                 receipt = exc.extra.get("receipt") or trace.receipt(trace.audit_id)
                 await self._offer_review(trace, task.name, protected, params, None, receipt)
             raise
-        kept = (task.text, task.params, output) if task.text is not None else None
+        kept: Kept | None = (task.text, task.params, output) if task.text is not None else None
         audit_id, usage = await self._succeed(trace, task=task.name, summary=True, history=kept)
         receipt = trace.receipt(audit_id)
         assert protected is not None
@@ -691,7 +693,7 @@ class Gateway:
         *,
         task: str,
         summary: bool = False,
-        history: tuple[str, dict[str, Any], Any] | None = None,
+        history: Kept | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """The one success tail of every model request: its audit row (committed before the
         answer leaves), its usage row, and the history entry when the policy keeps content

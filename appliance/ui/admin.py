@@ -268,6 +268,7 @@ class UserPagesController(Controller):
         request: Request[Any, Any, Any],
         key_id: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
+        policies: NamedDependency[PolicyStore],
     ) -> Template:
         """Set a key's own team (empty: its owner's team applies)."""
         identity = identity_of(request)
@@ -277,7 +278,7 @@ class UserPagesController(Controller):
         row = await anyio.to_thread.run_sync(
             lambda: identity.set_key_team_sync(key_id, team, actor=actor, caller=caller)
         )
-        return await self._keys(request, f"Key {row.name} updated.", secret=None)
+        return await self._keys(request, policies, f"Key {row.name} updated.", secret=None)
 
     @post("/keys/{key_id:str}/revoke", status_code=200)
     async def revoke_key(
