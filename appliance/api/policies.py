@@ -144,7 +144,6 @@ class PoliciesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[PolicyVersionIn],
-        policies: NamedDependency[PolicyStore],
         policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Validates the YAML strictly (errors name line and field); same content is no change."""
@@ -164,7 +163,6 @@ class PoliciesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[ActivateIn],
-        policies: NamedDependency[PolicyStore],
         policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Requests run under this version from now on."""
@@ -183,7 +181,6 @@ class PoliciesController(Controller):
         self,
         name: FromPath[str],
         request: Request[Any, Any, Any],
-        policies: NamedDependency[PolicyStore],
         policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Back to the version that was active before the current one."""
@@ -200,7 +197,6 @@ class PoliciesController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[AssignmentIn],
-        policies: NamedDependency[PolicyStore],
         policy_changes: NamedDependency[PolicyService],
     ) -> dict[str, Any]:
         """Resolution order for a request: key's bound policy, key, team, task, default."""
