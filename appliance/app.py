@@ -54,7 +54,8 @@ from appliance.http.errors import EXCEPTION_HANDLERS
 from appliance.http.middleware import refuse_nul_characters, request_id_middleware, security_headers
 from appliance.inference.base import Backend
 from appliance.inference.embedded import embedded_backend
-from appliance.pii.detector import load_detector
+from appliance.pii.detector import Detector, load_detector
+from appliance.pii.pool import DetectorPool
 from appliance.ui.admin import ModelPagesController, UserPagesController
 from appliance.ui.audit import AuditPagesController
 from appliance.ui.auth import AuthPagesController
@@ -73,12 +74,19 @@ from appliance.wiring import Appliance, build_appliance
 log = logging.getLogger("appliance")
 
 
+def _start_detector(settings: Settings) -> Detector:
+    """The in-process detector, or a pool of warm detector processes (`detector_processes`)."""
+    if settings.detector_processes == 0:
+        return load_detector(settings.spacy_model, settings.phone_regions)
+    return DetectorPool(
+        settings.spacy_model, settings.phone_regions, processes=settings.detector_processes
+    )
+
+
 async def _load_detector(appliance: Appliance) -> None:
     """Load and warm Presidio off the event loop; readiness waits for it."""
     try:
-        detector = await anyio.to_thread.run_sync(
-            load_detector, appliance.settings.spacy_model, appliance.settings.phone_regions
-        )
+        detector = await anyio.to_thread.run_sync(_start_detector, appliance.settings)
     except ApplianceError as exc:
         appliance.detector.set_failed(exc.message)
         log.error("PII detector failed to load", extra={"detail": exc.message})
@@ -167,6 +175,7 @@ def create_app(
             await asyncio.gather(sweep_task, batch_task, return_exceptions=True)
             await appliance.pulls.aclose()
             await appliance.registry.aclose()
+            appliance.detector.close()
             engine.dispose()
 
     static_dir = settings.web_dir / "static"

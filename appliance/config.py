@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         description="Regions (ISO codes) whose phone number formats the detector recognises; "
         "each region costs analysis time.",
     )
+    detector_processes: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 4),
+        ge=0,
+        description="Worker processes that run PII detection, each with its own spaCy pipeline "
+        "in memory, so that concurrent requests use that many cores; 0 runs detection in the "
+        "web process's threads (one core at a time). Default: one per core, at most 4.",
+    )
     detector_timeout_s: float = Field(
         default=10.0, gt=0, description="Longest a PII analysis may take before the request fails."
     )

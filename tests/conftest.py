@@ -65,6 +65,9 @@ def make_settings(tmp_path: Path, models_dir: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "models_dir": models_dir,
             "max_tokens": 24,
+            # The in-process detector, loaded once for the whole run; the pool of detector
+            # processes (the production default) has its own tests (test_detector_pool.py).
+            "detector_processes": 0,
         }
         values.update(overrides)
         return Settings(**values)

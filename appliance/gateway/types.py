@@ -16,7 +16,7 @@ from appliance.errors import DetectorUnavailable
 from appliance.inference.base import Generation, Message, Usage
 from appliance.inference.router import Route
 from appliance.pii.actions import ActionContext, Transformed
-from appliance.pii.detector import PiiDetector
+from appliance.pii.detector import Detector
 from appliance.pii.vault import PseudonymScope
 from appliance.policies.schema import LoadedPolicy
 
@@ -80,11 +80,11 @@ class DetectorHandle:
     """The detector as it loads in the background: loading, ready, or failed with a reason."""
 
     def __init__(self) -> None:
-        self._detector: PiiDetector | None = None
+        self._detector: Detector | None = None
         self._error: str | None = None
         self._lock = threading.Lock()
 
-    def set_ready(self, detector: PiiDetector) -> None:
+    def set_ready(self, detector: Detector) -> None:
         """Mark the detector loaded and warmed."""
         with self._lock:
             self._detector, self._error = detector, None
@@ -101,7 +101,16 @@ class DetectorHandle:
             return "ready"
         return f"failed: {self._error}" if self._error else "loading"
 
-    def get(self) -> PiiDetector:
+    def close(self) -> None:
+        """Stop the detector's worker processes, if it has any (the app is shutting down)."""
+        with self._lock:
+            detector, self._detector = self._detector, None
+            self._error = "the appliance is shutting down"
+        close = getattr(detector, "close", None)
+        if close is not None:
+            close()
+
+    def get(self) -> Detector:
         """The loaded detector; fails closed when it is not ready."""
         if self._detector is None:
             reason = self._error or "still loading"

@@ -21,11 +21,17 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from appliance.errors import DetectorUnavailable
 from appliance.pii.normalize import View, views
-from appliance.pii.recognizers import builtin_recognizers, policy_recognizers
+from appliance.pii.recognizers import (
+    TAGGED_ENTITIES,
+    TAGGER_HOOK,
+    DigitGatedPhoneRecognizer,
+    builtin_recognizers,
+    policy_recognizers,
+)
 from appliance.policies.schema import Policy
 
 log = logging.getLogger(__name__)
@@ -158,7 +164,7 @@ class PiiDetector:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
-        from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
         if not spacy.util.is_package(spacy_model) and not os.path.isdir(spacy_model):
             raise DetectorUnavailable(
@@ -185,16 +191,25 @@ class PiiDetector:
             )
         finally:
             presidio_log.setLevel(level)
-        # The parser is the slowest stage and Presidio uses no dependency parse (entities,
-        # tokens and lemmas only); tagger, attribute ruler and lemmatizer stay for the lemmas
-        # that context enhancement compares.
-        nlp = nlp_engine.nlp[language]
-        if "parser" in nlp.pipe_names:
-            nlp.disable_pipe("parser")
+        # The pipeline runs only the stages a request's entities need (`_skipped_pipes`): no
+        # dependency parse, attribute ruler or lemmatizer ever (context words are compared with
+        # lower-cased tokens, `_artifacts`), the tagger only for the name recognizers that read
+        # part-of-speech tags, NER only when the policy asks for an entity spaCy labels.
+        self._nlp_engine = nlp_engine
+        self._nlp: Any = nlp_engine.nlp[language]
+        if "parser" in self._nlp.pipe_names:
+            self._nlp.disable_pipe("parser")
+        self._listening = _listening_pipes(self._nlp)
+        self._tag_pipes = [
+            name
+            for name in self._nlp.pipe_names
+            if name == "tagger" or name in self._listening.get("tagger", set())
+        ]
+        self._tag_reach = _embedding_reach(self._nlp, self._listening.get("tagger", set()))
         # libphonenumber tries every region per candidate: restrict them to the site's own.
         self._engine.registry.remove_recognizer("PhoneRecognizer")
         self._engine.registry.add_recognizer(
-            PhoneRecognizer(supported_regions=phone_regions, supported_language=language)
+            DigitGatedPhoneRecognizer(supported_regions=phone_regions, supported_language=language)
         )
         for name in _REPLACED_PRESIDIO_RECOGNIZERS:
             self._engine.registry.remove_recognizer(name)
@@ -202,6 +217,15 @@ class PiiDetector:
             self._engine.registry.add_recognizer(recognizer)
         self.supported_entities: frozenset[str] = frozenset(
             self._engine.get_supported_entities(language=language)
+        )
+        # The entities this pipeline's NER can produce (the configured mapping also names labels
+        # of other models, such as PHONE, which the English pipelines do not have).
+        mapping = nlp_engine.ner_model_configuration.model_to_presidio_entity_mapping
+        labels = self._nlp.get_pipe("ner").labels if "ner" in self._nlp.pipe_names else ()
+        self._ner_entities = frozenset(
+            mapping[label]
+            for label in labels
+            if label in mapping and label not in _IGNORED_NER_LABELS
         )
         # Pattern recognizers that also run on the compact view (no NLP needed there).
         self._digit_recognizers = [
@@ -224,6 +248,7 @@ class PiiDetector:
             return []
         entities = wanted or None
         clean, compact = views(text)
+        skipped = self._skipped_pipes(entities)
         raw: list[Finding] = []
         for offset, chunk in _chunks(clean.text):
             results = self._engine.analyze(
@@ -231,6 +256,7 @@ class PiiDetector:
                 language=self.language,
                 entities=entities,
                 ad_hoc_recognizers=list(spec.recognizers) or None,
+                nlp_artifacts=self._artifacts(chunk, skipped),
             )
             raw += _mapped(
                 clean, [(r.entity_type, r.start + offset, r.end + offset, r.score) for r in results]
@@ -258,6 +284,67 @@ class PiiDetector:
             kept = _protect_over_allow(kept, raw, spec, text)
         kept += _other_mentions(kept, clean, spec)
         return resolve_overlaps(kept, text)
+
+    def _skipped_pipes(self, entities: list[str] | None) -> list[str]:
+        """Pipeline stages the wanted entities do not need (the tokenizer always runs: context
+        words and custom recognizers read tokens)."""
+        wanted = set(entities) if entities is not None else None
+        needed: set[str] = set()
+        if wanted is None or wanted & (self._ner_entities | TAGGED_ENTITIES):
+            needed.add("ner")
+        if self._tag_reach is None and (wanted is None or wanted & TAGGED_ENTITIES):
+            needed.add("tagger")  # no window gives the same tags: tag the whole text
+        for pipe in list(needed):
+            needed |= self._listening.get(pipe, set())
+        return [name for name in self._nlp.pipe_names if name not in needed]
+
+    def _artifacts(self, text: str, skipped: list[str]) -> Any:
+        """Presidio's NLP artifacts from the stages that run, with lower-cased tokens in place of
+        lemmas: Presidio compares context words with lemmas by substring, so "phones" still
+        supports "phone", and the lemmatizer (with the attribute ruler it needs) is not run."""
+        # Deferred like the rest of Presidio (see __init__).
+        from presidio_analyzer.nlp_engine import NlpArtifacts
+
+        doc = self._nlp(text, disable=skipped)
+        if "tagger" in skipped and self._tag_reach is not None:
+            doc.user_data[TAGGER_HOOK] = self._tag_tokens
+        # Presidio's own conversion (labels mapped and filtered as configured), then rebuilt
+        # with the lower-cased tokens so that the context keywords derive from them.
+        spacy_made = self._nlp_engine._doc_to_nlp_artifact(doc, self.language)
+        return NlpArtifacts(
+            entities=spacy_made.entities,
+            tokens=doc,
+            tokens_indices=spacy_made.tokens_indices,
+            lemmas=[token.lower_ for token in doc],
+            nlp_engine=self._nlp_engine,
+            language=self.language,
+            scores=spacy_made.scores,
+        )
+
+    def _tag_tokens(self, doc: Any, ranges: list[tuple[int, int]]) -> None:
+        """Tag the tokens of each (`start`, `end`) range, in one batch of windows that reach
+        `_tag_reach` tokens further on each side. A token's tag depends only on the tokens
+        within the embedding's reach, so a window yields the tags a whole-document pass would,
+        for a fraction of the tokens."""
+        wanted = sorted((s, e) for s, e in ranges if not all(doc[i].tag_ for i in range(s, e)))
+        reach = self._tag_reach or 0
+        windows: list[list[int]] = []  # [low, high, first, last]: wanted tokens inside
+        for first, last in wanted:
+            low, high = max(0, first - reach), min(len(doc), last + reach)
+            if windows and low <= windows[-1][1]:
+                previous = windows[-1]
+                previous[1], previous[3] = max(previous[1], high), max(previous[3], last)
+            else:
+                windows.append([low, high, first, last])
+        if not windows:
+            return
+        docs = [doc[low:high].as_doc() for low, high, _, _ in windows]
+        for name in self._tag_pipes:
+            docs = list(self._nlp.get_pipe(name).pipe(docs))
+        for (low, _, first, last), window in zip(windows, docs, strict=True):
+            for i in range(first, last):
+                if not doc[i].tag_:
+                    doc[i].tag_ = window[i - low].tag_
 
     def analyze_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
         """Findings per text for the messages of one conversation, in order.
@@ -313,6 +400,34 @@ class PiiDetector:
                     score = min(1.0, max(score + _CONTEXT_BOOST, _CONTEXT_FLOOR))
                 found.append((result.entity_type, result.start, result.end, score))
         return found
+
+
+def _listening_pipes(nlp: Any) -> dict[str, set[str]]:
+    """For each component, the shared embedding components it listens to (in the English
+    pipelines the tagger listens to `tok2vec`; NER has its own embedding)."""
+    listening: dict[str, set[str]] = {}
+    for name in nlp.pipe_names:
+        model = nlp.config["components"][name].get("model", {})
+        tok2vec = model.get("tok2vec", {}) if isinstance(model, dict) else {}
+        if "Listener" in str(tok2vec.get("@architectures", "")):
+            listening[name] = {other for other in nlp.pipe_names if other.startswith("tok2vec")}
+    return listening
+
+
+def _embedding_reach(nlp: Any, embedders: set[str]) -> int | None:
+    """How many tokens on each side the tagger's embedding reads (window size x depth of a
+    window encoder), or None when it cannot be read from the configuration (then the tagger
+    runs on whole texts)."""
+    if "tagger" not in nlp.pipe_names or len(embedders) != 1:
+        return None
+    config = nlp.config.interpolate()["components"]
+    encode = config[next(iter(embedders))].get("model", {}).get("encode", {})
+    window, depth = encode.get("window_size"), encode.get("depth")
+    if "Window" not in str(encode.get("@architectures", "")):
+        return None
+    if not isinstance(window, int) or not isinstance(depth, int):
+        return None
+    return window * depth
 
 
 def _protect_over_allow(
@@ -551,6 +666,18 @@ def load_detector(
                 raise DetectorUnavailable(f"PII detector failed to load: {exc}") from exc
             _cache[key] = detector
         return detector
+
+
+class Detector(Protocol):
+    """What the gateway needs of a detector: the in-process `PiiDetector` or a `DetectorPool`
+    of worker processes (`pii/pool.py`), which give the same findings."""
+
+    spacy_model: str
+    supported_entities: frozenset[str]
+
+    def analyze(self, text: str, spec: DetectionSpec) -> list[Finding]: ...
+
+    def analyze_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]: ...
 
 
 Analyzer = Callable[[str, DetectionSpec], list[Finding]]

@@ -15,6 +15,7 @@ from typing import Any
 
 import regex
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
 from appliance.pii.checksums import luhn_valid, mod97_valid
 from appliance.pii.identifiers import identifier_recognizers
@@ -228,6 +229,22 @@ class GroupRecognizer(EntityRecognizer):
         return results
 
 
+# Neither a national nor an international phone number has fewer digits (a US local number
+# has 7, a UK number without its trunk zero 9 or 10).
+_PHONE_MIN_DIGITS = 7
+
+
+class DigitGatedPhoneRecognizer(PhoneRecognizer):
+    """Presidio's libphonenumber matcher, which tries every candidate in every configured
+    region, run only on texts with at least the digits of the shortest phone number."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        if sum(map(str.isdigit, text)) < _PHONE_MIN_DIGITS:
+            return []
+        found: list[Any] = super().analyze(text, entities, nlp_artifacts)
+        return found
+
+
 class GivenNameRecognizer(EntityRecognizer):
     """`<given name> <Surname>` from the shipped name list; lower-case forms score lower."""
 
@@ -246,55 +263,78 @@ class GivenNameRecognizer(EntityRecognizer):
         """Capitalised pairs score 0.7 (0.65 when the given name is only on the census list);
         lower-case pairs, more often ordinary words, 0.6 and only from the curated list."""
         curated, census = first_names(), given_names()
+        doc: Any = getattr(nlp_artifacts, "tokens", None)
         results = []
+        pairs: list[tuple[int, int]] = []
+        undecided: list[tuple[int, int]] = []  # lower-case pairs the tagger decides
         for pattern, lower in ((self._CAPITALISED, False), (self._LOWER, True)):
             for match in pattern.finditer(text):
                 first, last = match.group("first").lower(), match.group("last").lower()
                 if last in _LOWER_STOP or last in _NOT_NAME_WORDS:
                     continue
+                span = (match.start("first"), match.end("last"))
                 if first in curated:
                     score = 0.6 if lower else 0.7
                 elif not lower and first in census:
                     score = 0.65
-                elif lower and first in census and _nouns(nlp_artifacts, match, text):
-                    # "lewis walton": a census given name and a second word that spaCy tags as
-                    # nouns (not "rose early", "bill them").
-                    score = 0.6
+                elif lower and first in census:
+                    undecided.append(span)
+                    continue
                 else:
                     continue
-                results.append(
-                    RecognizerResult(
-                        "PERSON",
-                        match.start("first"),
-                        match.end("last"),
-                        score,
-                        recognition_metadata={"recognizer_name": self._label},
-                    )
-                )
-        for start, end in single_given_names(nlp_artifacts):
-            results.append(
-                RecognizerResult(
-                    "PERSON",
-                    start,
-                    end,
-                    0.6,
-                    recognition_metadata={"recognizer_name": self._label},
-                )
-            )
+                results.append(self._result(span, score))
+                if not lower:
+                    pairs.append(span)
+        lone = _lone_given_names(doc, pairs)
+        # Every token whose tag decides a finding, tagged in one batch.
+        pair_tokens = [_tokens(doc, span) for span in undecided]
+        _tag(doc, [(t[0].i, t[-1].i + 1) for t in pair_tokens if t])
+        _tag(doc, [(t.i, min(t.i + 2, len(doc))) for t in lone])
+        for span, tokens in zip(undecided, pair_tokens, strict=True):
+            # "lewis walton": a census given name and a second word that spaCy tags as
+            # nouns (not "rose early", "bill them").
+            if tokens and all(t.tag_ in _NAME_TAGS for t in tokens):
+                results.append(self._result(span, 0.6))
+        for token in lone:
+            if _lone_name_is_a_person(doc, token):
+                results.append(self._result((token.idx, token.idx + len(token.text)), 0.6))
         return results
 
+    def _result(self, span: tuple[int, int], score: float) -> Any:
+        return RecognizerResult(
+            "PERSON",
+            span[0],
+            span[1],
+            score,
+            recognition_metadata={"recognizer_name": self._label},
+        )
 
-_NAME_POS = frozenset({"PROPN", "NOUN"})
+
+# The entities whose recognizers read spaCy's part-of-speech tags. Penn Treebank tags are read
+# directly: the attribute ruler that maps them to universal POS is not run. The detector does
+# not tag whole documents: it leaves a function under this `Doc.user_data` key that tags the
+# token ranges a recognizer asks about (`_tag`), from windows wide enough to give the same tags.
+TAGGED_ENTITIES = frozenset({"PERSON"})
+TAGGER_HOOK = "appliance.tag_tokens"
 
 
-def _nouns(nlp_artifacts: Any, match: re.Match[str], text: str) -> bool:
-    """Whether spaCy tagged every token of the pair as a noun or proper noun."""
-    doc = getattr(nlp_artifacts, "tokens", None)
+def _tag(doc: Any, ranges: list[tuple[int, int]]) -> None:
+    """Make sure the tokens of each range (`start`, `end`) of `doc` carry their tags."""
+    tag_tokens = doc.user_data.get(TAGGER_HOOK) if doc is not None else None
+    if tag_tokens is not None and ranges:
+        tag_tokens(doc, ranges)
+
+
+_PROPER_NOUN_TAGS = frozenset({"NNP", "NNPS"})
+_NAME_TAGS = _PROPER_NOUN_TAGS | {"NN", "NNS"}
+
+
+def _tokens(doc: Any, span: tuple[int, int]) -> list[Any]:
+    """The tokens of `doc` that overlap a character span."""
     if doc is None:
-        return False
-    start, end = match.start("first"), match.end("last")
-    tokens = [t for t in doc if t.idx < end and t.idx + len(t.text) > start]
-    return bool(tokens) and all(t.pos_ in _NAME_POS for t in tokens)
+        return []
+    start, end = span
+    return [t for t in doc if t.idx < end and t.idx + len(t.text) > start]
 
 
 # spaCy entity labels under which a capitalised given name is something else (Madison, WI).
@@ -303,17 +343,18 @@ _NOT_PERSON_LABELS = frozenset(
 )
 
 
-_SUBJECT_FOLLOWERS = frozenset({"VERB", "AUX"})
+# Verbs and modals (universal VERB and AUX).
+_SUBJECT_FOLLOWERS = frozenset({"VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "MD"})
 
 
-def single_given_names(nlp_artifacts: Any) -> list[tuple[int, int]]:
-    """Spans of lone capitalised given names ("Freddie shouted", "leave me Martin") that spaCy
-    tags as proper nouns and does not call a place, an organisation or a date."""
-    doc = getattr(nlp_artifacts, "tokens", None)
+def _lone_given_names(doc: Any, pairs: list[tuple[int, int]]) -> list[Any]:
+    """Capitalised words on the given-name list outside the capitalised pairs already found:
+    the candidates for `_lone_name_is_a_person` (inside a pair the pair's finding covers them,
+    and `_other_mentions` finds the given name's other uses)."""
     if doc is None:
         return []
     census = given_names()
-    spans = []
+    found = []
     for token in doc:
         word = token.text
         if len(word) < 3 or not word[0].isupper() or not word[1:].islower():
@@ -321,20 +362,28 @@ def single_given_names(nlp_artifacts: Any) -> list[tuple[int, int]]:
         folded = word.casefold()
         if folded not in census or folded in _LOWER_STOP or folded in _NOT_NAME_WORDS:
             continue
-        if token.pos_ != "PROPN":
+        if any(start <= token.idx < end for start, end in pairs):
             continue
-        following = doc[token.i + 1] if token.i + 1 < len(doc) else None
-        first = token.i == 0 or doc[token.i - 1].is_sent_end or "\n" in doc[token.i - 1].text
-        if first and (following is None or following.pos_ not in _SUBJECT_FOLLOWERS):
-            continue  # a capitalised first word ("Ping 10.0.0.1") is a name only as a subject
-        if token.ent_type_ in _NOT_PERSON_LABELS:
-            # spaCy's small model calls many lone names an ORG ("Freddie shouted"); a one-word
-            # ORG that is a given name is read as the name, a longer one ("Karl's Shoes") not.
-            whole = token.ent_type_ == "ORG" and token.ent_iob_ == "B"
-            if not whole or (following is not None and following.ent_iob_ == "I"):
-                continue
-        spans.append((token.idx, token.idx + len(word)))
-    return spans
+        found.append(token)
+    return found
+
+
+def _lone_name_is_a_person(doc: Any, token: Any) -> bool:
+    """A lone capitalised given name ("Freddie shouted", "leave me Martin") is a person when
+    spaCy tags it a proper noun and does not call it a place, an organisation or a date."""
+    if token.tag_ not in _PROPER_NOUN_TAGS:
+        return False
+    following = doc[token.i + 1] if token.i + 1 < len(doc) else None
+    first = token.i == 0 or doc[token.i - 1].is_sent_end or "\n" in doc[token.i - 1].text
+    if first and (following is None or following.tag_ not in _SUBJECT_FOLLOWERS):
+        return False  # a capitalised first word ("Ping 10.0.0.1") is a name only as a subject
+    if token.ent_type_ in _NOT_PERSON_LABELS:
+        # spaCy's small model calls many lone names an ORG ("Freddie shouted"); a one-word
+        # ORG that is a given name is read as the name, a longer one ("Karl's Shoes") not.
+        whole = token.ent_type_ == "ORG" and token.ent_iob_ == "B"
+        if not whole or (following is not None and following.ent_iob_ == "I"):
+            return False
+    return True
 
 
 class PersonCueRecognizer(EntityRecognizer):

@@ -1295,11 +1295,18 @@ NOTE", "Progress Note"), drug and place names (Metformin, Madison, Austin), band
 in the presidio-research templates. Shape recognizers have few: a passport number near the words
 "driver's license" was typed as a licence (fixed: a context word after a value counts less).
 
-**Latency.** The new recognizers cost CPU: 1 KB p50 is about 57 ms by CPU time here against
-36.7 ms measured before this change on 2026-11-28 (same machine class, different load); the
-extra regexes (the street and ZIP-after-address patterns are large alternations), the token pass
-for lone given names and the search for other mentions of each name. Recall was not traded for
-speed (the speed work is another issue)."""
+**Latency.** Issue 15's recognizers raised the 1 KB p50 to about 57 ms by CPU time (36.7 ms
+before them on 2026-11-28). Issue 18 then cut what runs per text without changing a finding
+(every recall, precision and leak figure in this file is the same before and after, on all
+three sets): spaCy's parser, attribute ruler and lemmatizer no longer run (context words are
+compared with lower-cased tokens); the tagger runs only on windows around the words whose tag
+decides a name, wide enough (the embedding's reach, 4 tokens) to give the tags a whole-text
+pass gives; NER runs only for policies that act on an entity NER finds; libphonenumber only on
+texts with seven digits. "Where the time goes" below has the profile and the side-by-side
+comparison. What remains is mostly spaCy's NER (about 60% of the time), which a policy acting on
+names or places needs on every token: the 10 ms target for 1 KB is met only by policies without
+NER entities. Detection runs in a pool of worker processes (`detector_processes`), so
+concurrent requests use every core."""
 
 
 def _domain(document: Document) -> str:
@@ -1468,6 +1475,17 @@ def main(argv: list[str] | None = None) -> int:
         detector, spec, sized_texts(documents[7:], 10240, 10), 1 if args.quick else 4
     )
     print(f"1 KB CPU p50 {kb1.cpu_p50_ms:.1f} ms; 10 KB {kb10.cpu_kb_per_s:.1f} KB/s (CPU)")
+    from tests.bench import pii_stages
+
+    stage_texts = sized_texts(documents, 1024, 50)
+    stages = pii_stages.stage_profile(detector, spec, stage_texts, 1 if args.quick else 3)
+    structured = DetectionSpec(entities=pii_stages.STRUCTURED_ONLY, thresholds={"*": 0.4})
+    comparison = pii_stages.compare(detector, spec, structured, stage_texts, 1 if args.quick else 3)
+    stage_lines = pii_stages.report_lines(stages, comparison)
+    print(
+        f"stages: lean {comparison.lean_p50_ms:.1f} ms, full {comparison.full_p50_ms:.1f} ms, "
+        f"identifiers only {comparison.structured_p50_ms:.1f} ms"
+    )
 
     presidio: RunResult | None = None
     presidio_packs: dict[str, RunResult] = {}
@@ -1517,6 +1535,7 @@ def main(argv: list[str] | None = None) -> int:
         spacy_model=settings.spacy_model,
         phone_regions=settings.phone_regions,
         chunk=(detector_module.CHUNK_CHARS, detector_module.CHUNK_OVERLAP),
+        stage_lines=stage_lines,
     )
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
@@ -1535,6 +1554,7 @@ def report(
     kb10: Latency,
     presidio: RunResult | None,
     presidio_note: str,
+    stage_lines: list[str] | None = None,
     own_packs: dict[str, RunResult] | None = None,
     independent: dict[str, RunResult] | None = None,
     independent_docs: list[Document] | None = None,
@@ -1676,6 +1696,7 @@ def report(
         f"{domain_run.seconds:.1f} s under the domain packs, {default_run.seconds:.1f} s under "
         "`default`.",
         "",
+        *(stage_lines or []),
         "## Domain packs: per entity type",
         "",
         *type_table(domain_run.by_type, (*COMMON, *DOMAIN_ID.values())),
