@@ -371,12 +371,15 @@ class Gateway:
             if rule is not None:
                 items.append((finding, rule.action))
                 trace.counts[finding.entity] += 1
+        seconds = time.perf_counter() - started
+        usage = self.routing.detection_row(
+            trace, trace.audit_id, task="pii.analyze", seconds=seconds
+        )
         audit_id = await self.audit.append(
             event_id=trace.audit_id,
             record=trace.record(outcome="analyzed", status=200, action=PII_ANALYZED),
+            alongside=[usage] if usage is not None else (),
         )
-        seconds = time.perf_counter() - started
-        await self.routing.record_detection(trace, audit_id, task="pii.analyze", seconds=seconds)
         return loaded, items, audit_id
 
     async def redact(
@@ -410,11 +413,20 @@ class Gateway:
             for a in transformed.applied
         ]
         outcome = trace.outcome()
+        seconds = time.perf_counter() - started
+        usage = (
+            None
+            if transformed.blocked
+            else self.routing.detection_row(
+                trace, trace.audit_id, task="pii.redact", seconds=seconds
+            )
+        )
         audit_id = await self.audit.append(
             event_id=trace.audit_id,
             record=trace.record(
                 outcome=outcome, status=422 if transformed.blocked else 200, action=PII_REDACTED
             ),
+            alongside=[usage] if usage is not None else (),
         )
         if transformed.blocked:
             blocked = sorted({a.finding.entity for a in transformed.blocked})
@@ -428,8 +440,6 @@ class Gateway:
             # Read by the app's after_exception hook so the refusal is not audited twice.
             refusal.audited = True  # type: ignore[attr-defined]
             raise refusal
-        seconds = time.perf_counter() - started
-        await self.routing.record_detection(trace, audit_id, task="pii.redact", seconds=seconds)
         return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(audit_id)}
 
     def requested_policy(
@@ -698,12 +708,15 @@ class Gateway:
         """The one success tail of every model request: its audit row (committed before the
         answer leaves), its usage row, and the history entry when the policy keeps content
         (`history` is the text, the parameters and the output). Returns the row's id and the
-        costs for the answer's `usage`."""
+        costs for the answer's `usage`. The audit and usage rows are one transaction: both are
+        committed, or neither is and the request fails."""
+        usage, costs = self.routing.usage_row(trace, trace.audit_id, task=task, summary=summary)
         audit_id = await self.audit.append(
-            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+            event_id=trace.audit_id,
+            record=trace.record(outcome=trace.outcome(), status=200),
+            alongside=[usage] if usage is not None else (),
         )
         trace.audited = True
-        costs = await self.routing.record_usage(trace, audit_id, task=task, summary=summary)
         if history is not None:
             await self._keep_history(trace, audit_id, task, *history)
         return audit_id, costs
