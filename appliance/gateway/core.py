@@ -125,12 +125,16 @@ class Gateway:
 
     async def detect(self, text: str, spec: DetectionSpec) -> list[Finding]:
         """Findings in `text`; any failure or timeout fails closed (DetectorUnavailable)."""
+        if not spec.entities:
+            return []  # the policy has no rule this way: nothing found could be acted on
         detector = self.detector.get()
         return await self._analysis(lambda: detector.analyze(text, spec))
 
     async def detect_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
         """Findings per text of one conversation, values split across two texts included;
         fails closed like `detect`."""
+        if not spec.entities:
+            return [[] for _ in texts]  # as in `detect`
         detector = self.detector.get()
         return await self._analysis(lambda: detector.analyze_many(texts, spec))
 
@@ -214,12 +218,15 @@ class Gateway:
         texts = [message.content for message in chat.messages]
         found = await self.detect_many(texts, self.spec(trace.policy, "input"))
         policy, context = trace.policy, trace.context
-        results = await anyio.to_thread.run_sync(
-            lambda: [
+
+        def act() -> list[Transformed]:
+            return [
                 transform(text, hits, policy.policy, context, "input")
                 for text, hits in zip(texts, found, strict=True)
             ]
-        )
+
+        # With nothing found there is nothing to replace and no vault to reach: no thread.
+        results = await anyio.to_thread.run_sync(act) if any(found) else act()
         for message, transformed in zip(chat.messages, results, strict=True):
             trace.note(transformed, "input")
             outgoing.append(Message(role=message.role, content=transformed.text))
