@@ -9,7 +9,9 @@ A lock inside the process queues this process's writers cheaply before they reac
 A change that the trail records (a deletion of content, say) commits in the same transaction as
 its event: `AuditLog.transaction()` opens that serialised transaction as a session, the caller
 makes its change and `append`s the event through it, and both commit or neither does. An
-`append_sync(..., within=session)` joins a transaction the caller opened itself.
+`append_sync(..., within=session)` joins a transaction the caller opened itself, and
+`append(..., alongside=[row])` inserts rows of other tables (a request's usage row) in the
+event's own transaction: one commit, one flush to disk, both rows or neither.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, TypeVar
 import anyio
 import sqlmodel
 from sqlalchemy import Connection, Engine, select, text
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from appliance.audit import checkpoints, requests
 from appliance.audit.chain import GENESIS, row_hash
@@ -328,26 +330,40 @@ class AuditLog:
                 self._inside.open = False
         self._witness(made)
 
-    async def append(self, record: AuditRecord, *, event_id: str | None = None) -> str:
-        """Commit one event off the event loop and return its id."""
+    async def append(
+        self,
+        record: AuditRecord,
+        *,
+        event_id: str | None = None,
+        alongside: Sequence[SQLModel] = (),
+    ) -> str:
+        """Commit one event off the event loop and return its id.
+
+        `alongside` are rows of other tables (SQLModel table objects) inserted in the same
+        transaction as the event: both commit, or neither does."""
         row = validate(record)  # fail on a bad record before taking a thread
         row["id"] = event_id or uuid.uuid4().hex
-        await anyio.to_thread.run_sync(lambda: self._write([row]))
+        await anyio.to_thread.run_sync(lambda: self._write([row], alongside))
         return str(row["id"])
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, rows: list[dict[str, Any]], alongside: Sequence[SQLModel] = ()) -> None:
         made: list[Checkpoint] = []
         self._refuse_inside()
         with self._lock, self._engine.connect() as connection:
             begin_serialised(connection)
             try:
-                head = self.extend(connection, rows)
+                head = self.extend(connection, rows, count=False)
+                for other in alongside:
+                    table = other.__table__  # type: ignore[attr-defined]
+                    connection.execute(table.insert(), [other.model_dump()])
                 made = self._due_checkpoints(connection, head, force_time=False)
                 connection.commit()
             except BaseException:
                 connection.rollback()
                 self._checkpointed_seq = 0  # re-read from the database next time
                 raise
+            # Counted once committed: a request whose row failed to commit still gets one.
+            requests.note(len(rows))
             self._witness(made)
 
     def _refuse_inside(self) -> None:
@@ -355,8 +371,12 @@ class AuditLog:
         if getattr(self._inside, "open", False):
             raise RuntimeError("append through the open audit transaction (tx.append)")
 
-    def extend(self, connection: Connection, rows: list[dict[str, Any]]) -> Head:
-        """Link `rows` onto the head and insert them; the caller holds the lock (see above)."""
+    def extend(
+        self, connection: Connection, rows: list[dict[str, Any]], *, count: bool = True
+    ) -> Head:
+        """Link `rows` onto the head and insert them; the caller holds the lock (see above).
+
+        `count=False`: the caller counts them for the request once they are committed."""
         head = read_head(connection)
         for row in rows:
             row["seq"] = head.seq + 1
@@ -365,7 +385,8 @@ class AuditLog:
             row["hash"] = row_hash(row)
             head = Head(row["seq"], row["hash"])
         connection.execute(EVENTS_TABLE.insert(), rows)
-        requests.note(len(rows))  # the request being served has its row (see `audit.requests`)
+        if count:
+            requests.note(len(rows))  # the request being served has its row (`audit.requests`)
         return head
 
     # --- checkpoints ----------------------------------------------------------------------

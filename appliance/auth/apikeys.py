@@ -53,6 +53,11 @@ def _digest(pepper: bytes, key: str) -> str:
     return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
 
 
+def digest_of(pepper: bytes, key: str) -> str:
+    """The HMAC digest a key is stored (and cached) under; never the key itself."""
+    return _digest(pepper, key)
+
+
 def parse_scopes(text: str | list[str]) -> list[str]:
     """Scopes from `a,b` or a list; InvalidInput naming `scopes` for unknown or empty ones."""
     items = text.split(",") if isinstance(text, str) else text

@@ -37,6 +37,7 @@ from appliance.audit.events import (
 from appliance.audit.events import AuthThrottled as AuthThrottledEvent
 from appliance.audit.store import AuditLog, AuditRecord
 from appliance.auth import accounts, apikeys, sessions
+from appliance.auth.keycache import KeyCache
 from appliance.auth.models import ApiKey
 from appliance.auth.ratelimit import FailureThrottle, RateLimiter
 from appliance.auth.roles import KEY_ROLE, Principal
@@ -62,6 +63,8 @@ class Identity:
         self.audit = audit
         self.limiter = RateLimiter()
         self.auth_throttle = FailureThrottle()
+        # Keys verified by this process, dropped whenever any key or owner changes anywhere.
+        self.keys = KeyCache(engine)
         self._pending: set[asyncio.Task[None]] = set()
 
     @cached_property
@@ -237,6 +240,12 @@ class Identity:
             # Counted in one `auth.throttled` row per window, not a row each.
             throttled.audited = True  # type: ignore[attr-defined]
             raise throttled
+        digest = apikeys.digest_of(self.pepper, presented)
+        # One indexed read, inline: a thread hop would cost more than the read on SQLite.
+        version = self.keys.version()
+        known = self.keys.get(digest, version=version)
+        if known is not None:
+            return known
         check = await anyio.to_thread.run_sync(
             lambda: apikeys.verify(self.engine, self.pepper, presented)
         )
@@ -249,7 +258,9 @@ class Identity:
             exc = AuthError("the API key is not valid (unknown, revoked or expired)")
             exc.audited = True  # type: ignore[attr-defined]
             raise exc
-        return key_to_principal(check.key, team=check.team)
+        principal = key_to_principal(check.key, team=check.team)
+        self.keys.put(digest, principal, expires_at=check.key.expires_at, version=version)
+        return principal
 
     def _count_refusals(self, address: str) -> None:
         """Write the `auth.throttled` row of `address` when its window ends (or when the app

@@ -125,12 +125,16 @@ class Gateway:
 
     async def detect(self, text: str, spec: DetectionSpec) -> list[Finding]:
         """Findings in `text`; any failure or timeout fails closed (DetectorUnavailable)."""
+        if not spec.entities:
+            return []  # the policy has no rule this way: nothing found could be acted on
         detector = self.detector.get()
         return await self._analysis(lambda: detector.analyze(text, spec))
 
     async def detect_many(self, texts: list[str], spec: DetectionSpec) -> list[list[Finding]]:
         """Findings per text of one conversation, values split across two texts included;
         fails closed like `detect`."""
+        if not spec.entities:
+            return [[] for _ in texts]  # as in `detect`
         detector = self.detector.get()
         return await self._analysis(lambda: detector.analyze_many(texts, spec))
 
@@ -214,12 +218,15 @@ class Gateway:
         texts = [message.content for message in chat.messages]
         found = await self.detect_many(texts, self.spec(trace.policy, "input"))
         policy, context = trace.policy, trace.context
-        results = await anyio.to_thread.run_sync(
-            lambda: [
+
+        def act() -> list[Transformed]:
+            return [
                 transform(text, hits, policy.policy, context, "input")
                 for text, hits in zip(texts, found, strict=True)
             ]
-        )
+
+        # With nothing found there is nothing to replace and no vault to reach: no thread.
+        results = await anyio.to_thread.run_sync(act) if any(found) else act()
         for message, transformed in zip(chat.messages, results, strict=True):
             trace.note(transformed, "input")
             outgoing.append(Message(role=message.role, content=transformed.text))
@@ -371,12 +378,15 @@ class Gateway:
             if rule is not None:
                 items.append((finding, rule.action))
                 trace.counts[finding.entity] += 1
+        seconds = time.perf_counter() - started
+        usage = self.routing.detection_row(
+            trace, trace.audit_id, task="pii.analyze", seconds=seconds
+        )
         audit_id = await self.audit.append(
             event_id=trace.audit_id,
             record=trace.record(outcome="analyzed", status=200, action=PII_ANALYZED),
+            alongside=[usage] if usage is not None else (),
         )
-        seconds = time.perf_counter() - started
-        await self.routing.record_detection(trace, audit_id, task="pii.analyze", seconds=seconds)
         return loaded, items, audit_id
 
     async def redact(
@@ -410,11 +420,20 @@ class Gateway:
             for a in transformed.applied
         ]
         outcome = trace.outcome()
+        seconds = time.perf_counter() - started
+        usage = (
+            None
+            if transformed.blocked
+            else self.routing.detection_row(
+                trace, trace.audit_id, task="pii.redact", seconds=seconds
+            )
+        )
         audit_id = await self.audit.append(
             event_id=trace.audit_id,
             record=trace.record(
                 outcome=outcome, status=422 if transformed.blocked else 200, action=PII_REDACTED
             ),
+            alongside=[usage] if usage is not None else (),
         )
         if transformed.blocked:
             blocked = sorted({a.finding.entity for a in transformed.blocked})
@@ -428,8 +447,6 @@ class Gateway:
             # Read by the app's after_exception hook so the refusal is not audited twice.
             refusal.audited = True  # type: ignore[attr-defined]
             raise refusal
-        seconds = time.perf_counter() - started
-        await self.routing.record_detection(trace, audit_id, task="pii.redact", seconds=seconds)
         return {"text": transformed.text, "entities": entities, "receipt": trace.receipt(audit_id)}
 
     def requested_policy(
@@ -698,12 +715,15 @@ class Gateway:
         """The one success tail of every model request: its audit row (committed before the
         answer leaves), its usage row, and the history entry when the policy keeps content
         (`history` is the text, the parameters and the output). Returns the row's id and the
-        costs for the answer's `usage`."""
+        costs for the answer's `usage`. The audit and usage rows are one transaction: both are
+        committed, or neither is and the request fails."""
+        usage, costs = self.routing.usage_row(trace, trace.audit_id, task=task, summary=summary)
         audit_id = await self.audit.append(
-            event_id=trace.audit_id, record=trace.record(outcome=trace.outcome(), status=200)
+            event_id=trace.audit_id,
+            record=trace.record(outcome=trace.outcome(), status=200),
+            alongside=[usage] if usage is not None else (),
         )
         trace.audited = True
-        costs = await self.routing.record_usage(trace, audit_id, task=task, summary=summary)
         if history is not None:
             await self._keep_history(trace, audit_id, task, *history)
         return audit_id, costs

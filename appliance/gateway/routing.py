@@ -2,7 +2,8 @@
 
 The gateway calls these between its PII steps; nothing here detects or transforms text, and
 nothing here is called by an adapter directly. Kept out of `gateway.py` so the path itself stays
-readable: decide -> (PII) -> after_protect -> generate / run_template -> record_usage.
+readable: decide -> (PII) -> after_protect -> generate / run_template -> usage_row (committed
+with the request's audit row).
 """
 
 from __future__ import annotations
@@ -410,31 +411,30 @@ class RoutingSteps:
         return [k for k, v in output.items() if isinstance(v, str)]
 
     # -- usage -----------------------------------------------------------------------------------
-    async def record_detection(
+    def detection_row(
         self, trace: Trace, audit_id: str, *, task: str, seconds: float
-    ) -> None:
-        """One usage row for a PII request without a model (`pii.analyze`, `pii.redact`): it
+    ) -> UsageRecord | None:
+        """The usage row of a PII request without a model (`pii.analyze`, `pii.redact`): it
         counts among the requests and in `by_task`, never under a model or a tier."""
         if self.usage is None:
-            return
-        await self.usage.append(
-            UsageRecord(
-                request_id=trace.request_id,
-                audit_id=audit_id,
-                actor=trace.actor.id,
-                task=task,
-                model=NO_MODEL,
-                tier=NO_MODEL,
-                generations=0,
-                latency_ms=seconds * 1000,
-                frontier_model=self.costs.reference_model,
-            )
+            return None
+        return UsageRecord(
+            request_id=trace.request_id,
+            audit_id=audit_id,
+            actor=trace.actor.id,
+            task=task,
+            model=NO_MODEL,
+            tier=NO_MODEL,
+            generations=0,
+            latency_ms=seconds * 1000,
+            frontier_model=self.costs.reference_model,
         )
 
-    async def record_usage(
+    def usage_row(
         self, trace: Trace, audit_id: str | None, *, task: str, summary: bool = False
-    ) -> dict[str, Any]:
-        """One usage row for the request; returns the costs (and totals when `summary`)."""
+    ) -> tuple[UsageRecord | None, dict[str, Any]]:
+        """The request's usage row (None without a usage table or a route), for the gateway
+        to commit with the audit row, and its costs (with totals when `summary`)."""
         generations = trace.generations
         prompt = sum(g.usage.prompt_tokens for g in generations)
         completion = sum(g.usage.completion_tokens for g in generations)
@@ -457,27 +457,26 @@ class RoutingSteps:
             onprem += cost.onprem
             frontier += cost.frontier
         route = trace.route
+        row: UsageRecord | None = None
         if self.usage is not None and route is not None:
-            await self.usage.append(
-                UsageRecord(
-                    request_id=trace.request_id,
-                    audit_id=audit_id,
-                    actor=trace.actor.id,
-                    task=task,
-                    model=route.model,
-                    tier=route.tier,
-                    node=next((g.node for g in reversed(generations) if g.node), None),
-                    route_reason=route.reason[:300],
-                    escalations=len(route.escalations),
-                    generations=len(generations),
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    ttft_ms=ttft * 1000,
-                    latency_ms=seconds * 1000,
-                    onprem_cost=onprem,
-                    frontier_cost=frontier,
-                    frontier_model=self.costs.reference_model,
-                )
+            row = UsageRecord(
+                request_id=trace.request_id,
+                audit_id=audit_id,
+                actor=trace.actor.id,
+                task=task,
+                model=route.model,
+                tier=route.tier,
+                node=next((g.node for g in reversed(generations) if g.node), None),
+                route_reason=route.reason[:300],
+                escalations=len(route.escalations),
+                generations=len(generations),
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                ttft_ms=ttft * 1000,
+                latency_ms=seconds * 1000,
+                onprem_cost=onprem,
+                frontier_cost=frontier,
+                frontier_model=self.costs.reference_model,
             )
         costs: dict[str, Any] = {
             "onprem_cost": round(onprem, 8),
@@ -493,7 +492,7 @@ class RoutingSteps:
                 "ttft_ms": round(ttft * 1000, 1),
                 "total_ms": round(seconds * 1000, 1),
             } | costs
-        return costs
+        return row, costs
 
 
 async def _none() -> AsyncIterator[Delta]:

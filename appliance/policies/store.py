@@ -10,14 +10,16 @@ console or CLI, later file changes are stored as versions but not activated over
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
+from appliance.db import counters
 from appliance.db.models import PolicyActivation, PolicyAssignment, PolicyVersion
 from appliance.errors import InvalidInput, PolicyError, PolicyNotFound
 from appliance.policies.loader import load_directory, parse_policy
@@ -25,6 +27,9 @@ from appliance.policies.schema import LoadedPolicy
 
 AssignmentKind = Literal["key", "team", "task"]
 FILE_AUTHOR = "file:"
+MAX_MEMO = 10_000
+"""Past this many remembered answers the memo starts again empty (bounded memory)."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,13 +46,39 @@ class VersionInfo:
 
 
 class PolicyStore:
-    """Policies by name; the active version of each is what requests run under."""
+    """Policies by name; the active version of each is what requests run under.
+
+    What requests ask on every call (the active version of a policy, the policy a caller
+    resolves to, the policies it may name) is remembered until the `policies` change counter
+    moves (`appliance.db.counters`): any version, activation or assignment written anywhere,
+    by this process, another replica or by hand, is seen by the next request.
+    """
 
     def __init__(self, engine: Engine, *, default: str) -> None:
         self._engine = engine
         self.default_name = default
         self._parsed: dict[int, LoadedPolicy] = {}
         self._lock = threading.Lock()
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._memo_version: int | None = None
+
+    def _remembered(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """`compute()`, remembered while the counter stays put. The counter is read first, so
+        an answer computed from rows older than the number it is filed under is never kept."""
+        version = counters.read(self._engine, "policies")
+        with self._lock:
+            if version != self._memo_version:
+                self._memo.clear()
+                self._memo_version = version
+            elif key in self._memo:
+                return self._memo[key]  # type: ignore[no-any-return]
+        value = compute()
+        with self._lock:
+            if version == self._memo_version:
+                if len(self._memo) >= MAX_MEMO:
+                    self._memo.clear()
+                self._memo[key] = value
+        return value
 
     # -- loading -----------------------------------------------------------------------------
     def import_directory(self, directory: Path) -> list[str]:
@@ -116,6 +147,9 @@ class PolicyStore:
     def get(self, name: str | None = None) -> LoadedPolicy:
         """The active version of `name` (the default policy when None)."""
         key = name or self.default_name
+        return self._remembered(("get", key), lambda: self._active(key))
+
+    def _active(self, key: str) -> LoadedPolicy:
         with Session(self._engine) as session:
             active = self._active_row(session, key)
             if active is None:
@@ -294,6 +328,19 @@ class PolicyStore:
         """Whether an assignment decides the caller's policy (a key's own policy, or a key,
         team or task assignment, in the order `resolve` uses), and the policies the admin
         allowed a request under it to name besides the assigned one."""
+        return self._remembered(
+            ("choices", key, key_policy, team, task),
+            lambda: self._choices(key=key, key_policy=key_policy, team=team, task=task),
+        )
+
+    def _choices(
+        self,
+        *,
+        key: str | None,
+        key_policy: str | None,
+        team: str | None,
+        task: str | None,
+    ) -> tuple[bool, frozenset[str]]:
         candidates = [(k, t) for k, t in (("key", key), ("team", team), ("task", task)) if t]
         found: dict[tuple[str, str], PolicyAssignment] = {}
         if candidates:
@@ -322,8 +369,21 @@ class PolicyStore:
         task: str | None = None,
     ) -> LoadedPolicy:
         """The policy a request runs under: its API key's, its team's, its task's, or default."""
+        return self._remembered(
+            ("resolve", key, key_policy, team, task),
+            lambda: self._resolve(key=key, key_policy=key_policy, team=team, task=task),
+        )
+
+    def _resolve(
+        self,
+        *,
+        key: str | None,
+        key_policy: str | None,
+        team: str | None,
+        task: str | None,
+    ) -> LoadedPolicy:
         if key_policy:
-            return self.get(key_policy)
+            return self._active(key_policy)
         candidates = [("key", key), ("team", team), ("task", task)]
         wanted = [(k, t) for k, t in candidates if t]
         if wanted:
@@ -336,8 +396,8 @@ class PolicyStore:
             found = {(r.kind, r.target): r.policy for r in rows}
             for kind, target in wanted:
                 if (kind, target) in found:
-                    return self.get(found[(kind, target)])
-        return self.get()
+                    return self._active(found[(kind, target)])
+        return self._active(self.default_name)
 
 
 def _names(listed: str) -> frozenset[str]:
