@@ -419,13 +419,13 @@ def appliance_config(tmp: Path, engine_url: str) -> tuple[dict[str, str], Path]:
     policies.mkdir()
     default = yaml.safe_load((PROJECT_ROOT / "policies" / "default.yaml").read_text())
     (policies / "default.yaml").write_text(yaml.safe_dump(default))
-    # The schema asks for at least one rule. Its one rule names an entity no recognizer
-    # produces, so the detector answers at once without analysing, and answers are not
-    # scanned: PII off, every other step of the path (key, policy, audit, usage) kept.
+    # The schema asks for at least one rule. Its one rule applies to output only, and output
+    # is not scanned: no detector call in either direction (PII off), every other step of the
+    # path (key, policy, audit, usage) kept.
     passthrough = {
         "name": "bench-off",
         "description": "Pass-through for the peer benchmark: nothing detected, nothing scanned.",
-        "entities": [{"entity": "BENCH_NOTHING", "action": "allow"}],
+        "entities": [{"entity": "EMAIL_ADDRESS", "action": "redact", "applies_to": "output"}],
         "output": {"scan": False},
     }
     (policies / "bench-off.yaml").write_text(yaml.safe_dump(passthrough))
