@@ -120,6 +120,7 @@ class PseudonymScope:
         self.ttl = ttl
         self._by_digest: dict[str, str] = {}
         self._numbers: dict[str, int] = {}
+        self._loaded = False  # the scope's stored entries have been read
 
     def _refresh(self, conn: Connection) -> None:
         conn.execute(
@@ -140,21 +141,26 @@ class PseudonymScope:
                 self._numbers[entity] = max(self._numbers.get(entity, 0), number)
 
     def placeholder(self, entity: str, value: str) -> str:
-        """The scope's placeholder for `value`, storing the encrypted value when it is new."""
+        """The scope's placeholder for `value`, storing the encrypted value when it is new.
+
+        One transaction per new value: the scope's stored entries are read in the first one
+        (and again after a conflict), and the insert relies on the unique (scope, digest) and
+        (scope, placeholder) constraints to notice a concurrent request of the same scope."""
         digest = self.vault.digest(self.name, entity, value)
         for _attempt in range(20):
             if digest in self._by_digest:
                 return self._by_digest[digest]
-            with self.vault.connect() as conn:
-                self._refresh(conn)
-            if digest in self._by_digest:
-                return self._by_digest[digest]
-            number = self._numbers.get(entity, 0) + 1
-            placeholder = f"<{entity}_{number}>"
-            nonce, ciphertext = self.vault.seal(self.name, placeholder, value)
-            now = _now()
             try:
                 with self.vault.connect() as conn:
+                    if not self._loaded:
+                        self._refresh(conn)
+                        self._loaded = True
+                        if digest in self._by_digest:
+                            return self._by_digest[digest]
+                    number = self._numbers.get(entity, 0) + 1
+                    placeholder = f"<{entity}_{number}>"
+                    nonce, ciphertext = self.vault.seal(self.name, placeholder, value)
+                    now = _now()
                     conn.execute(
                         pseudonyms.insert().values(
                             scope=self.name,
@@ -167,7 +173,9 @@ class PseudonymScope:
                         )
                     )
             except IntegrityError:
-                continue  # a concurrent request took this number or stored this value: re-read
+                # A concurrent request took this number or stored this value: re-read.
+                self._loaded = False
+                continue
             self._by_digest[digest] = placeholder
             self._numbers[entity] = number
             return placeholder

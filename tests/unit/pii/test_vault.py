@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic import command
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 
 from appliance.db.engine import alembic_config, make_engine, upgrade
 from appliance.pii.actions import ActionContext, PlaceholderBook, transform
@@ -223,3 +223,23 @@ def test_restore_counts_what_it_put_back_per_entity_type(vault: PseudonymVault) 
     assert dict(counts) == {"PERSON": 2, "EMAIL_ADDRESS": 1}
     assert scope.restore(answer) == (restored, 3)
     assert vault.scope("req:bob:1", ttl=TTL).restore_counted(answer) == (answer, {})
+
+
+def test_each_new_value_costs_one_transaction(vault: PseudonymVault, engine: Engine) -> None:
+    """A request's pseudonyms are written as it finds them: one commit per new value (the
+    scope's stored entries are read with the first), none for a value seen before."""
+    commits: list[int] = []
+
+    def count(connection: object) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", count)
+    try:
+        scope = vault.scope("request:cost", ttl=timedelta(minutes=5))
+        values = [("PERSON", f"Person {n}") for n in range(5)]
+        placeholders = [scope.placeholder(entity, value) for entity, value in values]
+        assert len(commits) == 5
+        assert [scope.placeholder(e, v) for e, v in values] == placeholders
+        assert len(commits) == 5
+    finally:
+        event.remove(engine, "commit", count)
