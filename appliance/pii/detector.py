@@ -243,7 +243,7 @@ class PiiDetector:
 
     def analyze(self, text: str, spec: DetectionSpec) -> list[Finding]:
         """Findings in `text` (offsets into `text`) that clear the spec's thresholds."""
-        wanted = [e for e in spec.entities if e in self.supported_entities or _custom(e, spec)]
+        wanted = wanted_entities(spec, self.supported_entities)
         if spec.entities and not wanted:
             return []
         entities = wanted or None
@@ -522,6 +522,12 @@ def _clean_span(clean: View, start: int, end: int) -> tuple[int, int]:
     """The clean-view span of an original-text span (the inverse of `span_to_original`)."""
     indices = [i for i, s in enumerate(clean.source) if start <= s < end]
     return (indices[0], indices[-1] + 1) if indices else (0, 0)
+
+
+def wanted_entities(spec: DetectionSpec, supported: frozenset[str]) -> list[str]:
+    """The spec's entities a detector with `supported` entities (or the spec's own recognizers)
+    can find; none for a spec that names entities means there is nothing to look for."""
+    return [e for e in spec.entities if e in supported or _custom(e, spec)]
 
 
 def _custom(entity: str, spec: DetectionSpec) -> bool:

@@ -65,6 +65,16 @@ def test_the_pool_finds_what_the_web_process_finds(pool: DetectorPool) -> None:
     assert compared > 100
 
 
+def test_a_spec_with_nothing_to_find_is_answered_without_a_worker(pool: DetectorPool) -> None:
+    nothing = DetectionSpec(entities=("NOTHING_AT_ALL",), thresholds={"*": 0.0})
+    served = sum(pool.served_by.values())
+    assert pool.analyze("Call Jane Doe on 212-555-0100.", nothing) == []
+    assert pool.analyze_many(["Jane Doe", "212-555-0100"], nothing) == [[], []]
+    assert sum(pool.served_by.values()) == served
+    assert pool.analyze("Call Jane Doe on 212-555-0100.", _specs()["default"])
+    assert sum(pool.served_by.values()) == served + 1
+
+
 def test_concurrent_requests_use_every_worker(pool: DetectorPool) -> None:
     spec = _specs()["default"]
     texts = [d.text for d in Generator(seed=3).documents(6)]
