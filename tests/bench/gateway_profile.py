@@ -126,7 +126,14 @@ class Appliance:
     """`appliance serve` from one checkout, with its own data directory and an API key."""
 
     def __init__(
-        self, name: str, checkout: Path, backend_url: str, root: Path, *, stages: Path | None = None
+        self,
+        name: str,
+        checkout: Path,
+        backend_url: str,
+        root: Path,
+        *,
+        stages: Path | None = None,
+        policy: str = "passthrough",
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -150,7 +157,7 @@ class Appliance:
             "APPLIANCE_POLICIES_DIR": str(policies),
             "APPLIANCE_MODELS_DIR": str(data / "models"),
             "APPLIANCE_INFERENCE_FILE": str(inference),
-            "APPLIANCE_DEFAULT_POLICY": "passthrough",
+            "APPLIANCE_DEFAULT_POLICY": policy,
             "APPLIANCE_DEFAULT_MODEL": "bench-model",
             "APPLIANCE_INFERENCE_RATE_PER_MINUTE": "1000000",
             "APPLIANCE_LOG_LEVEL": "WARNING",
@@ -210,7 +217,17 @@ def main() -> int:
     parser.add_argument(
         "--stages", action="store_true", help="time the path's stages in each checkout"
     )
+    parser.add_argument(
+        "--pii",
+        action="store_true",
+        help="the shipped `default` policy and the peer benchmark's 1 KB prompt with 8 "
+        "identifiers, instead of a pass-through policy and a short prompt",
+    )
     args = parser.parse_args()
+    if args.pii:
+        from tests.bench.peer import LONG
+
+        BODY["messages"] = [{"role": "user", "content": LONG}]
     checkouts = [tuple(c.split("=", 1)) for c in args.checkout] or [("this", str(HERE))]
 
     backend_port = free_port()
@@ -229,7 +246,16 @@ def main() -> int:
             try:
                 for name, path in checkouts:
                     stages = Path(root) / f"stages-{name}.json" if args.stages else None
-                    apps.append(Appliance(name, Path(path), backend_url, Path(root), stages=stages))
+                    apps.append(
+                        Appliance(
+                            name,
+                            Path(path),
+                            backend_url,
+                            Path(root),
+                            stages=stages,
+                            policy="default" if args.pii else "passthrough",
+                        )
+                    )
                 clients = {"direct": httpx.Client(base_url=backend_url, timeout=30)} | {
                     app.name: httpx.Client(
                         base_url=f"{app.url}/v1",

@@ -31,6 +31,11 @@ STAGES = {
     "audit append": "appliance.audit.store:AuditLog.append",
     "usage row (before: its own commit)": "appliance.gateway.routing:RoutingSteps.record_usage",
     "usage row (after: built)": "appliance.gateway.routing:RoutingSteps.usage_row",
+    "input detection (all messages)": "appliance.gateway.core:Gateway.detect_many",
+    "detection (one text)": "appliance.gateway.core:Gateway.detect",
+    "actions (pseudonyms, placeholders)": "appliance.pii.actions:transform",
+    "vault: new pseudonym": "appliance.pii.vault:PseudonymScope.placeholder",
+    "answer scan and restore": "appliance.gateway.core:Gateway._finish_output",
     "key check (identity)": "appliance.auth.identity:Identity.key_principal",
     "request audit hook": "appliance.http.audit:RequestAudit.before_send",
 }
