@@ -13,7 +13,6 @@ key). It is dropped, and the key checked in the database again, when:
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +23,6 @@ from appliance.auth.accounts import as_utc
 from appliance.auth.roles import Principal
 from appliance.db import counters
 from appliance.db.models import utcnow
-
-MAX_ENTRIES = 10_000
-"""Past this many keys the cache starts again empty (bounded memory, whatever the callers)."""
 
 
 @dataclass(frozen=True)
@@ -40,28 +36,19 @@ class KeyCache:
     """Verified keys of this process, valid while the `auth` counter stays where it was."""
 
     def __init__(self, engine: Engine, *, recheck_s: float = 60.0) -> None:
-        self._engine = engine
         self._recheck_s = recheck_s
-        self._entries: dict[str, _Entry] = {}
-        self._version: int | None = None
-        self._lock = threading.Lock()
+        self._entries: counters.CounterMemo[str, _Entry] = counters.CounterMemo(engine, "auth")
 
     def version(self) -> int:
         """Read the counter (one indexed read) and drop every entry if it moved; returns it.
 
         Read before the key is looked up or verified, and passed back to `put`: an entry
         verified against older rows than the counter says is then never kept."""
-        current = counters.read(self._engine, "auth")
-        with self._lock:
-            if current != self._version:
-                self._entries.clear()
-                self._version = current
-        return current
+        return self._entries.version()
 
     def get(self, digest: str, *, version: int) -> Principal | None:
         """The principal of a key verified under `version`, if still fresh and unexpired."""
-        with self._lock:
-            entry = self._entries.get(digest) if version == self._version else None
+        entry = self._entries.get(digest, version=version)
         if entry is None:
             return None
         if time.monotonic() >= entry.recheck_at or (
@@ -75,9 +62,4 @@ class KeyCache:
     ) -> None:
         """Keep a key verified after the counter was read as `version` (see `version()`)."""
         entry = _Entry(principal, expires_at, time.monotonic() + self._recheck_s)
-        with self._lock:
-            if version != self._version:
-                return  # the counter moved while the key was checked: do not trust the check
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[digest] = entry
+        self._entries.put(digest, entry, version=version)

@@ -59,25 +59,19 @@ class PolicyStore:
         self.default_name = default
         self._parsed: dict[int, LoadedPolicy] = {}
         self._lock = threading.Lock()
-        self._memo: dict[tuple[Any, ...], Any] = {}
-        self._memo_version: int | None = None
+        self._memo: counters.CounterMemo[tuple[Any, ...], Any] = counters.CounterMemo(
+            engine, "policies", max_entries=MAX_MEMO
+        )
 
     def _remembered(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """`compute()`, remembered while the counter stays put. The counter is read first, so
         an answer computed from rows older than the number it is filed under is never kept."""
-        version = counters.read(self._engine, "policies")
-        with self._lock:
-            if version != self._memo_version:
-                self._memo.clear()
-                self._memo_version = version
-            elif key in self._memo:
-                return self._memo[key]  # type: ignore[no-any-return]
+        version = self._memo.version()
+        known = self._memo.get(key, version=version)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
         value = compute()
-        with self._lock:
-            if version == self._memo_version:
-                if len(self._memo) >= MAX_MEMO:
-                    self._memo.clear()
-                self._memo[key] = value
+        self._memo.put(key, value, version=version)
         return value
 
     # -- loading -----------------------------------------------------------------------------

@@ -4,8 +4,9 @@ changes anywhere: two `Identity` objects on two engines stand for two replicas o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, update
@@ -86,27 +87,24 @@ async def test_a_key_revoked_through_another_replica_is_refused_at_once(
         await first.key_principal(key, caller=CALLER)
 
 
-async def test_a_key_revoked_by_hand_in_the_database_is_refused_at_once(
-    replicas: tuple[Identity, Identity], other_engine: Engine
+def _revoke(key_id: str) -> Any:
+    return update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow())
+
+
+def _delete(key_id: str) -> Any:
+    return ApiKey.__table__.delete().where(ApiKey.__table__.c.id == key_id)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("change", [_revoke, _delete], ids=["revoked", "deleted"])
+async def test_a_key_changed_by_hand_in_the_database_is_refused_at_once(
+    replicas: tuple[Identity, Identity], other_engine: Engine, change: Callable[[str], Any]
 ) -> None:
     first, _ = replicas
     key_id, key = _key(first)
     await first.key_principal(key, caller=CALLER)
     # Not through the appliance at all: the trigger still moves the counter.
     with other_engine.begin() as connection:
-        connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
-    with pytest.raises(AuthError):
-        await first.key_principal(key, caller=CALLER)
-
-
-async def test_a_key_deleted_by_hand_is_refused_at_once(
-    replicas: tuple[Identity, Identity], other_engine: Engine
-) -> None:
-    first, _ = replicas
-    key_id, key = _key(first)
-    await first.key_principal(key, caller=CALLER)
-    with other_engine.begin() as connection:
-        connection.execute(ApiKey.__table__.delete().where(ApiKey.__table__.c.id == key_id))  # type: ignore[attr-defined]
+        connection.execute(change(key_id))
     with pytest.raises(AuthError):
         await first.key_principal(key, caller=CALLER)
 
