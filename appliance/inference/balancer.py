@@ -104,7 +104,8 @@ class Node:
     `max_concurrency` is what the node runs at once for every app replica together (its slots:
     vLLM's `--max-num-seqs`, llama.cpp's `--parallel`, `OLLAMA_NUM_PARALLEL`); this replica
     admits at most `limit` = ceil(max_concurrency / replicas) of them, so that the replicas
-    together never queue work inside the node while another node has a free slot.
+    together do not queue work inside the node (but for the rounding up) while another node
+    has a free slot.
     """
 
     def __init__(
