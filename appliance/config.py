@@ -139,6 +139,14 @@ class Settings(BaseSettings):
         description="TOML file of `[[backends]]` (ollama / openai_compat pools: nodes, models, "
         "tier, cost, timeouts); empty means the embedded models only.",
     )
+    app_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="How many `appliance serve` processes share the inference pools (the app "
+        "hosts behind the proxy); each admits ceil(max_concurrency / app_replicas) requests "
+        "per pool node.",
+    )
     model_tiers: dict[str, Literal["small", "large", "external"]] = Field(
         default_factory=lambda: dict(_BUNDLED_TIERS),
         description="Tier of each model name (JSON object); overrides what a backend declares.",

@@ -517,7 +517,9 @@ def build_routing(
     if engine is not None:
         specs.extend(BackendSpec.model_validate(row) for row in load_backend_rows(engine))
     for spec in specs:
-        pool, models = build_pool(spec)
+        pool, models = build_pool(
+            spec, replicas=settings.app_replicas, retry_after_s=settings.retry_after_s
+        )
         pools.append(pool)
         declared.extend((pool, info) for info in models)
     # Every pool, with or without declared models: a new Ollama node can be pulled to, and

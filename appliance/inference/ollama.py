@@ -18,6 +18,7 @@ import httpx
 import ollama
 
 from appliance.errors import (
+    BackendBusy,
     BackendTimeout,
     BackendUnavailable,
     InferenceError,
@@ -37,6 +38,8 @@ from appliance.inference.base import (
 
 T = TypeVar("T")
 _NS = 1e-9
+BUSY_RETRY_S = 1
+"""Seconds a node that answered busy ranks after the others (Ollama sends no Retry-After)."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,9 @@ async def _errors() -> AsyncIterator[None]:
             raise ModelNotFound(f"Ollama: {message}", field="model") from exc
         if exc.status_code == 400:
             raise InvalidInput(f"Ollama refused the request: {message}") from exc
+        if exc.status_code == 429 or (exc.status_code == 503 and "busy" in message):
+            # OLLAMA_MAX_QUEUE is full: the node is up, another one may have room.
+            raise BackendBusy(f"Ollama is busy: {message}", retry_after=BUSY_RETRY_S) from exc
         if exc.status_code in (502, 503):
             raise BackendUnavailable(f"Ollama is unavailable: {message}") from exc
         raise InferenceError(f"Ollama error ({exc.status_code}): {message}") from exc

@@ -18,6 +18,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from appliance.errors import (
+    BackendBusy,
     BackendTimeout,
     BackendUnavailable,
     InferenceError,
@@ -215,8 +216,17 @@ async def _errors() -> AsyncIterator[None]:
     except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
         raise InvalidInput(f"the server refused the request ({exc.status_code})") from exc
     except openai.RateLimitError as exc:
-        raise BackendUnavailable("the server is rate limiting requests") from exc
+        # The server is up and says it is full: the balancer tries another node, breaker shut.
+        raise BackendBusy(
+            "the server is rate limiting requests",
+            retry_after=_retry_after(exc.response.headers.get("retry-after")),
+        ) from exc
     except openai.APIStatusError as exc:
         if exc.status_code >= 500:
             raise BackendUnavailable(f"the server failed ({exc.status_code})") from exc
         raise InferenceError(f"the server refused the request ({exc.status_code})") from exc
+
+
+def _retry_after(value: str | None) -> int:
+    """The server's `Retry-After` in whole seconds (1 to 60); 1 when absent or a date."""
+    return min(max(int(value), 1), 60) if value and value.isdigit() else 1

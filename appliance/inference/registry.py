@@ -28,7 +28,13 @@ class NodeSpec(_Strict):
     """One server of a backend pool."""
 
     url: str = Field(min_length=1, description="Base URL: `http://host:11434` or `.../v1`.")
-    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    max_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Requests the node runs at once for all app replicas together (its slots); "
+        "each replica admits ceil(max_concurrency / app_replicas).",
+    )
     cost_per_hour: float | None = Field(default=None, ge=0)
 
 
@@ -59,6 +65,15 @@ class BackendSpec(_Strict):
     total_timeout_s: float = Field(default=300.0, gt=0)
     failure_threshold: int = Field(default=3, ge=1)
     reset_after_s: float = Field(default=30.0, gt=0)
+    queue_size: int = Field(
+        default=8,
+        ge=0,
+        description="Requests a replica lets wait while every node is at its share; one more "
+        "gets 503 `backend_busy`.",
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest a request waits in that queue before the 503."
+    )
 
 
 class InferenceSpec(_Strict):
@@ -80,8 +95,11 @@ def load_spec(path: Path) -> InferenceSpec:
         raise PolicyError(f"{path}: {where}: {first['msg']}", field=where) from exc
 
 
-def build_pool(spec: BackendSpec) -> tuple[BalancedBackend, list[ModelInfo]]:
-    """The balanced backend of a spec, and the models it declares."""
+def build_pool(
+    spec: BackendSpec, *, replicas: int = 1, retry_after_s: int = 5
+) -> tuple[BalancedBackend, list[ModelInfo]]:
+    """The balanced backend of a spec, and the models it declares; `replicas` app processes
+    share its nodes' slots."""
     nodes: list[Node] = []
     aliases = {m.name: m.served_as or m.name for m in spec.models}
     for index, node in enumerate(spec.nodes):
@@ -121,6 +139,7 @@ def build_pool(spec: BackendSpec) -> tuple[BalancedBackend, list[ModelInfo]]:
                 breaker=CircuitBreaker(
                     failure_threshold=spec.failure_threshold, reset_after_s=spec.reset_after_s
                 ),
+                replicas=replicas,
             )
         )
     costs = [n.cost_per_hour for n in spec.nodes if n.cost_per_hour is not None]
@@ -131,6 +150,9 @@ def build_pool(spec: BackendSpec) -> tuple[BalancedBackend, list[ModelInfo]]:
         first_token_timeout_s=spec.first_token_timeout_s,
         total_timeout_s=spec.total_timeout_s,
         cost_per_hour=cost,
+        queue_size=spec.queue_size,
+        queue_timeout_s=spec.queue_timeout_s,
+        retry_after_s=retry_after_s,
     )
     declared = [
         ModelInfo(

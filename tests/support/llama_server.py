@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,24 +16,48 @@ from tests.support.process import free_port
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` serving one GGUF file under `alias`."""
+    """`python -m llama_cpp.server` serving one GGUF file under `alias`.
 
-    def __init__(self, model: Path, *, alias: str, threads: int = 1, context: int = 2048) -> None:
+    `interrupt_requests=False` lets a running stream finish when another request arrives (the
+    server's default cuts it short). With `access_log`, the server's own access log (uvicorn's
+    one line per request, no bodies) goes to that file, unbuffered, so it survives `kill()`.
+    """
+
+    def __init__(
+        self,
+        model: Path,
+        *,
+        alias: str,
+        threads: int = 1,
+        context: int = 2048,
+        interrupt_requests: bool = True,
+        access_log: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.alias = alias
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.access_log = access_log
         self._args = [
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(model), "--model_alias", alias,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(context), "--n_threads", str(threads), "--verbose", "False",
+            "--interrupt_requests", str(interrupt_requests),
         ]  # fmt: skip
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LlamaServer:
-        self._process = subprocess.Popen(
-            self._args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        log = None if self.access_log is None else self.access_log.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                self._args,
+                stdout=subprocess.DEVNULL if log is None else log,
+                stderr=subprocess.PIPE,
+                env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            if log is not None:
+                log.close()
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -45,6 +71,20 @@ class LlamaServer:
             time.sleep(0.2)
         self.__exit__(None, None, None)
         raise RuntimeError("llama_cpp.server did not start in 90 s")
+
+    def kill(self) -> None:
+        """`kill -9` the server: the node dies mid-request, as on a crash or a power cut."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(timeout=30)
+
+    def requests(self, path: str = "/v1/chat/completions") -> int:
+        """Requests to `path` the server itself logged as answered 200 (needs `access_log`)."""
+        assert self.access_log is not None, "start the server with access_log to count"
+        if not self.access_log.exists():
+            return 0
+        marker = f'"POST {path} HTTP/1.1" 200'
+        return sum(marker in line for line in self.access_log.read_text().splitlines())
 
     def __exit__(
         self,

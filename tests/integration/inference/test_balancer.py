@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from appliance.errors import BackendUnavailable
+from appliance.errors import BackendBusy, BackendUnavailable
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.base import GenerationRequest, Message
 from appliance.inference.openai_compat import OpenAICompatBackend
@@ -16,12 +17,13 @@ from tests.support.llama_server import LlamaServer
 REQUEST = GenerationRequest(model=SMALL, messages=[Message("user", "Say hi.")], max_tokens=4)
 
 
-def node(url: str, name: str, *, threshold: int = 2, limit: int = 2) -> Node:
+def node(url: str, name: str, *, threshold: int = 2, limit: int = 2, replicas: int = 1) -> Node:
     return Node(
         name,
         OpenAICompatBackend(base_url=url, name=name, connect_timeout_s=0.5),
         max_concurrency=limit,
         breaker=CircuitBreaker(failure_threshold=threshold, reset_after_s=60),
+        replicas=replicas,
     )
 
 
@@ -136,5 +138,85 @@ async def test_total_timeout_moves_on(llama_server: LlamaServer, make_pool: obje
         with pytest.raises(BackendUnavailable) as info:
             await balanced.generate(REQUEST)
         assert "slow: total timeout" in info.value.message
+    finally:
+        await balanced.aclose()
+
+
+async def test_idle_nodes_take_turns(llama_server: LlamaServer, make_pool: object) -> None:
+    # One request at a time leaves every count at zero: without turns, the first node would
+    # get them all, and so would it from every replica.
+    balanced = make_pool(  # type: ignore[operator]
+        node(llama_server.base_url, "one"), node(llama_server.base_url, "two")
+    )
+    served = [(await balanced.generate(REQUEST)).node for _ in range(4)]
+    assert served == ["one", "two", "one", "two"]
+
+
+async def wait_for_waiters(balanced: BalancedBackend, count: int) -> None:
+    for _ in range(500):
+        if balanced.waiting == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{balanced.waiting} requests waiting, expected {count}")
+
+
+async def test_a_replicas_share_is_enforced_and_the_next_request_waits_for_any_free_slot(
+    llama_server: LlamaServer,
+) -> None:
+    # Capacity 2 shared by 2 replicas: this one may hold 1 request on each node.
+    one = node(llama_server.base_url, "one", limit=2, replicas=2)
+    two = node(llama_server.base_url, "two", limit=2, replicas=2)
+    balanced = BalancedBackend("pool", [one, two], first_token_timeout_s=30, total_timeout_s=60)
+    long = GenerationRequest(model=SMALL, messages=REQUEST.messages, max_tokens=6)
+    try:
+        held_one, held_two = balanced.stream(long), balanced.stream(long)
+        await anext(held_one)
+        await anext(held_two)
+        assert [(n.outstanding, n.full) for n in balanced.nodes] == [(1, True), (1, True)]
+
+        queued = asyncio.create_task(balanced.generate(REQUEST))
+        await wait_for_waiters(balanced, 1)
+        assert not queued.done()
+        await held_two.aclose()  # frees "two": the waiter takes it
+        result = await asyncio.wait_for(queued, 60)
+        assert result.node == "two"
+        assert balanced.waiting == 0
+        await held_one.aclose()
+        assert [n.outstanding for n in balanced.nodes] == [0, 0]
+    finally:
+        await balanced.aclose()
+
+
+async def test_a_full_queue_and_a_long_wait_are_backend_busy(llama_server: LlamaServer) -> None:
+    only = node(llama_server.base_url, "only", limit=1)
+    balanced = BalancedBackend(
+        "pool",
+        [only],
+        first_token_timeout_s=30,
+        total_timeout_s=60,
+        queue_size=1,
+        queue_timeout_s=0.3,
+        retry_after_s=7,
+    )
+    try:
+        held = balanced.stream(
+            GenerationRequest(model=SMALL, messages=REQUEST.messages, max_tokens=6)
+        )
+        await anext(held)
+        # One may wait, and gives up after queue_timeout_s ...
+        waiting = asyncio.create_task(balanced.generate(REQUEST))
+        await wait_for_waiters(balanced, 1)
+        # ... while a second finds the queue full at once.
+        with pytest.raises(BackendBusy) as full:
+            await balanced.generate(REQUEST)
+        assert full.value.retry_after == 7
+        assert "1 requests are waiting" in full.value.message
+        with pytest.raises(BackendBusy):
+            await waiting
+        assert balanced.waiting == 0
+        # Waiting is not failing: the node's breaker never counted either.
+        assert only.breaker.failures == 0
+        await held.aclose()
+        assert (await balanced.generate(REQUEST)).node == "only"
     finally:
         await balanced.aclose()

@@ -1,11 +1,25 @@
-"""The circuit breaker's state machine and the balancer's node order (no network)."""
+"""The circuit breaker's state machine, the balancer's node order and its answers to busy nodes.
+
+No network: Ollama nodes are FakeOllamaTransport (Ollama's documented wire format replayed, since
+the Ollama binary cannot run here).
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from appliance.errors import BackendBusy, InvalidInput
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
+from appliance.inference.base import GenerationRequest, Message
+from appliance.inference.ollama import OllamaBackend
 from appliance.inference.openai_compat import OpenAICompatBackend
+from tests.support.fake_ollama import FakeOllamaTransport
+
+# Ollama's answer when OLLAMA_MAX_QUEUE requests already wait (server/sched.go ErrMaxQueue).
+OLLAMA_BUSY = (503, "server busy, please try again.  maximum pending requests exceeded")
+REQUEST = GenerationRequest(
+    model="llama3.2:3b", messages=[Message("user", "Say hello.")], max_tokens=4
+)
 
 
 class Clock:
@@ -93,3 +107,93 @@ def test_open_breakers_are_skipped() -> None:
 def test_a_pool_needs_a_node() -> None:
     with pytest.raises(ValueError, match="at least one node"):
         BalancedBackend("empty", [], first_token_timeout_s=1, total_timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    ("capacity", "replicas", "share"), [(4, 1, 4), (4, 3, 2), (1, 3, 1), (8, 2, 4), (9, 4, 3)]
+)
+def test_each_replica_admits_its_share_of_a_nodes_slots(
+    capacity: int, replicas: int, share: int
+) -> None:
+    node = Node(
+        "n",
+        OpenAICompatBackend(base_url="http://127.0.0.1:9/v1"),
+        max_concurrency=capacity,
+        breaker=CircuitBreaker(failure_threshold=1, reset_after_s=60),
+        replicas=replicas,
+    )
+    assert node.limit == share
+    node.outstanding = share - 1
+    assert not node.full
+    node.outstanding = share
+    assert node.full
+
+
+def ollama_pool(*fakes: FakeOllamaTransport, threshold: int = 1) -> BalancedBackend:
+    nodes = [
+        Node(
+            f"o{index}",
+            OllamaBackend(host=f"http://127.0.0.1:{11434 + index}", transport=fake.transport()),
+            max_concurrency=2,
+            breaker=CircuitBreaker(failure_threshold=threshold, reset_after_s=60),
+        )
+        for index, fake in enumerate(fakes)
+    ]
+    return BalancedBackend("box", nodes, first_token_timeout_s=5, total_timeout_s=5)
+
+
+def chats(fake: FakeOllamaTransport) -> int:
+    return sum(1 for path, _ in fake.requests if path == "/api/chat")
+
+
+async def test_a_busy_node_passes_the_request_on_without_opening_its_breaker() -> None:
+    busy, free = FakeOllamaTransport(errors={"/api/chat": OLLAMA_BUSY}), FakeOllamaTransport()
+    pool = ollama_pool(busy, free)
+
+    first = await pool.generate(REQUEST)
+    assert first.node == "o1"
+    assert chats(busy) == 1
+    # Threshold 1: one failure would have opened it; a busy answer is not a failure.
+    assert pool.nodes[0].breaker.state == "closed"
+    assert pool.nodes[0].breaker.failures == 0
+
+    # For a moment the busy node ranks after the free one, even with fewer requests in flight.
+    for _ in range(2):
+        assert (await pool.generate(REQUEST)).node == "o1"
+    assert chats(busy) == 1
+    assert [n.served for n in pool.nodes] == [0, 3]
+
+
+async def test_every_node_busy_is_503_backend_busy_with_retry_after_not_a_tier_fallback() -> None:
+    pool = ollama_pool(
+        FakeOllamaTransport(errors={"/api/chat": OLLAMA_BUSY}),
+        FakeOllamaTransport(errors={"/api/chat": OLLAMA_BUSY}),
+    )
+    with pytest.raises(BackendBusy) as info:
+        await pool.generate(REQUEST)
+    assert info.value.status_code == 503
+    assert info.value.retry_after >= 1
+    assert "o0: backend_busy" in info.value.message and "o1: backend_busy" in info.value.message
+    assert [n.breaker.state for n in pool.nodes] == ["closed", "closed"]
+
+    # Streams too: no first token anywhere, the caller is told to retry.
+    with pytest.raises(BackendBusy):
+        async for _ in pool.stream(REQUEST):
+            pass
+
+
+async def test_a_half_open_probe_refused_as_bad_input_lets_the_next_probe_through() -> None:
+    bad = FakeOllamaTransport(errors={"/api/chat": (400, "invalid options")})
+    pool = ollama_pool(bad)
+    breaker = pool.nodes[0].breaker
+    breaker.reset_after_s = 0.0  # half-open at once
+    breaker.failure()
+    assert breaker.state == "half_open"
+
+    with pytest.raises(InvalidInput):
+        await pool.generate(REQUEST)
+    # The node answered, so the probe is over: without that, no request would reach it again.
+    with pytest.raises(InvalidInput):
+        await pool.generate(REQUEST)
+    assert chats(bad) == 2
+    assert pool.nodes[0].outstanding == 0

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from appliance.errors import (
+    BackendBusy,
     BackendTimeout,
     BackendUnavailable,
     InferenceError,
@@ -157,7 +158,9 @@ async def test_health_ok_and_down() -> None:
     [
         (404, "model 'nope' not found, try pulling it first", ModelNotFound),
         (400, "invalid options", InvalidInput),
-        (503, "server busy", BackendUnavailable),
+        # OLLAMA_MAX_QUEUE exceeded (server/sched.go ErrMaxQueue): up, but full.
+        (503, "server busy, please try again.  maximum pending requests exceeded", BackendBusy),
+        (503, "service unavailable", BackendUnavailable),
         (500, "llama runner process has terminated", InferenceError),
     ],
 )
