@@ -1,5 +1,6 @@
-"""Change counters: whether state a replica caches (verified API keys, resolved policies) has
-changed since it was cached, anywhere. Triggers bump them (migration 0012), so every writer
+"""Change counters: whether state a replica caches (verified API keys, resolved policies, routing
+overrides) has changed since it was cached, anywhere. Triggers bump them (migrations 0012 and
+0015), so every writer
 counts, another replica and a hand-made change in the database included.
 
 A cache reads its counter once per use and drops what it holds when the number moved. The
@@ -15,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 from sqlalchemy import Column, Engine, MetaData, String, Table, bindparam, select
 from sqlalchemy.types import BigInteger
 
-Counter = Literal["auth", "policies"]
+Counter = Literal["auth", "policies", "routing"]
 
 COUNTERS = Table(
     "change_counters",

@@ -1,26 +1,24 @@
 """Routing overrides: the default model and confidence threshold an admin applied per task.
 
 The routing step (`appliance.gateway.routing`) asks `for_task` on every task request. The newest row
-per task is in force; rows are kept, so the history of applied changes stays readable. Reads are
-cached for a few seconds (one small query per interval, not per request); `apply` clears the
-cache of this process at once, and other replicas see the change when their cache runs out.
+per task is in force; rows are kept, so the history of applied changes stays readable. The table
+is read again only when the `routing` change counter moved (a trigger bumps it on every write), so
+an override applied on one replica, or by hand in the database, is in force on every replica from
+the next request on, at the cost of one primary-key read per request.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from appliance.db.counters import CounterMemo
 from appliance.db.engine import session_scope
 from appliance.db.models import utcnow
 from appliance.errors import InvalidInput
 from appliance.eval.models import RoutingOverride
-
-CACHE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,14 +42,11 @@ class Override:
 
 
 class RoutingOverrides:
-    """The overrides table with a short read cache."""
+    """The overrides table, read again only when the `routing` counter moved."""
 
-    def __init__(self, engine: Engine, *, cache_s: float = CACHE_S) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.cache_s = cache_s
-        self._lock = threading.Lock()
-        self._cached: dict[str, Override] | None = None
-        self._loaded_at = 0.0
+        self._memo: CounterMemo[None, dict[str, Override]] = CounterMemo(engine, "routing")
 
     def _load(self) -> dict[str, Override]:
         with session_scope(self.engine) as session:
@@ -66,11 +61,12 @@ class RoutingOverrides:
 
     def current(self) -> dict[str, Override]:
         """Every task's override in force."""
-        with self._lock:
-            if self._cached is None or time.monotonic() - self._loaded_at > self.cache_s:
-                self._cached = self._load()
-                self._loaded_at = time.monotonic()
-            return self._cached
+        version = self._memo.version()
+        found = self._memo.get(None, version=version)
+        if found is None:
+            found = self._load()
+            self._memo.put(None, found, version=version)
+        return found
 
     def for_task(self, task: str | None) -> Override | None:
         """The override of `task`, if an admin applied one."""
@@ -101,6 +97,4 @@ class RoutingOverrides:
                     applied_at=utcnow(),
                 )
             )
-        with self._lock:
-            self._cached = None
         return Override(task, model, threshold, run_id)

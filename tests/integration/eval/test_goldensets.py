@@ -69,10 +69,10 @@ def test_append_items_checks_the_expected_shape_of_the_task(store) -> None:  # t
 
 
 def test_routing_overrides_newest_wins_and_apply_is_seen_at_once(store) -> None:  # type: ignore[no-untyped-def]
-    from appliance.eval.overrides import RoutingOverrides
+    from appliance.eval.overrides import Override, RoutingOverrides
 
     engine, _ = store
-    overrides = RoutingOverrides(engine, cache_s=3600)
+    overrides = RoutingOverrides(engine)
     assert overrides.for_task("classify") is None
     overrides.apply(task="classify", model="a", threshold=0.4, run_id="r1", actor="admin")
     assert overrides.for_task("classify") == overrides.current()["classify"]
@@ -80,7 +80,22 @@ def test_routing_overrides_newest_wins_and_apply_is_seen_at_once(store) -> None:
     found = overrides.for_task("classify")
     assert found is not None and (found.model, found.threshold) == (None, 0.7)
     assert "confidence threshold 0.70 (evaluation run r2)" in found.note()
-    # Another process (a second instance) reads the same rows.
-    assert RoutingOverrides(engine).for_task("classify") == found
+    # Another replica (a second instance on its own engine) that had read the table before
+    # sees the next change on its next request, as it sees one made by hand in the database.
+    other_engine = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    other = RoutingOverrides(other_engine)
+    assert other.for_task("classify") == found
+    overrides.apply(task="classify", model="b", threshold=None, run_id="r3", actor="admin")
+    seen = other.for_task("classify")
+    assert seen is not None and (seen.model, seen.run_id) == ("b", "r3")
+    with other_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO routing_overrides (task, model, threshold, run_id, applied_by, "
+                "applied_at) VALUES ('classify', 'c', NULL, NULL, 'sql', CURRENT_TIMESTAMP)"
+            )
+        )
+    assert overrides.for_task("classify") == Override("classify", "c", None, None)
+    other_engine.dispose()
     with pytest.raises(InvalidInput):
         overrides.apply(task="classify", model=None, threshold=1.5, run_id=None, actor="a")
