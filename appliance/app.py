@@ -140,7 +140,7 @@ def _metrics(appliance: Appliance, integrity: Integrity) -> Metrics | None:
         return None
     return Metrics(
         StateSources(
-            backends=lambda: appliance.registry.backends,
+            backends=lambda: list(appliance.registry.backends),
             detector_status=lambda: appliance.detector.status,
             integrity_status=lambda: integrity.status,
             chain_head=lambda: appliance.audit.head().seq,
