@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -28,6 +29,7 @@ from appliance.api.documents import DocumentsController
 from appliance.api.eval import EvalController
 from appliance.api.health import HealthController
 from appliance.api.keys import KeysController
+from appliance.api.metrics import MetricsController, work_progress
 from appliance.api.models import ModelPullsController, ModelsController
 from appliance.api.ollama_api import OllamaController
 from appliance.api.openai_v1 import OpenAIController
@@ -54,6 +56,7 @@ from appliance.http.errors import EXCEPTION_HANDLERS
 from appliance.http.middleware import refuse_nul_characters, request_id_middleware, security_headers
 from appliance.inference.base import Backend
 from appliance.inference.embedded import embedded_backend
+from appliance.metrics import DETECTOR_LOAD, Metrics, StateSources
 from appliance.pii.detector import Detector, load_detector
 from appliance.pii.pool import DetectorPool
 from appliance.ui.admin import ModelPagesController, UserPagesController
@@ -85,12 +88,14 @@ def _start_detector(settings: Settings) -> Detector:
 
 async def _load_detector(appliance: Appliance) -> None:
     """Load and warm Presidio off the event loop; readiness waits for it."""
+    started = time.perf_counter()
     try:
         detector = await anyio.to_thread.run_sync(_start_detector, appliance.settings)
     except ApplianceError as exc:
         appliance.detector.set_failed(exc.message)
         log.error("PII detector failed to load", extra={"detail": exc.message})
         return
+    DETECTOR_LOAD.set(time.perf_counter() - started)
     appliance.detector.set_ready(detector)
     log.info("PII detector ready", extra={"detail": appliance.settings.spacy_model})
 
@@ -127,6 +132,21 @@ def _check_audit_integrity(appliance: Appliance) -> Integrity:
     if not integrity.ok and settings.audit_integrity_check == "refuse":
         raise AuditError(f"refusing to start: audit trail integrity {status}")
     return integrity
+
+
+def _metrics(appliance: Appliance, integrity: Integrity) -> Metrics | None:
+    """The `/metrics` registry over this app's live state (None with `metrics_enabled` off)."""
+    if not appliance.settings.metrics_enabled:
+        return None
+    return Metrics(
+        StateSources(
+            backends=lambda: list(appliance.registry.backends),
+            detector_status=lambda: appliance.detector.status,
+            integrity_status=lambda: integrity.status,
+            chain_head=lambda: appliance.audit.head().seq,
+            work_progress=partial(work_progress, appliance.engine),
+        )
+    )
 
 
 def create_app(
@@ -219,6 +239,7 @@ def create_app(
             EvalPagesController,
             AdminUsersController,
             KeysController,
+            MetricsController,
             create_static_files_router(
                 path="/static", directories=[static_dir], include_in_schema=False, opt=public()
             ),
@@ -256,6 +277,7 @@ def create_app(
     app.state.appliance = appliance
     app.state.audit_integrity = integrity
     app.state.request_audit = request_audit
+    app.state.metrics = _metrics(appliance, integrity)
     app.state.identity = Identity(settings, engine, appliance.audit)
     app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Minimum level of the JSON log lines on stderr."
     )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve `GET /metrics` (Prometheus text format, no content and no "
+        "identifiers) to API keys with the `metrics` scope and signed-in admins; false "
+        "answers 404.",
+    )
     audit_checkpoint_every: int = Field(
         default=1000, gt=0, description="Write a signed audit checkpoint after this many events."
     )

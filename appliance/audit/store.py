@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from appliance.audit.keys import SigningKey, VerifyKey, load_or_create
 from appliance.audit.witness import Witness, from_setting
 from appliance.config import Settings
 from appliance.db.models import AuditEvent
+from appliance.metrics import AUDIT_APPEND
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +351,7 @@ class AuditLog:
     def _write(self, rows: list[dict[str, Any]], alongside: Sequence[SQLModel] = ()) -> None:
         made: list[Checkpoint] = []
         self._refuse_inside()
+        started = time.perf_counter()
         with self._lock, self._engine.connect() as connection:
             begin_serialised(connection)
             try:
@@ -362,8 +365,9 @@ class AuditLog:
                 connection.rollback()
                 self._checkpointed_seq = 0  # re-read from the database next time
                 raise
+            AUDIT_APPEND.observe(time.perf_counter() - started)
             # Counted once committed: a request whose row failed to commit still gets one.
-            requests.note(len(rows))
+            requests.note(rows)
             self._witness(made)
 
     def _refuse_inside(self) -> None:
@@ -386,7 +390,7 @@ class AuditLog:
             head = Head(row["seq"], row["hash"])
         connection.execute(EVENTS_TABLE.insert(), rows)
         if count:
-            requests.note(len(rows))  # the request being served has its row (`audit.requests`)
+            requests.note(rows)  # the request being served has its row (`audit.requests`)
         return head
 
     # --- checkpoints ----------------------------------------------------------------------

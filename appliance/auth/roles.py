@@ -13,8 +13,8 @@ from typing import Any, Literal
 ROLES = ("staff", "admin", "auditor")
 """Browser roles. `admin` is content-blind: it manages the box but reads nobody's content."""
 
-SCOPES = ("pii", "tasks", "chat", "documents", "admin", "audit")
-"""What an API key may be allowed to do."""
+SCOPES = ("pii", "tasks", "chat", "documents", "admin", "audit", "metrics")
+"""What an API key may be allowed to do (`metrics`: only scrape `/metrics`, for Prometheus)."""
 
 PERMISSIONS = ("reviewer",)
 """Grants on top of a role. `reviewer`: a staff account that may read and decide the review

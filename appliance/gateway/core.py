@@ -54,6 +54,7 @@ from appliance.inference.base import (
 )
 from appliance.inference.registry import Registry
 from appliance.inference.router import Route, estimate_tokens
+from appliance.metrics import PII_ANALYSIS, generation_done
 from appliance.pii.actions import ActionContext, PlaceholderBook, Transformed, transform
 from appliance.pii.detector import DetectionSpec, Finding
 from appliance.pii.stream import StreamScanner
@@ -139,6 +140,7 @@ class Gateway:
         return await self._analysis(lambda: detector.analyze_many(texts, spec))
 
     async def _analysis(self, run: Callable[[], T]) -> T:
+        started = time.perf_counter()
         try:
             with anyio.fail_after(self.detector_timeout_s):
                 # Abandoned on timeout: the analysis thread finishes on its own, unused.
@@ -154,6 +156,8 @@ class Gateway:
             raise DetectorUnavailable(
                 f"PII detection failed ({type(exc).__name__}); nothing was sent"
             ) from exc
+        finally:
+            PII_ANALYSIS.observe(time.perf_counter() - started)
 
     def action_context(
         self,
@@ -479,6 +483,7 @@ class Gateway:
             outcome, status = "internal_error", 500
         if outcome in _OWN_EVENT_OUTCOMES:
             action = CHAT_ACTION
+        _count_generations(trace.generations)
         audit_id = await self.audit.append(
             event_id=trace.audit_id,
             record=trace.record(outcome=outcome, status=status, action=action),
@@ -718,6 +723,7 @@ class Gateway:
         costs for the answer's `usage`. The audit and usage rows are one transaction: both are
         committed, or neither is and the request fails."""
         usage, costs = self.routing.usage_row(trace, trace.audit_id, task=task, summary=summary)
+        _count_generations(trace.generations)
         audit_id = await self.audit.append(
             event_id=trace.audit_id,
             record=trace.record(outcome=trace.outcome(), status=200),
@@ -785,6 +791,20 @@ class Gateway:
             tier=trace.route.tier if trace.route else None,
             failed=output is None,
             purpose=trace.actor.purpose,
+        )
+
+
+def _count_generations(generations: list[Generation]) -> None:
+    """Each backend call of a finished request in `/metrics`: tokens, time, time to first token
+    (embeddings and choice scoring stream no tokens, so they have none)."""
+    for generation in generations:
+        usage = generation.usage
+        generation_done(
+            generation.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            seconds=usage.total_s,
+            ttft_s=None if generation.finish_reason in ("embedded", "scored") else usage.ttft_s,
         )
 
 

@@ -14,6 +14,9 @@ for otherwise carries `audited = True` (the failed-key throttle counts its refus
 Not audited, as they are not requests in that sense: the probes (`/healthz`, `/readyz`, and
 `/ui/status`, the home page's readiness poll), the API description (`/schema`), static assets
 (`/static`), and a path outside the API that matches no route (a browser's `/favicon.ico`).
+A Prometheus scrape of `/metrics` that is served writes no row either (it reads no content, and
+a row every few seconds per replica would bury the trail's events); a refused one is audited
+like any other refusal.
 
 Anonymous refusals are bounded: past `auth_failures_per_minute` of them from one address in a
 minute, the rest of that minute is counted in one `request.refused` row (`outcome` `flood`,
@@ -43,7 +46,7 @@ from appliance.audit.store import AuditLog
 from appliance.auth.guards import PRINCIPAL_STATE, route_target
 from appliance.auth.ratelimit import FailureThrottle
 from appliance.http.errors import describe
-from appliance.http.middleware import ROWS_STATE
+from appliance.http.middleware import ROWS_STATE, SCRAPES
 
 _REFUSAL_STATE = "audit_refusal"
 _STATUS_STATE = "audit_status"
@@ -128,6 +131,8 @@ class RequestAudit:
             outcome = str(error.get("code") or "error")
         elif status >= 400:
             outcome = _CODES.get(status, "error")
+        elif scope["path"] in SCRAPES:
+            return None  # a served scrape (see the module docstring)
         else:
             outcome = "ok"
         target = route_target(scope, app.state.identity.pepper)

@@ -1,6 +1,6 @@
 """ASGI middleware: request ids, one metadata-only log line per request (the route template,
-never the raw path), security headers, and the refusal of NUL characters, invalid UTF-8 and
-over-deep JSON in request bodies.
+never the raw path) and its count and duration in `/metrics`, security headers, and the refusal
+of NUL characters, invalid UTF-8 and over-deep JSON in request bodies.
 
 Every response carries the CSP (no `unsafe-inline`), `nosniff`, Referrer-Policy and framing
 rules; HSTS is added when TLS is in effect.
@@ -23,8 +23,14 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.audit import requests
 from appliance.auth.guards import route_target
 from appliance.errors import InvalidInput, MalformedBody
+from appliance.metrics import request_done
 
 log = logging.getLogger("appliance.http")
+
+QUIET_PATHS = ("/healthz", "/readyz")
+"""Probes: no log line."""
+SCRAPES = ("/metrics",)
+"""Prometheus scrapes: no log line and no audit row when served (a refusal has both)."""
 
 ROWS_STATE = "audit_rows"
 """Scope state: the `RequestRows` counting the audit rows a request appended."""
@@ -114,15 +120,27 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send_wrapper)
         finally:
             requests.untrack(token)
-            if scope["path"] not in ("/healthz", "/readyz"):
+            seconds = time.perf_counter() - started
+            method = str(scope.get("method", ""))
+            template = str(scope.get("path_template") or "(unrouted)")
+            request_done(
+                route=template,
+                method=method,
+                status=status,
+                seconds=seconds,
+                outcome=rows.outcome,
+                policy=rows.policy,
+            )
+            # Probes and served scrapes (every few seconds each) would drown the requests.
+            if scope["path"] not in QUIET_PATHS and not (scope["path"] in SCRAPES and status < 400):
                 log.info(
                     "request",
                     extra={
                         "request_id": request_id,
-                        "method": scope.get("method"),
+                        "method": method,
                         "path": logged_path(scope),
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "duration_ms": round(seconds * 1000, 1),
                     },
                 )
 

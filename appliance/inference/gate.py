@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
 from appliance.errors import BackendBusy
+from appliance.metrics import QUEUE_REJECTED, queue_waited
 
 MAX_DEFER_S = 10.0
 """Longest a background step or item waits for quiet before it runs anyway."""
@@ -142,7 +143,9 @@ class GenerationGate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold the model for the duration of the block, waiting in line if it is busy."""
+        started = time.monotonic()
         if self._held and self.waiting >= self.queue_size:
+            QUEUE_REJECTED.labels(self.name).inc()
             raise BackendBusy(
                 f"model '{self.name}' is busy and {self.waiting} requests are waiting; "
                 f"retry in {self.retry_after} s",
@@ -163,6 +166,7 @@ class GenerationGate:
                     # Handed the slot just as we were cancelled: pass it on.
                     self._hand_over()
                 raise
+        queue_waited(self.name, background=is_background(), seconds=time.monotonic() - started)
         try:
             yield
         finally:

@@ -132,6 +132,16 @@ class LlamaCppBackend:
         gates = self._background_gates if background else self._gates
         return gates[self._model(model).name]
 
+    def admission_gates(self) -> list[tuple[str, str, GenerationGate]]:
+        """Every gate as (lane, model, gate), lanes `interactive`, `background`, `embedding`
+        (read by `/metrics` for queue depths)."""
+        lanes = {
+            "interactive": self._gates,
+            "background": self._background_gates,
+            "embedding": self._embedding_gates,
+        }
+        return [(lane, name, gate) for lane, gates in lanes.items() for name, gate in gates.items()]
+
     def _model(self, name: str) -> LocalModel:
         try:
             return self._models[name]

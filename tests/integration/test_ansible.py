@@ -257,3 +257,48 @@ def test_vm_local_mirror_holds_every_package_the_playbook_installs() -> None:
     assert "install -y -qq --no-install-recommends python3 python3-apt" in bootstrap
     wanted = base | app | {"python3", "python3-apt"}
     assert wanted - mirror == set(), f"missing from the VM's local mirror: {wanted - mirror}"
+
+
+def test_monitoring_rules_and_prometheus_config_pass_promtool(tmp_path: Path) -> None:
+    """The alert rules and the Prometheus configuration the monitoring role writes, checked by
+    Prometheus's own tool (Debian's `prometheus` package); every variant of the template."""
+    import shutil
+    import subprocess
+
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    role = ANSIBLE / "roles" / "monitoring"
+    rules = tmp_path / "appliance-alerts.yml"
+    shutil.copy(role / "files" / "appliance-alerts.yml", rules)
+    key = tmp_path / "key"
+    key.write_text("slm_example\n")
+    env = jinja2.Environment(  # noqa: S701 - renders config files, not HTML
+        loader=jinja2.FileSystemLoader(role / "templates"), undefined=jinja2.StrictUndefined
+    )
+    env.filters["to_json"] = json.dumps
+    defaults = _load(role / "defaults" / "main.yml")
+    variants: list[dict[str, Any]] = [
+        {},
+        {
+            "monitoring_alertmanagers": ["127.0.0.1:9093"],
+            "monitoring_scrape_scheme": "https",
+            "monitoring_scrape_ca_file": str(key),
+            "monitoring_scrape_targets": ["192.0.2.11:443", "192.0.2.12:443"],
+        },
+    ]
+    for variant in variants:
+        text = env.get_template("prometheus.yml.j2").render(
+            {**defaults, "ansible_managed": "managed", **variant}
+        )
+        text = text.replace("/etc/prometheus/appliance-alerts.yml", str(rules))
+        text = text.replace(defaults["monitoring_api_key_file"], str(key))
+        config = tmp_path / "prometheus.yml"
+        config.write_text(text)
+        result = subprocess.run(
+            ["promtool", "check", "config", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "SUCCESS: 11 rules found" in result.stdout

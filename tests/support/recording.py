@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from appliance.inference.base import (
     Backend,
@@ -60,6 +61,14 @@ class RecordingBackend:
 
     async def health(self) -> Health:
         return await self.inner.health()
+
+    def admission_gates(self) -> list[Any]:
+        """The inner engine's gates, so `/metrics` reports its queues through the wrapper."""
+        return list(self.inner.admission_gates())  # type: ignore[attr-defined]
+
+    def model_states(self) -> dict[str, str]:
+        """The inner engine's worker states, for `/metrics` through the wrapper."""
+        return self.inner.model_states()  # type: ignore[attr-defined, no-any-return]
 
     async def score_choices(
         self, request: GenerationRequest, choices: list[str]

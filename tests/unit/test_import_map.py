@@ -50,6 +50,7 @@ DOMAINS = frozenset({"costs", "documents", "batches", "eval", "review", "history
 FORBIDDEN: dict[str, frozenset[str]] = {
     "config": frozenset({"*"}),
     "errors": frozenset({"*"}),
+    "metrics": frozenset({"*"}),
     "ui": frozenset({"api", "app", "services"}),
     "api": frozenset({"ui", "app", "services"}),
     "inference": frozenset({"*"} - {"config", "errors"}),
@@ -65,10 +66,11 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 ALLOWED: dict[str, frozenset[str]] = {
     "config": frozenset(),
     "errors": frozenset(),
-    "inference": frozenset({"config", "errors"}),
-    "tasks": frozenset({"inference", "config", "errors"}),
-    "audit": frozenset({"db", "config", "errors"}),
-    "db": frozenset({"config", "errors"}),
+    "metrics": frozenset(),
+    "inference": frozenset({"config", "errors", "metrics"}),
+    "tasks": frozenset({"inference", "config", "errors", "metrics"}),
+    "audit": frozenset({"db", "config", "errors", "metrics"}),
+    "db": frozenset({"config", "errors", "metrics"}),
 }
 
 EXCEPTIONS = {
@@ -250,6 +252,17 @@ def test_imports_follow_the_package_map(graph) -> None:
             "*" in forbidden and target_package not in ALLOWED.get(source_package, frozenset())
         ):
             wrong.append(f"{edge.source}:{edge.line} imports {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_metrics_module_imports_prometheus_client(graph) -> None:
+    _, edges = graph
+    wrong = [
+        f"{edge.source}:{edge.line} imports {edge.target}"
+        for edge in edges
+        if edge.target.partition(".")[0] == "prometheus_client"
+        and edge.source != "appliance.metrics"
+    ]
     assert not wrong, "\n".join(wrong)
 
 

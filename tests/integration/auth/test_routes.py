@@ -34,6 +34,7 @@ REVIEWER = "staff+reviewer"
 MATRIX: dict[tuple[str, str], Any] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): ((ADMIN,), ("metrics",)),
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
     ("GET", "/auth/oidc/login"): PUBLIC,
