@@ -29,7 +29,7 @@ HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install models run test lint bench bench-audit bench-inference bench-batch bench-eval bench-pii bench-peer bench-gateway test-crash fuzz clean
+.PHONY: help install models run test lint bench bench-audit bench-ratelimits bench-inference bench-batch bench-eval bench-pii bench-peer bench-gateway test-crash fuzz clean
 .PHONY: bundle lint-ansible test-deploy
 ANSIBLE_VENV := var/ansible-venv
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.install-stamp
@@ -79,6 +79,9 @@ bench-pii: install ## PII detection recall/precision/leak rate and latency; resu
 
 bench-audit: install ## Audit append latency and verify throughput; results in tests/bench/AUDIT.md
 	$(BIN)/python -m tests.bench.audit
+
+bench-ratelimits: install ## What counting rate limits in PostgreSQL adds to a request, beside memory; results in tests/bench/RATELIMITS.md
+	$(BIN)/python -m tests.bench.ratelimits
 
 test-crash: install ## kill -9 the server during requests, 10 rounds per database; audit must hold
 	APPLIANCE_TEST_CRASH_ROUNDS=10 $(BIN)/pytest tests/integration/audit/test_crash.py -p no:cacheprovider

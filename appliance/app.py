@@ -45,6 +45,7 @@ from appliance.audit.witness import parts as witness_parts
 from appliance.auth.guards import enforce_access
 from appliance.auth.identity import Identity
 from appliance.auth.oidc import OidcClient
+from appliance.auth.ratelimit import failure_throttle
 from appliance.auth.roles import public
 from appliance.batches.runner import sweep_batches
 from appliance.config import Settings
@@ -201,9 +202,12 @@ def create_app(
     static_dir = settings.web_dir / "static"
     static_dir.mkdir(parents=True, exist_ok=True)
 
+    identity = Identity(settings, engine, appliance.audit)
     # One audit row per request: the handler's event, or else this (see `http.audit`).
     request_audit = RequestAudit(
-        appliance.audit, anonymous_per_minute=settings.auth_failures_per_minute
+        appliance.audit,
+        anonymous_per_minute=settings.auth_failures_per_minute,
+        throttle=failure_throttle(identity.windows, "anonymous"),
     )
     app = Litestar(
         route_handlers=[
@@ -278,6 +282,6 @@ def create_app(
     app.state.audit_integrity = integrity
     app.state.request_audit = request_audit
     app.state.metrics = _metrics(appliance, integrity)
-    app.state.identity = Identity(settings, engine, appliance.audit)
+    app.state.identity = identity
     app.state.oidc = OidcClient(settings, engine) if settings.oidc_issuer else None
     return app

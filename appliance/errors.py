@@ -31,6 +31,7 @@
     +-- AuditError (500)                   the audit trail cannot be written, read or exported
     |   +-- AuditKeyError (500)            the checkpoint signing key is missing, unreadable, open
     +-- NotReady (503)
+    +-- RateLimitsUnavailable (503)        the shared rate-limit counters are out of reach
     +-- DatabaseNotMigrated (500)          start-up refused until `appliance db upgrade` runs
 
 Domain code raises these; the web layer renders them (JSON for the API). Nothing in the domain
@@ -286,6 +287,14 @@ class NotReady(ApplianceError):
 
     status_code = 503
     code = "not_ready"
+
+
+class RateLimitsUnavailable(ApplianceError):
+    """The rate-limit windows several replicas share (in the database) cannot be read or
+    counted: the request is refused, never served without its limit."""
+
+    status_code = 503
+    code = "rate_limits_unavailable"
 
 
 class DatabaseNotMigrated(ApplianceError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -39,7 +38,13 @@ from appliance.audit.store import AuditLog, AuditRecord
 from appliance.auth import accounts, apikeys, sessions
 from appliance.auth.keycache import KeyCache
 from appliance.auth.models import ApiKey
-from appliance.auth.ratelimit import FailureThrottle, RateLimiter
+from appliance.auth.ratelimit import (
+    Refusal,
+    failure_throttle,
+    rate_limiter,
+    report_when_over,
+    shared_windows,
+)
 from appliance.auth.roles import KEY_ROLE, Principal
 from appliance.config import Settings
 from appliance.db.models import User
@@ -61,8 +66,10 @@ class Identity:
         self.settings = settings
         self.engine = engine
         self.audit = audit
-        self.limiter = RateLimiter()
-        self.auth_throttle = FailureThrottle()
+        # In the database when several processes may serve it (PostgreSQL), else in memory.
+        self.windows = shared_windows(engine)
+        self.limiter = rate_limiter(self.windows)
+        self.auth_throttle = failure_throttle(self.windows, "auth")
         # Keys verified by this process, dropped whenever any key or owner changes anywhere.
         self.keys = KeyCache(engine)
         self._pending: set[asyncio.Task[None]] = set()
@@ -126,10 +133,12 @@ class Identity:
     # -- rate limits ---------------------------------------------------------------------------
 
     def limit(self, buckets: list[str], per_minute: int) -> None:
-        """Count a hit in every bucket; RateLimited (429 + Retry-After) if any is full."""
-        waits = [w for b in buckets if (w := self.limiter.hit(b, per_minute)) is not None]
-        if waits:
-            raise RateLimited("too many requests; slow down", retry_after=max(waits))
+        """Count a hit in every bucket; RateLimited (429 + Retry-After) if any is full, and
+        RateLimitsUnavailable (503) if the windows replicas share cannot be counted in."""
+        # Inline: one statement (PostgreSQL) or a dict (SQLite) costs less than a thread hop.
+        wait = self.limiter.hit(buckets, per_minute)
+        if wait is not None:
+            raise RateLimited("too many requests; slow down", retry_after=wait)
 
     # -- passwords and sessions ----------------------------------------------------------------
 
@@ -230,12 +239,13 @@ class Identity:
         key is checked, until the window ends; those refusals are audited as one
         `auth.throttled` row per address and window, with their count."""
         address = caller.source or "unknown"
-        wait, first = self.auth_throttle.refuse(address, self.settings.auth_failures_per_minute)
-        if wait:
-            if first:
-                self._count_refusals(address)
+        refusal = self.auth_throttle.refuse(address, self.settings.auth_failures_per_minute)
+        if refusal is not None:
+            if refusal.first:
+                self._count_refusals(address, refusal)
             throttled = AuthThrottled(
-                "too many failed API keys from this address; retry later", retry_after=wait
+                "too many failed API keys from this address; retry later",
+                retry_after=refusal.retry_after,
             )
             # Counted in one `auth.throttled` row per window, not a row each.
             throttled.audited = True  # type: ignore[attr-defined]
@@ -262,35 +272,18 @@ class Identity:
         self.keys.put(digest, principal, expires_at=check.key.expires_at, version=version)
         return principal
 
-    def _count_refusals(self, address: str) -> None:
+    def _count_refusals(self, address: str, refusal: Refusal) -> None:
         """Write the `auth.throttled` row of `address` when its window ends (or when the app
-        stops first), counting every refusal of the window."""
-        started = self.auth_throttle.window_start(address)
-        if started is None:
-            return
-
-        async def write_when_over() -> None:
-            try:
-                await anyio.sleep(max(started + self.auth_throttle.window_s - time.monotonic(), 0))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    count = self.auth_throttle.take(address, started)
-                    if count:
-                        await self.audit.append(
-                            AuthThrottledEvent(
-                                actor="anonymous",
-                                source=address[:100],
-                                status_code=429,
-                                details={
-                                    "count": count,
-                                    "window_s": int(self.auth_throttle.window_s),
-                                },
-                            ).record()
-                        )
-
-        task = asyncio.get_running_loop().create_task(write_when_over())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        stops first), counting every refusal of the window by every replica, once."""
+        report_when_over(
+            self.auth_throttle,
+            address,
+            refusal,
+            self._pending,
+            audit=self.audit,
+            event=AuthThrottledEvent,
+            status_code=429,
+        )
 
     # -- administration ------------------------------------------------------------------------
 

@@ -21,16 +21,15 @@ like any other refusal.
 Anonymous refusals are bounded: past `auth_failures_per_minute` of them from one address in a
 minute, the rest of that minute is counted in one `request.refused` row (`outcome` `flood`,
 `details.count`) written when the minute ends, so a flood cannot grow the trail a row a request.
+On PostgreSQL the count is kept in the database (`auth.ratelimit`): the bound holds across
+replicas, and one of them writes the minute's row.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import time
 from typing import Any
 
-import anyio
 from litestar.enums import ScopeType
 from litestar.types import Message, Scope
 
@@ -44,7 +43,13 @@ from appliance.audit.events import (
 from appliance.audit.requests import RequestRows
 from appliance.audit.store import AuditLog
 from appliance.auth.guards import PRINCIPAL_STATE, route_target
-from appliance.auth.ratelimit import FailureThrottle
+from appliance.auth.ratelimit import (
+    FailureThrottle,
+    LocalFailureThrottle,
+    Refusal,
+    report_when_over,
+)
+from appliance.errors import RateLimitsUnavailable
 from appliance.http.errors import describe
 from appliance.http.middleware import ROWS_STATE, SCRAPES
 
@@ -83,11 +88,17 @@ class RequestAudit:
     wrote none, and the per-address bound on anonymous refusals."""
 
     def __init__(
-        self, audit: AuditLog, *, anonymous_per_minute: int, window_s: float = 60.0
+        self,
+        audit: AuditLog,
+        *,
+        anonymous_per_minute: int,
+        throttle: FailureThrottle | None = None,
+        window_s: float = 60.0,
     ) -> None:
         self.audit = audit
         self.anonymous_per_minute = anonymous_per_minute
-        self.anonymous = FailureThrottle(window_s)
+        # Shared by every replica on PostgreSQL (`auth.ratelimit.failure_throttle`).
+        self.anonymous = throttle if throttle is not None else LocalFailureThrottle(window_s)
         self._pending: set[asyncio.Task[None]] = set()
 
     async def after_exception(self, exc: BaseException, scope: Scope) -> None:
@@ -148,49 +159,34 @@ class RequestAudit:
         }
         if status < 400:
             return RequestServed(**fields).record()
-        if principal is None and not self._admit_anonymous(app, source or "unknown"):
+        if principal is None and not self._admit_anonymous(source or "unknown"):
             return None
         action = GENERIC_COMPLETION if scope["path"].rstrip("/") in CHAT_PATHS else GENERIC_REFUSAL
         return AuditRecord(action=action, **fields)
 
-    def _admit_anonymous(self, app: Any, address: str) -> bool:
+    def _admit_anonymous(self, address: str) -> bool:
         """Whether an anonymous refusal from `address` gets a row of its own; past the limit it
         is counted in the window's aggregate row instead."""
-        limit = self.anonymous_per_minute
-        wait, first = self.anonymous.refuse(address, limit)
-        if not wait:
-            self.anonymous.failed(address)
-            return True
-        if first:
-            self._count_window(app, address)
+        try:
+            refusal = self.anonymous.refuse(address, self.anonymous_per_minute)
+            if refusal is None:
+                self.anonymous.failed(address)
+                return True
+        except RateLimitsUnavailable:
+            return True  # a row of its own, then: the trail is not thinned on a guess
+        if refusal.first:
+            self._count_window(address, refusal)
         return False
 
-    def _count_window(self, app: Any, address: str) -> None:
-        """Write the aggregate row of `address` when its window ends (or the app stops first)."""
-        started = self.anonymous.window_start(address)
-        if started is None:
-            return
-        throttle = self.anonymous
-
-        async def write_when_over() -> None:
-            try:
-                await anyio.sleep(max(started + throttle.window_s - time.monotonic(), 0))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    count = throttle.take(address, started)
-                    if count:
-                        await self.audit.append(
-                            RequestRefused(
-                                actor="anonymous",
-                                source=address[:100],
-                                outcome="flood",
-                                details={"count": count, "window_s": int(throttle.window_s)},
-                            ).record()
-                        )
-
-        # Not part of the request that crossed the limit: its own context, counted on nothing.
-        task = asyncio.get_running_loop().create_task(
-            write_when_over(), context=contextvars.Context()
+    def _count_window(self, address: str, refusal: Refusal) -> None:
+        """Write the aggregate row of `address` when its window ends (or the app stops first),
+        once across every replica."""
+        report_when_over(
+            self.anonymous,
+            address,
+            refusal,
+            self._pending,
+            audit=self.audit,
+            event=RequestRefused,
+            outcome="flood",
         )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from alembic.script import ScriptDirectory
 
 from appliance.db.engine import alembic_config
 from appliance.inference.bundled import BUNDLED
+from tests.support.process import start_server
 
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the CLI must refuse
 
@@ -202,3 +204,35 @@ def test_unknown_command_is_a_usage_error(cli: Cli) -> None:
     result = cli("frobnicate")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_a_second_server_on_one_sqlite_database_is_refused(cli: Cli, tmp_path: Path) -> None:
+    assert cli("db", "upgrade").returncode == 0
+    server = start_server(cli.env, _free_port(), tmp_path / "server.log")
+    database = (cli.data_dir / "appliance.db").resolve()
+    try:
+        second = cli("serve", "--port", str(_free_port()), timeout=120)
+        assert second.returncode == 1
+        assert (
+            f"another `appliance serve` is already running on the SQLite database {database}"
+            in second.stderr
+        )
+        assert "SQLite means one server process" in second.stderr
+        assert "run several app processes on PostgreSQL" in second.stderr
+        assert "Serving on" not in second.stdout
+        # Every other command works beside the running server.
+        for args in (
+            ("db", "upgrade"),
+            ("keys", "create", "--name", "beside", "--scopes", "chat"),
+            ("audit", "verify"),
+        ):
+            result = cli(*args)
+            assert result.returncode == 0, f"{args}: {result.stderr}"
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    # The lock went with the server: nothing holds it now.
+    with open(f"{database}.lock", "rb+") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(lock, fcntl.LOCK_UN)

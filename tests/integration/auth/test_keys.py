@@ -15,6 +15,7 @@ import pytest
 from appliance.config import PROJECT_ROOT
 from tests.conftest import RunningAppliance
 from tests.integration.auth.conftest import Browser, audit_actions, new_key
+from tests.support.windows import room_in_window
 
 
 def test_openai_client_bearer_key_is_accepted_and_revocation_is_immediate(
@@ -82,6 +83,7 @@ def test_inference_rate_limit_per_key_gives_429_with_retry_after(
     app = start_appliance(wait_ready=False, inference_rate_per_minute=3)
     key = new_key(app, ["chat"])
     bearer = {"Authorization": f"Bearer {key}"}
+    room_in_window(20)  # the four requests in one window
     # Invalid bodies: the guard counts the request before validation, no model runs.
     statuses = [
         httpx.post(f"{app.url}/api/v1/chat", json={}, headers=bearer, timeout=30) for _ in range(4)

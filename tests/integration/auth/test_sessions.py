@@ -21,6 +21,7 @@ from tests.integration.auth.conftest import (
     password_login,
 )
 from tests.support.browser import loopback_browser
+from tests.support.windows import room_in_window
 
 
 def _set_cookie(response: httpx.Response, name: str) -> str:
@@ -150,6 +151,7 @@ def test_failed_logins_back_off_and_lock(start_appliance: Callable[..., RunningA
 def test_login_rate_limit_per_address(start_appliance: Callable[..., RunningAppliance]) -> None:
     app = start_appliance(wait_ready=False, login_rate_per_minute=3)
     client = loopback_browser(app.url, timeout=30, follow_redirects=False)
+    room_in_window(20)  # the four sign-ins in one window
     statuses = []
     for n in range(4):
         token = csrf_from(client.get("/login").text)

@@ -1,28 +1,152 @@
-"""Failed authentications per address: refused past the limit, refusals counted once."""
+"""Failed authentications per address: refused past the limit, refusals counted once; in one
+process's memory, or in the database where two engines (two replicas) share the count and one
+of them takes the refusals for the window's audit row."""
 
 from __future__ import annotations
 
-from appliance.auth.ratelimit import FailureThrottle
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from appliance.audit.store import AuditLog
+from appliance.auth.identity import Caller, Identity
+from appliance.auth.ratelimit import (
+    FailureThrottle,
+    LocalFailureThrottle,
+    RateWindows,
+    SharedFailureThrottle,
+)
+from appliance.config import Settings
+from appliance.db.engine import make_engine, upgrade
+from appliance.db.models import AuditEvent
+from appliance.errors import AuthError, AuthThrottled
+from tests.support.postgres import PostgresServer
+
+# The start of a minute an hour ahead: pruning (which reads the database's clock) leaves it be.
+T = (time.time() // 60 + 60) * 60
+START = int(T * 1000)
+
+
+@pytest.fixture
+def other_engine(engine: Engine) -> Iterator[Engine]:
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    yield other
+    other.dispose()
+
+
+def _shared(engine: Engine, other_engine: Engine) -> tuple[FailureThrottle, FailureThrottle]:
+    return (
+        SharedFailureThrottle(RateWindows(engine), "auth"),
+        SharedFailureThrottle(RateWindows(other_engine), "auth"),
+    )
 
 
 def test_an_address_is_refused_past_its_limit_until_the_window_ends() -> None:
-    throttle = FailureThrottle(window_s=60)
+    throttle = LocalFailureThrottle(window_s=60)
     for _ in range(3):
-        assert throttle.refuse("10.0.0.1", 3, now=0.0) == (0, False)
-        throttle.failed("10.0.0.1", now=0.0)
+        assert throttle.refuse("10.0.0.1", 3, now=T) is None
+        throttle.failed("10.0.0.1", now=T)
 
-    assert throttle.refuse("10.0.0.1", 3, now=10.0) == (50, True)
-    assert throttle.refuse("10.0.0.1", 3, now=11.0) == (49, False)
-    assert throttle.refuse("10.0.0.2", 3, now=11.0) == (0, False)  # per address
-    assert throttle.take("10.0.0.1", 0.0) == 2
-    assert throttle.take("10.0.0.1", 0.0) == 0  # counted once
+    first = throttle.refuse("10.0.0.1", 3, now=T + 10)
+    assert first is not None and (first.retry_after, first.first) == (50, True)
+    again = throttle.refuse("10.0.0.1", 3, now=T + 11)
+    assert again is not None and (again.retry_after, again.first) == (49, False)
+    assert throttle.refuse("10.0.0.2", 3, now=T + 11) is None  # per address
+    assert throttle.take("10.0.0.1", first.window, now=T + 30) is None  # not over yet
+    assert throttle.take("10.0.0.1", first.window, now=T + 60) == 2
+    assert throttle.take("10.0.0.1", first.window, now=T + 60) == 0  # counted once
 
 
 def test_a_closed_windows_count_survives_a_new_window() -> None:
-    throttle = FailureThrottle(window_s=60)
-    throttle.failed("a", now=0.0)
-    throttle.refuse("a", 1, now=1.0)
-    throttle.refuse("a", 1, now=2.0)
+    throttle = LocalFailureThrottle(window_s=60)
+    throttle.failed("a", now=T)
+    refusal = throttle.refuse("a", 1, now=T + 1)
+    throttle.refuse("a", 1, now=T + 2)
 
-    assert throttle.refuse("a", 1, now=61.0) == (0, False)  # a new window began
-    assert throttle.take("a", 0.0) == 2
+    assert throttle.refuse("a", 1, now=T + 61) is None  # a new window began
+    assert refusal is not None
+    assert throttle.take("a", refusal.window, now=T + 61) == 2
+
+
+def test_two_engines_share_the_failures_and_the_refusals(
+    engine: Engine, other_engine: Engine
+) -> None:
+    first, second = _shared(engine, other_engine)
+    for n in range(4):
+        assert (first, second)[n % 2].refuse("10.0.0.7", 4, now=T + n) is None
+        (first, second)[n % 2].failed("10.0.0.7", now=T + n)
+
+    refusals = [(first, second)[n % 2].refuse("10.0.0.7", 4, now=T + 10) for n in range(5)]
+    assert all(r is not None and r.window == START and r.retry_after == 50 for r in refusals)
+    # Each replica reports the windows it refused in: its first refusal says so.
+    assert [r.first for r in refusals if r is not None] == [True, True, False, False, False]
+    assert first.refuse("10.0.0.8", 4, now=T + 10) is None  # another address
+
+
+def test_the_refusals_go_to_one_replica_once_the_window_is_over(
+    engine: Engine, other_engine: Engine
+) -> None:
+    first, second = _shared(engine, other_engine)
+    first.failed("10.0.0.9", now=T)
+    for n in range(3):
+        (first, second)[n % 2].refuse("10.0.0.9", 1, now=T + 5)
+
+    assert first.take("10.0.0.9", START, now=T + 59) is None  # still open
+    assert second.take("10.0.0.9", START, now=T + 60) == 3
+    assert first.take("10.0.0.9", START, now=T + 60) == 0  # taken
+    assert first.take("10.0.0.9", START, final=True, now=T + 61) == 0
+
+
+def test_a_stopping_replica_takes_an_open_windows_refusals(
+    engine: Engine, other_engine: Engine
+) -> None:
+    first, second = _shared(engine, other_engine)
+    first.failed("10.0.0.10", now=T)
+    second.refuse("10.0.0.10", 1, now=T + 1)
+    assert second.take("10.0.0.10", START, final=True, now=T + 2) == 1
+    assert first.take("10.0.0.10", START, now=T + 60) == 0
+
+
+@pytest.fixture
+def pg_engines(pg_server: PostgresServer) -> Iterator[tuple[Engine, Engine]]:
+    url = pg_server.create_database()
+    upgrade(url)
+    engines = make_engine(url), make_engine(url)
+    yield engines
+    for each in engines:
+        each.dispose()
+
+
+@pytest.mark.postgresql
+async def test_the_aggregate_row_is_written_once_across_two_replicas(
+    pg_engines: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, auth_failures_per_minute=2)
+    replicas = [Identity(settings, each, AuditLog(each)) for each in pg_engines]
+    for identity in replicas:
+        identity.auth_throttle.window_s = 4.0  # so that the window ends within the test
+    caller = Caller(source="10.0.0.11")
+    left = 4.0 - time.time() % 4.0
+    if left < 3.0:  # too little of this window left for the whole exchange: the next one
+        await asyncio.sleep(left + 0.05)
+
+    statuses: list[str] = []
+    for n in range(8):
+        try:
+            await replicas[n % 2].key_principal(f"apl_bad{n}_secret", caller=caller)
+        except AuthThrottled:
+            statuses.append("throttled")
+        except AuthError:
+            statuses.append("denied")
+    assert statuses == ["denied"] * 2 + ["throttled"] * 6
+
+    # Both replicas refused in the window, so both try to report it.
+    await asyncio.gather(*replicas[0]._pending, *replicas[1]._pending)
+    with Session(pg_engines[0]) as session:
+        rows = list(session.exec(select(AuditEvent).where(AuditEvent.action == "auth.throttled")))
+    assert [(row.source, row.details["count"]) for row in rows] == [("10.0.0.11", 6)]

@@ -5,7 +5,7 @@ Replicas cached the overrides table for a few seconds; now they read the `routin
 `policies` (migration 0012, whose `bump_change_counter()` function PostgreSQL reuses here).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-03
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
