@@ -129,6 +129,7 @@ async def test_a_hung_worker_is_ended_and_replaced(
     with pytest.raises(BackendUnavailable, match="stopped answering"):
         await engine.generate(ask(SMALL, "Say hi.", 4))
     assert not engine.gate(SMALL).busy
+    engine.load(SMALL)  # wait for the fresh worker: loading is not part of the answer's second
     # A fresh worker answers (within this test's one-second limit: it may be cut short).
     again = await engine.generate(ask(SMALL, "Say hi.", 4))
     assert again.finish_reason in {"stop", "length", "timeout"}
