@@ -30,7 +30,7 @@ export APPLIANCE_DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
 .PHONY: help install models run test lint bench bench-audit bench-ratelimits bench-inference bench-batch bench-eval bench-pii bench-peer bench-gateway test-crash fuzz clean
-.PHONY: bundle lint-ansible test-deploy
+.PHONY: bundle lint-ansible test-deploy test-deploy-multi
 ANSIBLE_VENV := var/ansible-venv
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.install-stamp
 
@@ -140,6 +140,9 @@ lint-ansible: $(ANSIBLE_STAMP) ## ansible-lint (production profile) and --syntax
 
 test-deploy: $(ANSIBLE_STAMP) ## Converge a bare Debian 12 VM (qemu) from the bundle in var/bundle (make bundle if none), check it, run again
 	bash ansible/tests/test-deploy.sh
+
+test-deploy-multi: $(ANSIBLE_STAMP) ## Converge the multi-node inventory on six systemd-nspawn containers, check balancing, failover and the audit chain, run again
+	bash ansible/tests/test-deploy-multi.sh
 
 clean: ## Remove the virtualenv, built assets, caches and local data (./var)
 	rm -rf $(VENV) web/node_modules web/static/vendor var .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,11 @@
 # QEMU runs with 2 vCPUs under `nice -n 10` (the machine is shared), TCG by default (a KVM guest
 # does not start on this project's machines; VM_ACCEL=kvm where it does).
 #
+# After the checks of the hardened box, a real chat and a redaction go through nginx with an API
+# key made on the box: the answer, the privacy receipt (body and headers) and the redacted text
+# are checked (ansible/tests/api_checks.py). The multi-node layout is test-deploy-multi.sh; both
+# share deploy-lib.sh.
+#
 # DEPLOY_FROM chooses the starting disk:
 #   bare (default)  a fresh copy-on-write disk over the bare image: the full test. Only this
 #                   mode writes ansible/tests/DEPLOY-RESULTS.md.
@@ -26,19 +31,13 @@
 # var/ansible-cache/vm/id_ed25519); stop it with kill "$(cat var/ansible-cache/vm/qemu.pid)".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-repo=$(pwd)
 work=var/ansible-cache/vm
-venv=var/ansible-venv
-bundle=${BUNDLE:-var/bundle/appliance-bundle.tar}
 ssh_port=${VM_SSH_PORT:-2222}
 https_port=${VM_HTTPS_PORT:-8443}
 from=${DEPLOY_FROM:-bare}
-logs=var/ansible-cache
-if [[ $from == bare ]]; then results=ansible/tests/DEPLOY-RESULTS.md; else results=$logs/deploy-results-$from.md; fi
-t0=$(date +%s)
-declare -a steps=() checks=()
-step() { echo "== $1: $2 s ${3:-}"; steps+=("| $1 | $2 s | ${3:-} |"); }
-elapsed() { echo $(( $(date +%s) - $1 )); }
+results_section=test-deploy
+if [[ $from == bare ]]; then results=ansible/tests/DEPLOY-RESULTS.md; else results=var/ansible-cache/deploy-results-$from.md; fi
+source ansible/tests/deploy-lib.sh
 
 for tool in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 debugfs dpkg-scanpackages ssh curl; do
   command -v "$tool" >/dev/null || {
@@ -46,9 +45,7 @@ for tool in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 debugfs dpkg-scanp
     break
   }
 done
-test -x "$venv/bin/ansible-playbook" || { python3 -m venv "$venv" && "$venv/bin/pip" install -q -r ansible/requirements.txt; }
-# The bundle is built by `make bundle` (not rebuilt here: it takes minutes and captures the tree).
-test -f "$bundle" || make bundle
+prepare_control_node
 for port in "$ssh_port" "$https_port"; do
   if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port is in use (set VM_SSH_PORT / VM_HTTPS_PORT)" >&2; exit 1; fi
 done
@@ -104,70 +101,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-play() {
-  ANSIBLE_CONFIG=ansible/ansible.cfg \
-  ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile=$repo/$work/known_hosts -o StrictHostKeyChecking=yes" \
-  ANSIBLE_CALLBACK_PLUGINS=ansible/tests/callback_plugins ANSIBLE_CALLBACKS_ENABLED=step_times \
-    "$venv/bin/ansible-playbook" -i ansible/inventories/single-box ansible/site.yml \
-    -e ansible_host=127.0.0.1 -e "ansible_port=$ssh_port" -e ansible_user=root \
-    -e "ansible_ssh_private_key_file=$repo/$work/id_ed25519" \
-    -e ollama_enabled=false -e base_install_window=false -e "appliance_bundle_file=$repo/$bundle" "$@"
-}
-recap() { grep -A1 "PLAY RECAP" "$1" | tail -1 | sed 's/  */ /g'; }
+export ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile=$repo/$work/known_hosts -o StrictHostKeyChecking=yes"
+play_args=(-i ansible/inventories/single-box
+  -e ansible_host=127.0.0.1 -e "ansible_port=$ssh_port" -e ansible_user=root
+  -e "ansible_ssh_private_key_file=$repo/$work/id_ed25519"
+  -e ollama_enabled=false -e base_install_window=false -e "appliance_bundle_file=$repo/$bundle")
 
-# Results so far, also when a step fails: the times of what ran, the checks, the play's role times.
-write_results() {
-  local outcome=$1 times=$logs/step-times.json
-  {
-    echo "# make test-deploy: last run"
-    echo
-    echo "**$outcome** — $(date -u '+%Y-%m-%d %H:%M UTC'), started from \`$from\`. VM under $accel_name, 2 vCPUs"
-    echo "(\`nice -n 10\`), 6 GiB, on a shared 2-core machine; \`ollama_enabled=false\`: the Ollama binary cannot"
-    echo "be downloaded here, so the embedded llama.cpp backend serves the bundled models. The VM's network is"
-    echo "QEMU user-mode with \`restrict=on\`; apt installs from the local mirror disk, pip from the bundle."
-    echo
-    echo "| step | time | result |"
-    echo "|---|---|---|"
-    printf '%s\n' "${steps[@]}"
-    if [[ -f $times ]]; then
-      echo
-      echo "First converge, time per role (\`ansible/tests/callback_plugins/step_times.py\`):"
-      echo
-      echo "| role / play | time |"
-      echo "|---|---|"
-      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [print(f"| {n} | {s:.0f} s |") for n, s in d["roles"]]' "$times"
-      echo
-      echo "Slowest tasks:"
-      echo
-      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [print(f"- {n}: {s:.0f} s") for n, s in d["slowest_tasks"]]' "$times"
-    fi
-    if (( ${#checks[@]} > 0 )); then
-      echo
-      echo "## Checks"
-      echo
-      printf -- '- %s\n' "${checks[@]}"
-    fi
-    if [[ -s $work/security.txt ]]; then
-      echo
-      echo "\`systemd-analyze security appliance.service\` inside the VM (lines not fully hardened, and the total):"
-      echo
-      echo '```'
-      grep -E "Overall exposure|^✗" "$work/security.txt" | head -40 || true
-      echo '```'
-    fi
-  } >"$results"
-  echo "results in $results"
+results_header() {
+  echo "Started from \`$from\`. VM under $accel_name, 2 vCPUs"
+  echo "(\`nice -n 10\`), 6 GiB, on a shared 2-core machine; \`ollama_enabled=false\`: the Ollama binary cannot"
+  echo "be downloaded here, so the embedded llama.cpp backend serves the bundled models. The VM's network is"
+  echo "QEMU user-mode with \`restrict=on\`; apt installs from the local mirror disk, pip from the bundle."
 }
-
-first_play() {
-  local s rc out=$logs/test-deploy.log
-  s=$(date +%s)
-  set +e
-  STEP_TIMES_FILE=$logs/step-times.json play "$@" 2>&1 | tee "$out"
-  rc=${PIPESTATUS[0]}
-  set -e
-  step "first converge: the whole playbook${1:+ ($*)}" "$(elapsed "$s")" "$(recap "$out")"
-  if (( rc != 0 )); then write_results "FAILED in the first converge (exit $rc; log: $out)"; exit 1; fi
+results_extra() {
+  if [[ -s $work/security.txt ]]; then
+    echo
+    echo "\`systemd-analyze security appliance.service\` inside the VM (lines not fully hardened, and the total):"
+    echo
+    echo '```'
+    grep -E "Overall exposure|^✗" "$work/security.txt" | head -40 || true
+    echo '```'
+  fi
 }
 
 case $from in
@@ -198,12 +152,6 @@ s=$(date +%s)
 boot_vm
 step "boot the VM to SSH ($accel_name)" "$(elapsed "$s")"
 
-pass=0 failures=0
-check() {
-  local what=$1; shift
-  if "$@"; then checks+=("PASS $what"); pass=$((pass + 1)); echo "PASS $what"
-  else checks+=("FAIL $what"); failures=$((failures + 1)); echo "FAIL $what"; fi
-}
 probe_reached() { vm timeout 10 bash -c "'exec 3<>/dev/tcp/10.0.2.100/80; head -c5 <&3'" 2>/dev/null | grep -q probe; }
 if [[ $from == bare ]]; then
   # Control for the egress check below: before the playbook the probe is reachable.
@@ -240,16 +188,12 @@ check "secrets file mode 0600" root_only /etc/appliance/secrets.env
 local_apt() { vm cat /etc/apt/sources.list | grep -qxF 'deb [trusted=yes] file:/srv/debian-mirror ./'; }
 check "apt's only source is the local mirror disk" local_apt
 
-s=$(date +%s)
-set +e
-play 2>&1 | tee "$logs/test-deploy-second.log"
-set -e
-second=$(recap "$logs/test-deploy-second.log")
-step "second run of the playbook" "$(elapsed "$s")" "$second"
-idempotent() { grep -qE 'changed=0 .*failed=0' <<<"$second"; }
-check "second run: changed=0, failed=0 ($second)" idempotent
+# A real generation and a redaction through nginx, with an API key made on the box.
+vm 'appliance-ctl appliance keys create --name deploy-test --scopes chat,pii 2>/dev/null | tail -n 1' >"$work/api-key"
+api_front=(--connect "127.0.0.1:$https_port" --name appliance.example.internal --cacert "$work/ca.crt" --key-file "$work/api-key")
+check_api "a chat through nginx: the answer and its privacy receipt (body and headers)" chat
+check_api "a redaction through nginx: no planted identifier comes back, receipt present" redact
 
-step "total" "$(elapsed "$t0")" "$pass checks passed, $failures failed"
-if (( failures == 0 )); then outcome="Passed"; else outcome="FAILED: $failures of $((pass + failures)) checks"; fi
-write_results "$outcome"
-exit $(( failures > 0 ))
+second_play
+
+finish

@@ -90,6 +90,8 @@ def test_tasks_use_fully_qualified_module_names(role: Path) -> None:
         "become_user",
         "tags",
         "vars",
+        "run_once",
+        "delegate_to",
     }
     for task in _tasks(_load(role / "tasks" / "main.yml")):
         modules = [k for k in task if k not in keywords]
@@ -240,7 +242,8 @@ def test_sbom_lists_wheels_and_models_with_hashes(tmp_path: Path) -> None:
 
 
 def test_vm_local_mirror_holds_every_package_the_playbook_installs() -> None:
-    """The converge test's VM has no network: its local mirror must carry what an app host gets."""
+    """The converge tests' machines have no network: their local mirror must carry what any host
+    gets."""
     import re
     import shlex
 
@@ -250,9 +253,10 @@ def test_vm_local_mirror_holds_every_package_the_playbook_installs() -> None:
     mirror = set(shlex.split(found.group(1).replace("\\\n", " ")))
     base = set(_load(ANSIBLE / "roles" / "base" / "defaults" / "main.yml")["base_packages"])
     wiring = _load(ANSIBLE / "group_vars" / "all.yml")["base_extra_packages"]
-    app_list = re.search(r"\(\[([^\]]*)\] if inventory_hostname in site_app_hosts", wiring)
-    assert app_list, wiring
-    app = {name.strip(" '") for name in app_list.group(1).split(",")}
+    # Every group's list (app, database, load balancer): the multi-node test installs them all.
+    lists = re.findall(r"\(\[([^\]]*)\] if inventory_hostname in site_", wiring)
+    assert len(lists) >= 4, wiring
+    app = {name.strip(" '") for found in lists for name in found.split(",")}
     bootstrap = _load(ANSIBLE / "site.yml")[0]["tasks"][0]["ansible.builtin.raw"]
     assert "install -y -qq --no-install-recommends python3 python3-apt" in bootstrap
     wanted = base | app | {"python3", "python3-apt"}
