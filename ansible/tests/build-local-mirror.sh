@@ -19,7 +19,8 @@ else out=$vm/mirror source=$vm/rootfs/.complete; fi
 # group_vars/all.yml's base_extra_packages for app, proxy and database hosts): kept in one place,
 # below, and compared with the playbook by tests/integration/test_ansible.py.
 packages=(python3 python3-apt nftables netbase chrony ca-certificates openssh-server sudo
-  python3-venv python3-packaging nginx openssl sqlite3 libgomp1 postgresql postgresql-client)
+  python3-venv python3-packaging nginx openssl sqlite3 libgomp1 postgresql postgresql-client
+  prometheus)
 stamp=$(printf '%s\n' "${packages[@]}" | sha256sum | cut -c1-16)
 if [[ -e $out && -f $vm/mirror.stamp && $(cat "$vm/mirror.stamp") == "$stamp" && $out -nt $source ]]; then
   echo "local mirror present: $out"
