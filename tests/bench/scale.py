@@ -498,6 +498,8 @@ def stack(tmp: Path) -> Iterator[Stack]:
                                                   llama.base_url)),
                 default_model=INSTANT,
                 max_tokens="1",
+                # Every replica runs for the whole run, as the app hosts of a deployment do.
+                app_replicas=str(len(COUNTS)),
                 detector_timeout_s=DETECTOR_TIMEOUT_S,
                 inference_rate_per_minute=RATE,
                 auth_failures_per_minute=RATE,
@@ -791,8 +793,10 @@ def method(detectors: int) -> list[str]:
         f"`login_rate_per_minute` set to {int(RATE):,}) so that no request is refused by the "
         f"rate limiter, `detector_timeout_s` {DETECTOR_TIMEOUT_S} (production: 10; it counts "
         "the wait behind queued requests, which on a shared machine would make the run measure "
-        "the timeout), `max_tokens` 1, and no embedded models (both backends are "
-        "`openai_compat` pools of one node from the inference file).",
+        f"the timeout), `max_tokens` 1, `app_replicas` {len(COUNTS)} (as a deployment of "
+        f"{len(COUNTS)} app hosts sets it: each replica admits its share of a node's "
+        "`max_concurrency`), and no embedded models (both backends are `openai_compat` pools "
+        "of one node from the inference file).",
         "- nginx: Debian's package, a config written by the run after the reverse_proxy role's "
         "(`proxy_http_version 1.1`, upstream keep-alive 16, no buffering, access log off) with "
         "a `least_conn` upstream and `worker_processes auto`, plain HTTP on a loopback port "
