@@ -676,7 +676,8 @@ def report(
         if growth < 0.15
         else f"a request costs {100 * growth:.0f}% more with {top} replicas on these "
         f"{cores} CPUs ({top} web processes and {top * detectors} detector processes take "
-        "turns on them), so more replicas than cores buy nothing here"
+        "turns on them), so added replicas on the same cores buy nothing; they pay off with "
+        "cores of their own (an app host each, as the multi-node layout deploys them)"
     )
     lines += [
         "",
