@@ -29,7 +29,7 @@ HTMX := web/static/vendor/htmx.min.js
 export APPLIANCE_DATA_DIR ?= ./var
 
 .DEFAULT_GOAL := help
-.PHONY: help install models run test lint bench bench-audit bench-ratelimits bench-inference bench-batch bench-eval bench-pii bench-peer bench-gateway test-crash fuzz clean
+.PHONY: help install models run test lint bench bench-audit bench-ratelimits bench-inference bench-batch bench-eval bench-pii bench-peer bench-gateway bench-scale test-crash fuzz clean
 .PHONY: bundle lint-ansible test-deploy test-deploy-multi
 ANSIBLE_VENV := var/ansible-venv
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.install-stamp
@@ -121,6 +121,19 @@ bench-gateway: install ## The gateway's own time per request, PII off and on, st
 	  echo; echo "## PII on (the shipped \`default\` policy, the peer benchmark's 1 KB prompt with 8 identifiers)"; \
 	  $(BIN)/python -m tests.bench.gateway_profile --stages --pii --rounds 150; } > tests/bench/GATEWAY.md.tmp
 	mv tests/bench/GATEWAY.md.tmp tests/bench/GATEWAY.md
+
+# Debian's nginx (the load balancer in front of the replicas, run on a loopback port with the
+# bench's own config, never the package's service) and wrk (the load generator), when missing.
+SCALE_TOOLS := /usr/sbin/nginx /usr/bin/wrk
+
+bench-scale: install ## Requests/s of 1, 2 and 3 app replicas behind nginx on one PostgreSQL, PII on; results in tests/bench/SCALE.md
+	@for tool in $(SCALE_TOOLS); do test -x $$tool || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null; \
+	fi
+	$(BIN)/python -m tests.bench.scale
 
 fuzz: install ## Longer fuzz: 10,000 schemathesis cases against the OpenAPI document, 5,000 inputs per document parser
 	APPLIANCE_FUZZ_CASES=10000 $(BIN)/pytest tests/integration/api/test_schemathesis.py -k sqlite

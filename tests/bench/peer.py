@@ -392,6 +392,12 @@ def versions() -> dict[str, str]:
     found["llama-cpp-python"] = importlib.metadata.version("llama_cpp_python")
     found["appliance spacy"] = importlib.metadata.version("spacy")
     found["appliance presidio-analyzer"] = importlib.metadata.version("presidio_analyzer")
+    found["appliance"] = appliance_commit()
+    return found
+
+
+def appliance_commit() -> str:
+    """The checkout's short commit, marked when appliance/ has uncommitted changes."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT
     ).stdout.strip()
@@ -401,8 +407,18 @@ def versions() -> dict[str, str]:
         text=True,
         cwd=PROJECT_ROOT,
     ).stdout.strip()
-    found["appliance"] = commit + (" (appliance/ modified)" if dirty else "")
-    return found
+    return commit + (" (appliance/ modified)" if dirty else "")
+
+
+def openai_backend(name: str, url: str, *, max_concurrency: int, model: str, served_as: str) -> str:
+    """One `[[backends]]` table of the inference file: an `openai_compat` pool of one node."""
+    return f"""
+[[backends]]
+name = "{name}"
+kind = "openai_compat"
+nodes = [{{ url = "{url}", max_concurrency = {max_concurrency} }}]
+models = [{{ name = "{model}", served_as = "{served_as}", context_length = 2048 }}]
+"""
 
 
 def cpu_model() -> str:
@@ -431,13 +447,13 @@ def appliance_config(tmp: Path, engine_url: str) -> tuple[dict[str, str], Path]:
     (policies / "bench-off.yaml").write_text(yaml.safe_dump(passthrough))
     inference = tmp / "inference.toml"
     inference.write_text(
-        f"""
-[[backends]]
-name = "peer"
-kind = "openai_compat"
-nodes = [{{ url = "{engine_url}", max_concurrency = {CONCURRENCY} }}]
-models = [{{ name = "peer-smollm2", served_as = "smollm2-135m", context_length = 2048 }}]
-"""
+        openai_backend(
+            "peer",
+            engine_url,
+            max_concurrency=CONCURRENCY,
+            model="peer-smollm2",
+            served_as="smollm2-135m",
+        )
     )
     (tmp / "no-models").mkdir()
     env = guarded_env(

@@ -21,6 +21,8 @@ class LlamaServer:
     `interrupt_requests=False` lets a running stream finish when another request arrives (the
     server's default cuts it short). With `access_log`, the server's own access log (uvicorn's
     one line per request, no bodies) goes to that file, unbuffered, so it survives `kill()`.
+    `batch_threads` are the threads of prompt evaluation; the server's default is one per CPU,
+    whatever `threads` says.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class LlamaServer:
         context: int = 2048,
         interrupt_requests: bool = True,
         access_log: Path | None = None,
+        batch_threads: int | None = None,
     ) -> None:
         self.port = free_port()
         self.alias = alias
@@ -44,7 +47,16 @@ class LlamaServer:
             "--n_ctx", str(context), "--n_threads", str(threads), "--verbose", "False",
             "--interrupt_requests", str(interrupt_requests),
         ]  # fmt: skip
+        if batch_threads is not None:
+            self._args += ["--n_threads_batch", str(batch_threads)]
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (for CPU accounting); only while it runs."""
+        if self._process is None:
+            raise RuntimeError("the llama.cpp server is not running")
+        return self._process.pid
 
     def __enter__(self) -> LlamaServer:
         log = None if self.access_log is None else self.access_log.open("ab")
