@@ -68,7 +68,8 @@ def replica(engine: Engine, holder: str) -> CountingBatches:
     return CountingBatches(
         engine,
         SEALER,
-        tasks=None,  # type: ignore[arg-type]  (claims and results need no task catalog)
+        # Claims, results and status need no task catalog or policies.
+        tasks=None,  # type: ignore[arg-type]
         policies=None,  # type: ignore[arg-type]
         policy_requests=None,  # type: ignore[arg-type]
         default_retention=timedelta(hours=1),

@@ -151,7 +151,7 @@ async def test_the_same_pull_twice_is_refused_on_another_replica(
 ) -> None:
     first, _ = replica(engine, "first", FakeOllamaTransport())
     second, second_trail = replica(other_engine(), "second", FakeOllamaTransport())
-    first.targets = lambda name: [Stalling()]  # type: ignore[method-assign,list-item,return-value]
+    first.targets = lambda name: [Stalling()]  # type: ignore[method-assign]
     running = await first.start(ADMIN, backend="ollama", model="llama3.2:3b")
 
     with pytest.raises(Conflict) as twice:
@@ -168,7 +168,7 @@ async def test_a_stopped_replicas_pull_is_resumed_by_another(
     engine: Engine, other_engine: Callable[[], Engine]
 ) -> None:
     stopping, stopping_trail = replica(engine, "stopping", FakeOllamaTransport())
-    stopping.targets = lambda name: [Stalling()]  # type: ignore[method-assign,list-item,return-value]
+    stopping.targets = lambda name: [Stalling()]  # type: ignore[method-assign]
     job = await stopping.start(ADMIN, backend="ollama-0", model="qwen2.5:0.5b")
     await asyncio.sleep(0.05)
 
@@ -177,12 +177,7 @@ async def test_a_stopped_replicas_pull_is_resumed_by_another(
     assert [r.action for r in stopping_trail.records] == ["model.pull_started"]
     fake = FakeOllamaTransport()
     other, other_trail = replica(other_engine(), "other", fake)
-    resumer = asyncio.create_task(other.run_forever(idle_s=0.05))
-    try:
-        await wait_for_status(other, job.id, "succeeded")
-    finally:
-        resumer.cancel()
-        await asyncio.gather(resumer, return_exceptions=True)
+    await resumed_by(other, job.id)
     assert [b["model"] for p, b in fake.requests if p == "/api/pull"] == ["qwen2.5:0.5b"]
     assert [(r.action, r.outcome, r.requester.id) for r in other_trail.records] == [
         ("model.pulled", "ok", ADMIN.id)
@@ -209,19 +204,20 @@ async def test_a_dead_replicas_pull_is_resumed_once_its_lease_ran_out(
 
     with engine.begin() as connection:
         connection.execute(update(PULLS).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-    resumer = asyncio.create_task(other.run_forever(idle_s=0.05))
-    try:
-        await wait_for_status(other, job.id, "succeeded")
-    finally:
-        resumer.cancel()
-        await asyncio.gather(resumer, return_exceptions=True)
+    await resumed_by(other, job.id)
     assert [(r.action, r.outcome) for r in other_trail.records] == [("model.pulled", "ok")]
     assert "qwen2.5:0.5b" in other.registry.names()
 
 
-async def wait_for_status(pulls: ModelPulls, job_id: str, status: str) -> None:
-    for _ in range(400):
-        if pulls.get(job_id).status == status:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"the pull did not reach {status}: {pulls.get(job_id).public()}")
+async def resumed_by(pulls: ModelPulls, job_id: str) -> None:
+    """Run `pulls`' resuming loop until the job has succeeded."""
+    resumer = asyncio.create_task(pulls.run_forever(idle_s=0.05))
+    try:
+        for _ in range(400):
+            if pulls.get(job_id).status == "succeeded":
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"the pull was not resumed: {pulls.get(job_id).public()}")
+    finally:
+        resumer.cancel()
+        await asyncio.gather(resumer, return_exceptions=True)
