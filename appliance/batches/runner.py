@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -84,7 +85,9 @@ class BatchRunner:
         self.activity = activity or InteractiveTraffic()
         self._wake = asyncio.Event()
         self._held: set[tuple[str, int]] = set()
-        """(job, seq) of the items this process runs now: the leases it renews."""
+        """(job, seq) of the items this process runs now: the leases it renews (from a worker
+        thread, hence the lock)."""
+        self._held_lock = threading.Lock()
 
     def wake(self) -> None:
         """Tell the runner a job was created."""
@@ -132,9 +135,11 @@ class BatchRunner:
                 key = (job.id, item.seq)
                 # Held until its outcome is committed; an item left here when the run stops
                 # (cancelled, or the database failed) is given back below.
-                self._held.add(key)
+                with self._held_lock:
+                    self._held.add(key)
                 await self._run_claimed(job, actor, item)
-                self._held.discard(key)
+                with self._held_lock:
+                    self._held.discard(key)
                 ran += 1
                 # Yield the model: anyone already waiting for its slot goes next.
                 await asyncio.sleep(self.pause_s)
@@ -154,16 +159,20 @@ class BatchRunner:
 
     def _renew(self) -> bool:
         """Renew the leases of the items in flight (`kept` calls it in a thread)."""
-        held = set(self._held)
+        with self._held_lock:
+            held = set(self._held)
         lost = held - self.batches.leases.renew(held)
-        if lost & self._held:
+        with self._held_lock:
+            lost &= self._held  # not merely finished meanwhile
+        if lost:
             # Still running here, but claimed by another replica after our lease ran out (this
-            # process stalled past `lease_s`): its result will be dropped.
-            log.warning("batch item leases lost", extra={"detail": str(len(lost & self._held))})
+            # process stalled past `lease_s`): their results will be dropped.
+            log.warning("batch item leases lost", extra={"detail": str(len(lost))})
         return True
 
     def _give_back(self) -> None:
-        held, self._held = set(self._held), set()
+        with self._held_lock:
+            held, self._held = set(self._held), set()
         leases = self.batches.leases
         release_quietly(
             lambda: leases.release(held, values={"attempts": leases.table.c.attempts - 1}),
