@@ -50,7 +50,7 @@ from appliance.auth.roles import public
 from appliance.batches.runner import sweep_batches
 from appliance.config import Settings
 from appliance.db.engine import ensure_migrated, make_engine
-from appliance.documents.service import sweep_forever
+from appliance.db.leases import periodically
 from appliance.errors import ApplianceError, AuditError
 from appliance.http.audit import RequestAudit
 from appliance.http.errors import EXCEPTION_HANDLERS
@@ -118,6 +118,21 @@ async def _sweep_batches_and_reviews(appliance: Appliance) -> int:
     return removed
 
 
+async def _sweep_expired(appliance: Appliance) -> int:
+    """Expired documents, then batch jobs, history and review content (one sweep of the
+    replica holding the `sweep.expiry` lease)."""
+    removed = 0
+    try:
+        removed += len(await appliance.documents.sweep())
+    except Exception:
+        # One failing sweep must not keep the others' content past its retention.
+        log.error("expiry sweep failed", exc_info=True)
+    removed += await _sweep_batches_and_reviews(appliance)
+    if removed:
+        log.info("expired content removed", extra={"detail": str(removed)})
+    return removed
+
+
 def _check_audit_integrity(appliance: Appliance) -> Integrity:
     """The trail's triggers and tail, checked before serving: a failure stops start-up
     (`audit_integrity_check = "refuse"`) or keeps `/readyz` at 503 with a critical log line."""
@@ -167,33 +182,38 @@ def create_app(
         task = asyncio.create_task(_load_detector(appliance))
         # Embedded models start in their worker processes now; each is ready once it generated.
         appliance.registry.start()
+        # Background work: with several replicas on one database, each piece is claimed with
+        # a lease (`appliance.db.leases`), so every replica runs these loops and each sweep,
+        # checkpoint, item, run and pull still runs once.
         audit_task = asyncio.create_task(
             maintain_audit(
                 appliance.audit,
                 retention_days=settings.audit_retention_days,
                 integrity=integrity,
                 witness_setting=settings.audit_witness,
+                leases=appliance.leases,
             )
         )
         sweep_task = asyncio.create_task(
-            sweep_forever(
-                appliance.documents,
-                interval_s=settings.document_sweep_interval_s,
-                also=lambda: _sweep_batches_and_reviews(appliance),
+            periodically(
+                lambda: _sweep_expired(appliance),
+                every_s=settings.document_sweep_interval_s,
+                leases=appliance.leases,
+                name="sweep.expiry",
             )
         )
         batch_task = asyncio.create_task(appliance.batch_runner.run_forever())
         eval_task = asyncio.create_task(appliance.evaluation.runner.run_forever())
+        pulls_task = asyncio.create_task(appliance.pulls.run_forever())
         try:
             yield
         finally:
             task.cancel()
-            audit_task.cancel()
-            sweep_task.cancel()
-            batch_task.cancel()
-            eval_task.cancel()
-            await asyncio.gather(eval_task, return_exceptions=True)
-            await asyncio.gather(sweep_task, batch_task, return_exceptions=True)
+            for background in (audit_task, sweep_task, batch_task, eval_task, pulls_task):
+                background.cancel()
+            await asyncio.gather(
+                audit_task, sweep_task, batch_task, eval_task, pulls_task, return_exceptions=True
+            )
             await appliance.pulls.aclose()
             await appliance.registry.aclose()
             appliance.detector.close()

@@ -382,6 +382,14 @@ class Settings(BaseSettings):
     document_sweep_interval_s: float = Field(
         default=300.0, gt=0, description="How often expired documents and batch jobs are removed."
     )
+    lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a replica's claim on background work (a batch item, an "
+        "evaluation run, a model pull, a sweep or checkpoint duty) lasts without renewal; it is "
+        "renewed every third of this while the work runs. After a replica dies, its work is "
+        "taken over this long after its last renewal.",
+    )
     batch_concurrency: int = Field(
         default=1,
         ge=1,

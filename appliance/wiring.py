@@ -21,6 +21,8 @@ from appliance.audit.store import AuditLog
 from appliance.batches.runner import BatchRunner
 from appliance.batches.service import Batches
 from appliance.config import Settings
+from appliance.db.leases import LeaseTerms, NamedLeases
+from appliance.db.pulls import PullRows
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import Documents, UploadLimits
 from appliance.documents.store import DocumentStore
@@ -63,6 +65,9 @@ class Appliance:
     """Retained content of users' own requests (where the policy keeps it)."""
     policy_changes: PolicyService
     """Every change of a policy or an assignment, each with its typed audit event."""
+    leases: NamedLeases
+    """Singleton duties (expiry sweeps, timed checkpoints, retention) that one replica runs at
+    a time; batch items, evaluation runs and pulls carry leases of their own."""
 
     def dependencies(self) -> dict[str, Provide]:
         """Each service as an app-level dependency named like its field (`gateway`,
@@ -106,6 +111,8 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
         digest_key=load_or_create_key(keys / "vault-digest.key"),
     )
     hash_key = load_or_create_key(keys / "pii-hash.key")
+    # One holder id for the process; how long a lease lasts is the `lease_s` setting.
+    lease = LeaseTerms(lease_s=settings.lease_s)
     detector = DetectorHandle()
     overrides = RoutingOverrides(engine)
     registry, routing = build_routing(settings, engine, backends, overrides=overrides)
@@ -151,6 +158,7 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
         policies=policies,
         policy_requests=gateway,
         default_retention=retention,
+        lease=lease,
     )
     batch_runner = BatchRunner(
         batches,
@@ -172,6 +180,7 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
         overrides=overrides,
         requestable=tuple(settings.requestable_policies),
         pause_s=settings.batch_item_pause_s,
+        lease=lease,
     )
     return Appliance(
         settings=settings,
@@ -186,7 +195,8 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
         batch_runner=batch_runner,
         review=review,
         evaluation=evaluation,
-        pulls=ModelPulls(registry, audit_pulls(audit)),
+        pulls=ModelPulls(registry, audit_pulls(audit), PullRows(engine, lease)),
         history=history,
         policy_changes=PolicyService(policies, audit),
+        leases=NamedLeases(engine, lease),
     )

@@ -80,7 +80,8 @@ class ModelPullsController(Controller):
         job = await pulls.start(actor_for(request), backend=data.backend, model=data.model)
         return job.public()
 
-    @get("/", summary="Model pulls, newest first", sync_to_thread=False)
+    # Pulls are rows of the database (any replica's): read in a worker thread.
+    @get("/", summary="Model pulls, newest first", sync_to_thread=True)
     def list_pulls(self, pulls: NamedDependency[ModelPulls]) -> dict[str, Any]:
         """Running and recently finished pulls, and the backends that can pull."""
         return {
@@ -91,7 +92,7 @@ class ModelPullsController(Controller):
     @get(
         "/{pull_id:str}",
         summary="Progress of one model pull",
-        sync_to_thread=False,
+        sync_to_thread=True,
         responses=error_responses(404),
     )
     def get_pull(

@@ -45,3 +45,8 @@ class BatchItem(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=50)
     audit_id: str | None = Field(default=None, max_length=32)
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    lease_holder: str | None = Field(default=None, max_length=200)
+    """The process running the item now (`appliance.db.leases`); None when nobody is."""
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    attempts: int = 0
+    """How often the item was claimed: more than one means a replica stopped while running it."""

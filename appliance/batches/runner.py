@@ -6,6 +6,14 @@ Interactive requests keep their latency because every item runs as background wo
 `batch_quiet_s`, waits behind interactive callers at a model's gate, and (on the embedded engine)
 pauses between generation steps while an interactive request is in flight. Transient refusals
 (model busy, detector loading, timeouts) are retried after a wait instead of failing the item.
+
+Each worker claims one item at a time with a lease (`Batches.claim`), which this process renews
+while the item runs; so several replicas on one database work on one job together, and an item
+whose replica died is run by another once its lease runs out. Such an item has run (in part)
+twice: its request may have written an audit row before the crash, and the second run writes its
+own, under the same request id (`batch:<job>:<seq>`). The item keeps one result, the second's.
+An item claimed `MAX_ATTEMPTS` times without finishing (it took its replica down each time) fails
+instead of taking down the next one. A graceful stop gives the items in flight back at once.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +30,7 @@ import anyio
 
 from appliance.auth.actor import Actor, Purpose
 from appliance.batches.pacing import InteractiveTraffic
+from appliance.db.leases import kept, release_quietly
 from appliance.db.models import utcnow
 from appliance.errors import ApplianceError
 from appliance.inference.gate import background
@@ -29,11 +39,12 @@ from appliance.tasks.types import TaskInput, TaskResult
 
 if TYPE_CHECKING:
     from appliance.batches.models import BatchJob
-    from appliance.batches.service import Batches
+    from appliance.batches.service import Batches, ClaimedItem
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 50
+MAX_ATTEMPTS = 3
+"""Claims of one item before it fails without running again (each ended with its replica)."""
 
 
 class TaskRunner(Protocol):
@@ -73,59 +84,114 @@ class BatchRunner:
         self.quiet_s = quiet_s
         self.activity = activity or InteractiveTraffic()
         self._wake = asyncio.Event()
+        self._held: set[tuple[str, int]] = set()
+        """(job, seq) of the items this process runs now: the leases it renews (from a worker
+        thread, hence the lock)."""
+        self._held_lock = threading.Lock()
 
     def wake(self) -> None:
         """Tell the runner a job was created."""
         self._wake.set()
 
     async def run_forever(self, *, idle_s: float = 2.0) -> None:
-        """The runner's loop (a task of the app lifespan; cancelled at shutdown)."""
+        """The runner's loop (a task of the app lifespan; cancelled at shutdown). After a pass
+        that ran nothing (no job, or every item held by other replicas) it waits `idle_s`, or
+        less when a job is created here."""
         while True:
             self._wake.clear()
-            jobs: list[BatchJob] = []
+            ran = 0
             # After a restart the detector loads in the background; items would only fail.
             while self.detector.status == "loading":  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             try:
                 jobs = await anyio.to_thread.run_sync(self.batches.open_jobs)
                 for job in jobs:
-                    await self.run_job(job)
+                    ran += await self.run_job(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.error("batch runner failed; retrying", exc_info=True)
-            if not jobs:
+            if not ran:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
 
-    async def run_job(self, job: BatchJob) -> None:
-        """Run every unfinished item of `job`, then mark it completed."""
+    async def run_job(self, job: BatchJob) -> int:
+        """Run the items of `job` that nobody else runs, `concurrency` at a time, until none is
+        left to claim; then mark the job completed if every item is done. Returns how many
+        items ran here."""
         batches = self.batches
-        await anyio.to_thread.run_sync(batches.mark, job.id, "running")
+        await anyio.to_thread.run_sync(batches.begin, job.id)
         actor = replace(Actor(**job.actor), purpose=Purpose.BATCH)
-        while True:
-            items = await anyio.to_thread.run_sync(lambda: batches.pending(job.id, limit=_CHUNK))
-            if not items:
-                break
-            queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
-            for item in items:
-                queue.put_nowait(item)
+        ran = 0
 
-            async def worker(queue: asyncio.Queue[tuple[int, dict[str, Any]]] = queue) -> None:
-                while not queue.empty():
-                    seq, item = queue.get_nowait()
-                    await self.activity.wait_quiet(self.quiet_s)
-                    # The job may have been deleted (or expired) since its items were read.
-                    if not await anyio.to_thread.run_sync(batches.is_pending, job.id, seq):
-                        continue
-                    await self._run_item(job, actor, seq, item)
-                    # Yield the model: anyone already waiting for its slot goes next.
-                    await asyncio.sleep(self.pause_s)
+        async def worker() -> None:
+            nonlocal ran
+            while True:
+                await self.activity.wait_quiet(self.quiet_s)
+                # Claimed after the wait: a job deleted (or expired) meanwhile has no items.
+                item = await anyio.to_thread.run_sync(batches.claim, job.id)
+                if item is None:
+                    return
+                key = (job.id, item.seq)
+                # Held until its outcome is committed; an item left here when the run stops
+                # (cancelled, or the database failed) is given back below.
+                with self._held_lock:
+                    self._held.add(key)
+                await self._run_claimed(job, actor, item)
+                with self._held_lock:
+                    self._held.discard(key)
+                ran += 1
+                # Yield the model: anyone already waiting for its slot goes next.
+                await asyncio.sleep(self.pause_s)
 
-            async with anyio.create_task_group() as group:
-                for _ in range(min(self.concurrency, len(items))):
+        renewing = kept(self._renew, every_s=batches.leases.terms.renew_every_s)
+        try:
+            async with renewing, anyio.create_task_group() as group:
+                for _ in range(self.concurrency):
                     group.start_soon(worker)
-        await anyio.to_thread.run_sync(batches.mark, job.id, "completed")
+        finally:
+            if self._held:
+                # Stopped mid-item (a shutdown): hand the items back at once, uncounted.
+                self._give_back()
+        if await anyio.to_thread.run_sync(batches.complete_if_done, job.id):
+            log.info("batch job completed", extra={"detail": job.id})
+        return ran
+
+    def _renew(self) -> bool:
+        """Renew the leases of the items in flight (`kept` calls it in a thread)."""
+        with self._held_lock:
+            held = set(self._held)
+        lost = held - self.batches.leases.renew(held)
+        with self._held_lock:
+            lost &= self._held  # not merely finished meanwhile
+        if lost:
+            # Still running here, but claimed by another replica after our lease ran out (this
+            # process stalled past `lease_s`): their results will be dropped.
+            log.warning("batch item leases lost", extra={"detail": str(len(lost))})
+        return True
+
+    def _give_back(self) -> None:
+        with self._held_lock:
+            held, self._held = set(self._held), set()
+        leases = self.batches.leases
+        release_quietly(
+            lambda: leases.release(held, values={"attempts": leases.table.c.attempts - 1}),
+            what="batch items",
+        )
+
+    async def _run_claimed(self, job: BatchJob, actor: Actor, item: ClaimedItem) -> None:
+        if item.attempts > MAX_ATTEMPTS:
+            log.error(
+                "batch item abandoned: its server stopped while running it each time",
+                extra={"detail": f"{job.id}:{item.seq}"},
+            )
+            error = ApplianceError(
+                f"the item was started {MAX_ATTEMPTS} times and its server stopped each time; "
+                "it is not run again"
+            )
+            await self._finish(job.id, item.seq, error=error)
+            return
+        await self._run_item(job, actor, item.seq, item.input)
 
     async def _run_item(self, job: BatchJob, actor: Actor, seq: int, item: dict[str, Any]) -> None:
         task = TaskInput(
@@ -150,31 +216,37 @@ class BatchRunner:
             log.error("batch item failed unexpectedly", exc_info=True)
             await self._finish(job.id, seq, error=ApplianceError("the item failed"))
             return
-        await anyio.to_thread.run_sync(
-            partial(
-                self.batches.finish_item,
-                job.id,
-                seq,
-                status="done",
-                result={"output": result.output, "receipt": result.receipt},
-                error_code=None,
-                audit_id=result.receipt.get("audit_id"),
-            )
+        await self._keep(
+            job.id,
+            seq,
+            status="done",
+            result={"output": result.output, "receipt": result.receipt},
+            error_code=None,
+            audit_id=result.receipt.get("audit_id"),
         )
 
     async def _finish(self, job_id: str, seq: int, *, error: ApplianceError) -> None:
         body = error.to_dict()["error"]
         audit = body.get("receipt", {}).get("audit_id") if isinstance(body, dict) else None
-        await anyio.to_thread.run_sync(
-            lambda: self.batches.finish_item(
-                job_id,
-                seq,
-                status="failed",
-                result={"error": {"code": error.code, "message": error.message}},
-                error_code=error.code,
-                audit_id=audit,
-            )
+        await self._keep(
+            job_id,
+            seq,
+            status="failed",
+            result={"error": {"code": error.code, "message": error.message}},
+            error_code=error.code,
+            audit_id=audit,
         )
+
+    async def _keep(self, job_id: str, seq: int, **outcome: Any) -> None:
+        """Commit an item's outcome; one whose lease passed to another replica is dropped."""
+        stored = await anyio.to_thread.run_sync(
+            partial(self.batches.finish_item, job_id, seq, **outcome)
+        )
+        if not stored:
+            log.warning(
+                "batch item result dropped: its lease passed to another replica",
+                extra={"detail": f"{job_id}:{seq}"},
+            )
 
 
 async def sweep_batches(batches: Batches) -> int:

@@ -4,6 +4,11 @@ Inputs and results are content, so both are sealed with the content key (AES-GCM
 documents: the policy's `retention.days` when it keeps content `encrypted`, else
 `document_default_retention_hours`. Each finished item is committed on its own, which is what
 lets a job resume after a restart without running a finished item again.
+
+Items are claimed with leases (`appliance.db.leases`), so the replicas on one database share a
+job's items, several at once: an item is run by the replica that claimed it, its result is kept
+only while that replica still holds the lease, and an item whose replica died is claimed again
+once its lease runs out. The job is marked completed once, by whoever finds its last item done.
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ import io
 import json
 import logging
 import uuid
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, delete, func, update
+from sqlalchemy import Engine, Table, delete, exists, func, update
 from sqlmodel import col, select
 
 from appliance.auth.actor import Purpose
 from appliance.batches.models import BatchItem, BatchJob
 from appliance.db.engine import scrub, secure_delete_on, session_scope
+from appliance.db.leases import LeaseTerms, RowLeases
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import retention_for
@@ -43,6 +49,18 @@ log = logging.getLogger(__name__)
 
 RATE_WINDOW = timedelta(minutes=5)
 """Rate and ETA are measured over items finished this recently."""
+
+ITEMS: Table = BatchItem.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    """An item leased to this process: its position, its input and how often it was claimed
+    (more than once: a replica stopped while running it)."""
+
+    seq: int
+    input: dict[str, Any]
+    attempts: int
 
 
 class PolicyRequests(Protocol):
@@ -67,6 +85,7 @@ class Batches:
         policies: PolicyStore,
         policy_requests: PolicyRequests,
         default_retention: timedelta,
+        lease: LeaseTerms | None = None,
     ) -> None:
         self.engine = engine
         self.sealer = sealer
@@ -74,6 +93,8 @@ class Batches:
         self.policies = policies
         self.policy_requests = policy_requests
         self.default_retention = default_retention
+        self.leases = RowLeases(engine, ITEMS, lease or LeaseTerms())
+        """Leases on items: who runs which one now."""
 
     # -- writing ---------------------------------------------------------------------------------
     def create(
@@ -135,18 +156,21 @@ class Batches:
         result: dict[str, Any],
         error_code: str | None,
         audit_id: str | None,
-    ) -> None:
-        """Commit one item's outcome (only once: a finished item is never overwritten)."""
+    ) -> bool:
+        """Commit one item's outcome if this process still holds its lease (a conditional
+        update: a finished item is never overwritten, and a result from a replica whose lease
+        passed to another is dropped). Returns whether it was kept."""
         sealed = self.sealer.seal(
             json.dumps(result).encode(), bound_to=f"batch-result:{job_id}:{seq}"
         )
-        with session_scope(self.engine) as session:
-            session.execute(
+        with self.engine.begin() as connection:
+            kept = connection.execute(
                 update(BatchItem)
                 .where(
                     col(BatchItem.job_id) == job_id,
                     col(BatchItem.seq) == seq,
                     col(BatchItem.status) == "pending",
+                    self.leases.held(),
                 )
                 .values(
                     status=status,
@@ -154,21 +178,58 @@ class Batches:
                     error_code=error_code,
                     audit_id=audit_id,
                     finished_at=utcnow(),
+                    lease_holder=None,
+                    lease_expires_at=None,
                 )
             )
+            return bool(kept.rowcount)
 
-    def mark(self, job_id: str, status: str) -> None:
-        """Move a job to `running` (stamping its start once) or `completed`."""
+    def claim(self, job_id: str) -> ClaimedItem | None:
+        """Lease the job's next pending item that nobody runs (or whose runner's lease ran
+        out) to this process; None when there is none."""
+        rows = self.leases.claim(
+            ITEMS.c.job_id == job_id,
+            ITEMS.c.status == "pending",
+            order_by=[ITEMS.c.seq],
+            values={"attempts": ITEMS.c.attempts + 1},
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return ClaimedItem(
+            seq=row.seq,
+            input=self._open_input(job_id, row.seq, row.input_sealed),
+            attempts=int(row.attempts),
+        )
+
+    def begin(self, job_id: str) -> None:
+        """Mark a queued job `running`, stamping its start (once, whichever replica is first)."""
         with session_scope(self.engine) as session:
-            job = session.get(BatchJob, job_id)
-            if job is None:
-                return
-            job.status = status
-            if status == "running" and job.started_at is None:
-                job.started_at = utcnow()
-            if status == "completed":
-                job.finished_at = utcnow()
-            session.add(job)
+            session.execute(
+                update(BatchJob)
+                .where(col(BatchJob.id) == job_id, col(BatchJob.status) == "queued")
+                .values(status="running", started_at=utcnow())
+            )
+
+    def complete_if_done(self, job_id: str) -> bool:
+        """Mark the job `completed` if no item is pending; True for the one caller that did.
+
+        Called after an item's commit, so of two replicas finishing the last two items at once
+        the later one sees both done; the status condition lets only one of them mark it."""
+        pending = exists().where(
+            col(BatchItem.job_id) == job_id, col(BatchItem.status) == "pending"
+        )
+        with self.engine.begin() as connection:
+            marked = connection.execute(
+                update(BatchJob)
+                .where(
+                    col(BatchJob.id) == job_id,
+                    col(BatchJob.status).in_(("queued", "running")),
+                    ~pending,
+                )
+                .values(status="completed", finished_at=utcnow())
+            )
+            return bool(marked.rowcount)
 
     def delete(self, owner: str | None, job_id: str, *, scrub_after: bool = True) -> bool:
         """Remove a job with its items and results (`owner` None: any owner, for the sweeper).
@@ -242,30 +303,13 @@ class Batches:
         )
         return opened
 
-    def pending(self, job_id: str, *, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """The next unfinished items of a job: (seq, input)."""
-        with session_scope(self.engine) as session:
-            rows = session.exec(
-                select(BatchItem)
-                .where(BatchItem.job_id == job_id, BatchItem.status == "pending")
-                .order_by(col(BatchItem.seq))
-                .limit(limit)
-            )
-            return [(row.seq, self._input(row)) for row in rows]
-
-    def is_pending(self, job_id: str, seq: int) -> bool:
-        """Whether an item still waits to run (False once its job was deleted or expired)."""
-        with session_scope(self.engine) as session:
-            found = session.exec(
-                select(BatchItem.seq).where(
-                    BatchItem.job_id == job_id, BatchItem.seq == seq, BatchItem.status == "pending"
-                )
-            ).first()
-            return found is not None
-
     def _input(self, row: BatchItem) -> dict[str, Any]:
-        opened = self.sealer.open(row.input_sealed, bound_to=f"batch:{row.job_id}:{row.seq}")
-        value: dict[str, Any] = json.loads(opened)
+        return self._open_input(row.job_id, row.seq, row.input_sealed)
+
+    def _open_input(self, job_id: str, seq: int, sealed: bytes) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(
+            self.sealer.open(sealed, bound_to=f"batch:{job_id}:{seq}")
+        )
         return value
 
     def _job(self, owner: str, job_id: str) -> BatchJob:

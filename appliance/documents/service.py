@@ -10,9 +10,7 @@ Audit rows carry ids, sizes, types and hashes only, never a name or text.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -227,31 +225,3 @@ class Documents:
 
 def _missing(doc_id: str) -> NotFound:
     return NotFound(f"document '{doc_id}' does not exist", field="document_id")
-
-
-async def sweep_forever(
-    documents: Documents,
-    *,
-    interval_s: float,
-    also: Callable[[], Awaitable[int]] | None = None,
-) -> None:
-    """Sweep expired documents (and `also`: batch jobs) now and then every `interval_s`."""
-    while True:
-        removed = 0
-        for sweep in (lambda: _count(documents.sweep()), also):
-            if sweep is None:
-                continue
-            try:
-                removed += await sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # One failing sweep must not keep the others' content past its retention.
-                log.error("expiry sweep failed", exc_info=True)
-        if removed:
-            log.info("expired content removed", extra={"detail": str(removed)})
-        await asyncio.sleep(interval_s)
-
-
-async def _count(removed: Awaitable[list[str]]) -> int:
-    return len(await removed)

@@ -85,6 +85,9 @@ class EvalRun(SQLModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    lease_holder: str | None = Field(default=None, max_length=200)
+    """The server process running the run now (`appliance.db.leases`); None when nobody is."""
+    lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class EvalResult(SQLModel, table=True):

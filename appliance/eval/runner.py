@@ -9,6 +9,11 @@ failure or a context overflow escalated it) counts as a failure of the pinned mo
 
 Runs are resumed after a restart: results are committed one by one and only pending ones run.
 One item at a time, with a pause after each, so interactive requests keep the model's slot.
+
+A server's runner claims each run with a lease and renews it as the run goes on: of several
+replicas on one database one runs it, and if that one dies another resumes it once the lease ran
+out (the item in flight at the crash runs again: it has two audit rows, one result). A runner
+that finds its lease taken (it stalled past `lease_s`) stops the run where it is.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from appliance.auth.actor import Actor, Purpose
+from appliance.db.leases import kept, release_quietly
 from appliance.errors import ApplianceError
 from appliance.eval import goldensets
 from appliance.eval.metrics import text_of
@@ -100,23 +106,49 @@ class EvalRunner:
         self._wake.set()
 
     async def run_forever(self, *, idle_s: float = 2.0) -> None:
-        """The runner's loop (a task of the app lifespan; cancelled at shutdown)."""
+        """The runner's loop (a task of the app lifespan; cancelled at shutdown): claims the
+        oldest open run no replica runs and runs it; waits `idle_s` (or a wake) when there is
+        none, or when it failed."""
         while True:
             self._wake.clear()
-            runs: list[EvalRun] = []
+            ran = False
             while self.detector.status == "loading":  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             try:
-                runs = await anyio.to_thread.run_sync(self.evaluation.runs.open_runs)
-                for run in runs:
-                    await self.run(run)
+                run = await anyio.to_thread.run_sync(self.evaluation.runs.claim_next)
+                if run is not None:
+                    await self.run_leased(run)
+                    ran = True
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.error("evaluation runner failed; retrying", exc_info=True)
-            if not runs:
+            if not ran:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
+
+    async def run_leased(self, run: EvalRun) -> None:
+        """`run()` a run this process claimed, renewing its lease; stops if the lease is lost,
+        and gives the run back if it is stopped before its end (a shutdown)."""
+        runs = self.evaluation.runs
+        finished = False
+        try:
+            with anyio.CancelScope() as scope:
+                renewing = kept(
+                    lambda: runs.renew(run.id),
+                    every_s=runs.leases.terms.renew_every_s,
+                    on_lost=scope.cancel,
+                )
+                async with renewing:
+                    await self.run(run)
+                    finished = True
+            if scope.cancelled_caught:
+                log.warning(
+                    "evaluation run taken over by another replica", extra={"detail": run.id}
+                )
+        finally:
+            if not finished:
+                release_quietly(lambda: runs.release(run.id), what="evaluation run")
 
     async def run(
         self, run: EvalRun, *, progress: Progress | None = None, pause_s: float | None = None

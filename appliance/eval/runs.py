@@ -4,6 +4,10 @@ A run pins one version of a golden set and a list of models; it holds one result
 and item. Each finished result is committed on its own and never overwritten, which is what lets
 a run resume after a restart without running a finished item again (as batch jobs do). Outputs
 are sealed like every other content at rest.
+
+A server's runner claims a run with a lease (`appliance.db.leases`) and renews it while the run
+goes on, so of the replicas on one database one runs it; when that replica dies, its lease runs
+out and another resumes the run from its pending results.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, Table, func, update
 from sqlmodel import Session, col, select
 
 from appliance.auth.actor import Purpose
 from appliance.db.engine import session_scope
+from appliance.db.leases import LeaseTerms, RowLeases
 from appliance.db.models import utcnow
 from appliance.documents.crypto import Sealer
 from appliance.documents.store import aware
@@ -40,6 +45,7 @@ RATE_WINDOW = timedelta(minutes=5)
 """Rate and ETA are measured over results finished this recently."""
 MAX_MODELS = 8
 OPEN = ("queued", "running")
+RUNS: Table = EvalRun.__table__  # type: ignore[attr-defined]
 
 
 def _bound(run_id: str, model: str, seq: int) -> str:
@@ -49,9 +55,11 @@ def _bound(run_id: str, model: str, seq: int) -> str:
 class EvalRuns:
     """Runs and their results."""
 
-    def __init__(self, engine: Engine, sealer: Sealer) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer, *, lease: LeaseTerms | None = None) -> None:
         self.engine = engine
         self.sealer = sealer
+        self.leases = RowLeases(engine, RUNS, lease or LeaseTerms())
+        """Leases on runs: which server process runs which one now."""
 
     # -- writing ---------------------------------------------------------------------------------
     def create(
@@ -174,8 +182,8 @@ class EvalRuns:
         session: Session, run_id: str, status: str, metrics: dict[str, Any] | None
     ) -> EvalRun | None:
         run = session.get(EvalRun, run_id)
-        if run is None:
-            return None
+        if run is None or run.status not in OPEN:
+            return None  # a finished run stays as it was finished (by this or another replica)
         run.status = status
         if status == "running" and run.started_at is None:
             run.started_at = utcnow()
@@ -197,6 +205,25 @@ class EvalRuns:
                 .order_by(col(EvalRun.created_at))
             )
             return [r for r in runs if r.params.get("runner", "server") == "server"]
+
+    def claim_next(self) -> EvalRun | None:
+        """Lease the oldest open server run that no replica runs (or whose runner's lease ran
+        out) to this process; None when there is none."""
+        for run in self.open_runs():
+            claimed = self.leases.claim(
+                RUNS.c.id == run.id, RUNS.c.status.in_(OPEN), order_by=[RUNS.c.id]
+            )
+            if claimed:
+                return self.get(run.id)
+        return None
+
+    def renew(self, run_id: str) -> bool:
+        """Renew this process's lease on a run; False when it no longer holds it."""
+        return bool(self.leases.renew([(run_id,)]))
+
+    def release(self, run_id: str) -> None:
+        """Give a run up (a stopping server), so another replica resumes it at once."""
+        self.leases.release([(run_id,)])
 
     def get(self, run_id: str) -> EvalRun:
         """One run (404 otherwise)."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from appliance.audit.store import AuditLog
     from appliance.auth.actor import Actor
+    from appliance.db.leases import LeaseTerms
     from appliance.inference.registry import Registry
     from appliance.policies.store import PolicyStore
     from appliance.tasks.templates import TaskCatalog
@@ -63,6 +64,7 @@ class Evaluation:
         overrides: RoutingOverrides,
         requestable: tuple[str, ...] = (),
         pause_s: float = 0.05,
+        lease: LeaseTerms | None = None,
     ) -> None:
         self.engine = engine
         self.sealer = sealer
@@ -73,7 +75,7 @@ class Evaluation:
         self.overrides = overrides
         self.requestable = requestable
         """Policies a caller with no assignment may name (the `requestable_policies` setting)."""
-        self.runs = EvalRuns(engine, sealer)
+        self.runs = EvalRuns(engine, sealer, lease=lease)
         self.runner = EvalRunner(self, task_runner=task_runner, detector=detector, pause_s=pause_s)
 
     # -- golden sets -----------------------------------------------------------------------------

@@ -6,31 +6,49 @@ the job then reads Ollama's progress lines (`pulling manifest`, one line per lay
 and keeps a running percentage. When it ends, `model.pulled` is recorded (outcome `ok` or the
 error code) and the registry re-discovers models, so a pulled model can be routed to at once.
 
-Jobs live in memory: a pull is an operation on a backend, not state the appliance must keep
-(Ollama itself resumes an interrupted pull where it left off). Each step is reported as a
-`PullEvent` to the `PullAudit` the app hands in (which writes it to the audit trail).
+Jobs are kept in the database (a `PullStore` the app hands in), so every replica lists every
+pull and refuses a second pull of the same model on the same backend (409), whichever replica
+runs the first. The replica running a pull holds a lease on it, renews it and saves progress now
+and then; the freshest progress is the runner's own, the others show what was saved last. When
+that replica stops (a shutdown gives the pull back; a crash lets its lease run out), another
+replica's `run_forever` claims the pull and pulls again from the node it had reached: Ollama
+itself continues an interrupted download where it left off. Each step is reported as a
+`PullEvent` to the `PullAudit` the app hands in (which writes it to the audit trail); a pull
+resumed after a crash has one `model.pull_started` and one `model.pulled`, unless the crash
+fell between the final audit row and the job's end (then the resumed pull, which finds the model
+there, records a second `model.pulled`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
+import anyio
+
+from appliance.errors import ApplianceError, InvalidInput, NotFound
 from appliance.inference.balancer import BalancedBackend
 from appliance.inference.ollama import PullProgress
 from appliance.inference.registry import Registry
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,199}$")
 """Ollama's `[namespace/]model[:tag]` names; anything else is refused before a backend sees it."""
 
 KEEP_FINISHED = 50
 """Finished jobs kept for the page and the API; older ones are forgotten."""
+
+SAVE_EVERY_S = 0.5
+"""How often a running pull's progress is written for the other replicas to show."""
 
 
 class Puller(Protocol):
@@ -50,10 +68,24 @@ class Requester(Protocol):
     def id(self) -> str: ...
 
     @property
-    def role(self) -> str: ...
+    def role(self) -> str | None: ...
 
     @property
     def source(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class StoredRequester:
+    """A requester as kept with the job, for the audit row of a pull another replica ends."""
+
+    id: str
+    role: str | None = None
+    source: str | None = None
+
+    @classmethod
+    def of(cls, requester: Requester) -> StoredRequester:
+        """The fields of `requester` worth keeping."""
+        return cls(id=requester.id, role=requester.role, source=requester.source)
 
 
 @dataclass(frozen=True)
@@ -77,8 +109,57 @@ class PullAudit(Protocol):
     async def __call__(self, event: PullEvent) -> None: ...
 
 
+class PullStore(Protocol):
+    """Where jobs are kept, shared by every replica (`appliance.db.pulls.PullRows`): rows as
+    dicts of `PullJob.row()`'s fields, each running one leased to the process running it."""
+
+    @property
+    def renew_every_s(self) -> float:
+        """How often a running pull's lease is renewed."""
+        ...
+
+    def add(self, job: dict[str, Any], *, keep_finished: int) -> None:
+        """Store a new running job leased to this process; `Conflict` if the same runs."""
+        ...
+
+    def save(self, job: dict[str, Any]) -> bool:
+        """Write progress (or the end) if this process still holds the job."""
+        ...
+
+    def remove(self, job_id: str) -> None:
+        """Forget a job that never started."""
+        ...
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """One job."""
+        ...
+
+    def recent(self) -> list[dict[str, Any]]:
+        """Every job kept, newest first."""
+        ...
+
+    def claim_abandoned(self) -> dict[str, Any] | None:
+        """A running job nobody holds, now leased to this process."""
+        ...
+
+    def kept(
+        self, job_id: str, *, on_lost: Callable[[], object]
+    ) -> AbstractAsyncContextManager[None]:
+        """Renew this process's lease on a running job while the block runs; `on_lost()` when
+        another replica has it."""
+        ...
+
+    def release(self, job_id: str) -> None:
+        """Give a running job up."""
+        ...
+
+
 def _can_pull(backend: Any) -> bool:
     return callable(getattr(backend, "pull", None))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 @dataclass
@@ -89,16 +170,21 @@ class PullJob:
     backend: str
     model: str
     nodes: list[str]
-    actor: str
+    requester: StoredRequester
     status: Literal["running", "succeeded", "failed"] = "running"
     phase: str = "starting"
     node_index: int = 0
     layers: dict[str, tuple[int, int]] = field(default_factory=dict)
     """digest -> (completed, total) bytes on the current node."""
     error: str | None = None
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-    finished_at: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def actor(self) -> str:
+        """Who asked for the pull."""
+        return self.requester.id
 
     def note(self, line: PullProgress) -> None:
         """Fold one progress line into the job."""
@@ -138,18 +224,65 @@ class PullJob:
             "completed_bytes": completed,
             "total_bytes": total,
             "error": self.error,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+    def row(self) -> dict[str, Any]:
+        """The job as its store keeps it."""
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "model": self.model,
+            "nodes": list(self.nodes),
+            "requester": {
+                "id": self.requester.id,
+                "role": self.requester.role,
+                "source": self.requester.source,
+            },
+            "status": self.status,
+            "phase": self.phase[:200],
+            "node_index": self.node_index,
+            "layers": {digest: list(sizes) for digest, sizes in self.layers.items()},
+            "error": self.error[:300] if self.error else None,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> PullJob:
+        """A job as its store returned it."""
+        requester = row["requester"] or {}
+        return cls(
+            id=row["id"],
+            backend=row["backend"],
+            model=row["model"],
+            nodes=list(row["nodes"]),
+            requester=StoredRequester(
+                id=str(requester.get("id", "system")),
+                role=requester.get("role"),
+                source=requester.get("source"),
+            ),
+            status=row["status"],
+            phase=row["phase"],
+            node_index=int(row["node_index"]),
+            layers={d: (int(c), int(t)) for d, (c, t) in (row["layers"] or {}).items()},
+            error=row["error"],
+            started_at=_utc(row["started_at"]),
+            finished_at=_utc(row["finished_at"]) if row["finished_at"] else None,
+        )
+
 
 class ModelPulls:
-    """Starts pulls on the registry's Ollama backends and keeps their progress."""
+    """Starts pulls on the registry's Ollama backends, keeps their progress in `store`, and
+    resumes pulls a stopped replica left unfinished."""
 
-    def __init__(self, registry: Registry, audit: PullAudit) -> None:
+    def __init__(self, registry: Registry, audit: PullAudit, store: PullStore) -> None:
         self.registry = registry
         self.audit = audit
-        self._jobs: dict[str, PullJob] = {}
+        self.store = store
+        self._running: dict[str, PullJob] = {}
+        """The jobs this process runs: their progress is fresher than the store's."""
 
     def pullable(self) -> list[str]:
         """Names an admin may pull on: Ollama pools and each of their nodes."""
@@ -195,15 +328,18 @@ class ModelPulls:
         )
 
     def jobs(self) -> list[PullJob]:
-        """Every job still remembered, newest first."""
-        return sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)
+        """Every job kept, by any replica, newest first (blocking: reads the store)."""
+        jobs = [PullJob.from_row(row) for row in self.store.recent()]
+        return [self._running.get(job.id, job) for job in jobs]
 
     def get(self, job_id: str) -> PullJob:
-        """One job by id."""
-        job = self._jobs.get(job_id)
-        if job is None:
+        """One job by id, whichever replica runs it (blocking: reads the store)."""
+        if job_id in self._running:
+            return self._running[job_id]
+        row = self.store.get(job_id) if len(job_id) <= 32 else None
+        if row is None:
             raise NotFound(f"no model pull '{job_id}'", field="pull_id")
-        return job
+        return PullJob.from_row(row)
 
     async def start(self, actor: Requester, *, backend: str, model: str) -> PullJob:
         """Check the request, audit it, and run the pull in the background."""
@@ -214,53 +350,116 @@ class ModelPulls:
                 field="model",
             )
         targets = self.targets(backend)
-        for job in self._jobs.values():
-            if job.status == "running" and job.model == model and job.backend == backend:
-                raise Conflict(f"'{model}' is already being pulled on {backend}", field="model")
         job = PullJob(
             id=uuid.uuid4().hex,
             backend=backend,
             model=model,
             nodes=[t.name for t in targets],
-            actor=actor.id,
+            requester=StoredRequester.of(actor),
         )
-        await self.audit(self._event(actor, job, "model.pull_started", "ok"))
-        self._jobs[job.id] = job
-        self._forget_old()
-        job.task = asyncio.create_task(self._run(actor, job, targets))
+        # Stored first: the row's unique index is what refuses the same pull on any replica.
+        await anyio.to_thread.run_sync(
+            lambda: self.store.add(job.row(), keep_finished=KEEP_FINISHED)
+        )
+        try:
+            await self.audit(self._event(job, "model.pull_started", "ok"))
+        except BaseException:
+            await anyio.to_thread.run_sync(self.store.remove, job.id)
+            raise
+        self._launch(job, targets)
         return job
 
-    async def _run(self, actor: Requester, job: PullJob, targets: list[Puller]) -> None:
-        outcome, error, cancelled = "ok", None, False
+    def _launch(self, job: PullJob, targets: list[Puller]) -> None:
+        self._running[job.id] = job
+        job.task = asyncio.create_task(self._run(job, targets))
+
+    async def run_forever(self, *, idle_s: float | None = None) -> None:
+        """Resume pulls that a stopped replica left running, claimed one at a time (a task
+        of the app lifespan; cancelled at shutdown)."""
+        wait = idle_s if idle_s is not None else self.store.renew_every_s
+        while True:
+            try:
+                row = await anyio.to_thread.run_sync(self.store.claim_abandoned)
+                if row is not None:
+                    self._resume(PullJob.from_row(row))
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.error("resuming model pulls failed; retrying", exc_info=True)
+            await asyncio.sleep(wait)
+
+    def _resume(self, job: PullJob) -> None:
+        log.info("resuming a model pull", extra={"detail": f"{job.backend}:{job.model}"})
         try:
-            for index, target in enumerate(targets):
-                job.node_index = index
-                job.layers = {}
-                async for line in target.pull(job.model):
+            found = {t.name: t for t in self.targets(job.backend)}
+            targets = [found[name] for name in job.nodes]
+        except (InvalidInput, KeyError):
+            # The backend or one of its nodes is no longer configured: the pull ends failed.
+            job.node_index, targets = len(job.nodes), []
+            job.error = "the backend's nodes changed while the pull was interrupted"
+        self._launch(job, targets)
+
+    async def _run(self, job: PullJob, targets: list[Puller]) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # `_launch` runs this as a task
+        try:
+            async with self.store.kept(job.id, on_lost=task.cancel):
+                outcome, error = await self._pull(job, targets)
+                # The audit row is committed before the job reports its end, and the end is
+                # stored before this replica shows it.
+                await asyncio.shield(self.audit(self._event(job, "model.pulled", outcome)))
+                ended = replace(
+                    job,
+                    finished_at=datetime.now(UTC),
+                    error=error,
+                    status="succeeded" if outcome == "ok" else "failed",
+                )
+                await anyio.to_thread.run_sync(self.store.save, ended.row())
+                job.finished_at, job.error, job.status = ended.finished_at, error, ended.status
+        except asyncio.CancelledError:
+            # A shutdown, or the lease passed to another replica: the pull is not over, and
+            # whoever holds it next pulls on (this one gives it back if it still has it).
+            if job.status == "running":
+                self._give_back(job)
+            raise
+        finally:
+            self._running.pop(job.id, None)
+
+    def _give_back(self, job: PullJob) -> None:
+        self._running.pop(job.id, None)
+        try:
+            self.store.release(job.id)
+        except Exception:
+            log.warning("giving a model pull back failed", exc_info=True)
+
+    async def _pull(self, job: PullJob, targets: list[Puller]) -> tuple[str, str | None]:
+        """Pull on each node from the one the job had reached; (outcome, error)."""
+        if job.error is not None:
+            return "invalid_input", job.error
+        saved = time.monotonic()
+        try:
+            for index in range(job.node_index, len(targets)):
+                job.node_index, job.layers = index, {}
+                async for line in targets[index].pull(job.model):
                     job.note(line)
+                    if time.monotonic() - saved >= SAVE_EVERY_S:
+                        saved = time.monotonic()
+                        await anyio.to_thread.run_sync(self.store.save, job.row())
             # List the new model before reporting success, so a caller that saw `succeeded`
             # can route to it at once.
             await self.registry.discover()
         except ApplianceError as exc:
-            outcome, error = exc.code, exc.message
-        except asyncio.CancelledError:
-            outcome, error, cancelled = "cancelled", "the pull was stopped", True
+            return exc.code, exc.message
         except Exception as exc:  # a broken stream must end the job, not leave it running
-            outcome, error = "internal_error", type(exc).__name__
-        # The audit row is committed before the job reports its end.
-        event = self._event(actor, job, "model.pulled", outcome)
-        await asyncio.shield(self.audit(event))
-        job.finished_at = datetime.now(UTC).isoformat()
-        job.error = error
-        job.status = "succeeded" if outcome == "ok" else "failed"
-        if cancelled:
-            raise asyncio.CancelledError
+            return "internal_error", type(exc).__name__
+        return "ok", None
 
-    def _event(self, actor: Requester, job: PullJob, action: str, outcome: str) -> PullEvent:
+    def _event(self, job: PullJob, action: str, outcome: str) -> PullEvent:
         return PullEvent(
             action=action,
             outcome=outcome,
-            requester=actor,
+            requester=job.requester,
             model=job.model,
             target=f"{job.backend}:{job.model}",
             details={
@@ -270,14 +469,12 @@ class ModelPulls:
             },
         )
 
-    def _forget_old(self) -> None:
-        finished = [j for j in self.jobs() if j.status != "running"]
-        for job in finished[KEEP_FINISHED:]:
-            self._jobs.pop(job.id, None)
-
     async def aclose(self) -> None:
-        """Stop running pulls (app shutdown); each still gets its `model.pulled` row."""
-        tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
+        """Stop the pulls this process runs (app shutdown): each is given back, to be resumed
+        by another replica or after the restart."""
+        tasks = [j.task for j in self._running.values() if j.task is not None and not j.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for job in list(self._running.values()):  # cancelled before it ever ran
+            self._give_back(job)

@@ -78,7 +78,7 @@ class ModelPagesController(Controller):
             task_tiers={t.name: t.tier for t in routing.tasks.all()},
             reference_model=routing.costs.reference_model,
             pullable=pulls.pullable(),
-            pulls=[j.public() for j in pulls.jobs()],
+            pulls=[j.public() for j in await anyio.to_thread.run_sync(pulls.jobs)],
         )
 
 

@@ -39,7 +39,7 @@ class ModelPullPagesController(Controller):
         )
         return fragment("_pull.html", job=job.public())
 
-    @get("/{pull_id:str}", sync_to_thread=False)
+    @get("/{pull_id:str}", sync_to_thread=True)  # reads the database
     def progress(self, pull_id: FromPath[str], pulls: NamedDependency[ModelPulls]) -> Template:
         """The job's progress partial; it stops polling once the pull has ended."""
         return fragment("_pull.html", job=pulls.get(pull_id).public())

@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 from appliance.batches.runner import BatchRunner
+from appliance.batches.service import ITEMS, ClaimedItem
+from appliance.db.leases import LeaseTerms
 from appliance.inference.gate import GenerationGate, background, is_background
 
 
@@ -102,26 +104,47 @@ class _Gateway:
         return Result()
 
 
+class _Leases:
+    """Leases that are always held (one process, no database)."""
+
+    terms = LeaseTerms(holder="test")
+    table = ITEMS
+
+    def renew(self, keys: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        return set(keys)
+
+    def release(self, keys: set[tuple[str, int]], **_: Any) -> None:
+        return None
+
+
 class _Batches:
-    """Two pending items in memory; records what the runner finishes."""
+    """Two pending items in memory; records what the runner claims and finishes."""
+
+    leases = _Leases()
 
     def __init__(self) -> None:
         self.items = {0: {"text": "a"}, 1: {"text": "b"}}
+        self.claimed: list[int] = []
         self.finished: list[tuple[int, str]] = []
         self.marks: list[str] = []
 
-    def pending(self, job_id: str, *, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        done = {seq for seq, _ in self.finished}
-        return [(s, i) for s, i in self.items.items() if s not in done][:limit]
+    def claim(self, job_id: str) -> ClaimedItem | None:
+        left = [seq for seq in self.items if seq not in self.claimed]
+        if not left:
+            return None
+        self.claimed.append(left[0])
+        return ClaimedItem(seq=left[0], input=self.items[left[0]], attempts=1)
 
-    def is_pending(self, job_id: str, seq: int) -> bool:
-        return seq in self.items and seq not in {s for s, _ in self.finished}
+    def begin(self, job_id: str) -> None:
+        self.marks.append("running")
 
-    def mark(self, job_id: str, status: str) -> None:
-        self.marks.append(status)
+    def complete_if_done(self, job_id: str) -> bool:
+        self.marks.append("completed")
+        return True
 
-    def finish_item(self, job_id: str, seq: int, *, status: str, **_: Any) -> None:
+    def finish_item(self, job_id: str, seq: int, *, status: str, **_: Any) -> bool:
         self.finished.append((seq, status))
+        return True
 
 
 class _Job:

@@ -1,17 +1,26 @@
 """`ModelPulls` against the FAKE Ollama (httpx MockTransport replaying docs/api.md): progress
-across layers and nodes, refusals before any backend is asked, and the audit rows."""
+across layers and nodes, refusals before any backend is asked, and the audit rows; and pulls as
+rows of a database (SQLite and PostgreSQL) that replicas share: the same pull twice is refused
+on any replica, and a pull whose replica stopped or died is resumed by another."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, update
 
 from appliance.auth.actor import Actor
+from appliance.db.leases import LeaseTerms
+from appliance.db.models import utcnow
+from appliance.db.pulls import PULLS, PullRows
 from appliance.errors import Conflict, InvalidInput
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.ollama import OllamaBackend, PullProgress
-from appliance.inference.pulls import ModelPulls, PullEvent, PullJob
+from appliance.inference.pulls import ModelPulls, PullEvent, PullJob, StoredRequester
 from appliance.inference.registry import Registry
 from tests.support.fake_ollama import FakeOllamaTransport
 
@@ -50,8 +59,14 @@ def pool(*fakes: FakeOllamaTransport) -> BalancedBackend:
     return BalancedBackend("ollama", nodes, first_token_timeout_s=5, total_timeout_s=30)
 
 
+def rows(engine: Engine, holder: str = "replica-0") -> PullRows:
+    return PullRows(engine, LeaseTerms(holder=holder, lease_s=30))
+
+
 def test_progress_folds_layers_and_nodes() -> None:
-    job = PullJob(id="j", backend="ollama", model="m", nodes=["a", "b"], actor="user:x")
+    job = PullJob(
+        id="j", backend="ollama", model="m", nodes=["a", "b"], requester=StoredRequester("x")
+    )
     job.note(PullProgress(status="pulling manifest"))
     assert job.percent == 0
     job.note(PullProgress(status="downloading d1", digest="d1", total=300))
@@ -64,11 +79,11 @@ def test_progress_folds_layers_and_nodes() -> None:
     assert job.public()["node"] == "b"
 
 
-async def test_a_pool_pull_runs_on_every_node_and_is_audited() -> None:
+async def test_a_pool_pull_runs_on_every_node_and_is_audited(engine: Engine) -> None:
     fakes = (FakeOllamaTransport(), FakeOllamaTransport())
     trail = Trail()
     registry = Registry([Embedded(), pool(*fakes)])  # type: ignore[list-item]
-    pulls = ModelPulls(registry, trail)
+    pulls = ModelPulls(registry, trail, rows(engine))
     assert pulls.pullable() == ["ollama", "ollama-0", "ollama-1"]
 
     job = await pulls.start(ADMIN, backend="ollama", model="qwen2.5:0.5b")
@@ -84,12 +99,17 @@ async def test_a_pool_pull_runs_on_every_node_and_is_audited() -> None:
     ]
     assert trail.records[1].details["nodes"] == 2
     assert "qwen2.5:0.5b" in registry.names()
+    # The job's end is in the database, as every replica reads it.
+    stored = PullJob.from_row(rows(engine).get(job.id) or {})
+    assert (stored.status, stored.percent, stored.requester.id) == ("succeeded", 100, ADMIN.id)
+    assert stored.public()["total_bytes"] == sum(FakeOllamaTransport().library["qwen2.5:0.5b"])
 
 
-async def test_refusals_name_the_field_and_ask_no_backend() -> None:
+async def test_refusals_name_the_field_and_ask_no_backend(engine: Engine) -> None:
     fake = FakeOllamaTransport(pull_steps=50)
     trail = Trail()
-    pulls = ModelPulls(Registry([Embedded(), pool(fake)]), trail)  # type: ignore[list-item]
+    registry = Registry([Embedded(), pool(fake)])  # type: ignore[list-item]
+    pulls = ModelPulls(registry, trail, rows(engine))
     with pytest.raises(InvalidInput) as embedded:
         await pulls.start(ADMIN, backend="llamacpp", model="llama3.2:3b")
     assert embedded.value.field == "backend" and "cannot pull" in embedded.value.message
@@ -107,3 +127,97 @@ async def test_refusals_name_the_field_and_ask_no_backend() -> None:
     assert first.task is not None
     await first.task
     assert first.status == "succeeded"
+
+
+class Stalling:
+    """A puller whose download never ends (a big model), until it is stopped."""
+
+    name = "ollama-0"
+
+    async def pull(self, model: str) -> AsyncIterator[PullProgress]:
+        yield PullProgress(status="pulling manifest")
+        await asyncio.Event().wait()
+
+
+def replica(engine: Engine, holder: str, *fakes: FakeOllamaTransport) -> tuple[ModelPulls, Trail]:
+    """One replica's pulls: its own registry and engine, the shared database."""
+    trail = Trail()
+    registry = Registry([Embedded(), pool(*fakes)])  # type: ignore[list-item]
+    return ModelPulls(registry, trail, rows(engine, holder)), trail
+
+
+async def test_the_same_pull_twice_is_refused_on_another_replica(
+    engine: Engine, other_engine: Callable[[], Engine]
+) -> None:
+    first, _ = replica(engine, "first", FakeOllamaTransport())
+    second, second_trail = replica(other_engine(), "second", FakeOllamaTransport())
+    first.targets = lambda name: [Stalling()]  # type: ignore[method-assign]
+    running = await first.start(ADMIN, backend="ollama", model="llama3.2:3b")
+
+    with pytest.raises(Conflict) as twice:
+        await second.start(ADMIN, backend="ollama", model="llama3.2:3b")
+
+    assert twice.value.field == "model" and second_trail.records == []
+    # The other replica lists the running pull and shows it.
+    assert [j.id for j in second.jobs()] == [running.id]
+    assert second.get(running.id).status == "running"
+    await first.aclose()
+
+
+async def test_a_stopped_replicas_pull_is_resumed_by_another(
+    engine: Engine, other_engine: Callable[[], Engine]
+) -> None:
+    stopping, stopping_trail = replica(engine, "stopping", FakeOllamaTransport())
+    stopping.targets = lambda name: [Stalling()]  # type: ignore[method-assign]
+    job = await stopping.start(ADMIN, backend="ollama-0", model="qwen2.5:0.5b")
+    await asyncio.sleep(0.05)
+
+    await stopping.aclose()  # a graceful shutdown gives the pull back, unfinished
+
+    assert [r.action for r in stopping_trail.records] == ["model.pull_started"]
+    fake = FakeOllamaTransport()
+    other, other_trail = replica(other_engine(), "other", fake)
+    await resumed_by(other, job.id)
+    assert [b["model"] for p, b in fake.requests if p == "/api/pull"] == ["qwen2.5:0.5b"]
+    assert [(r.action, r.outcome, r.requester.id) for r in other_trail.records] == [
+        ("model.pulled", "ok", ADMIN.id)
+    ]
+    assert stopping.get(job.id).status == "succeeded"  # as every replica sees it
+
+
+async def test_a_dead_replicas_pull_is_resumed_once_its_lease_ran_out(
+    engine: Engine, other_engine: Callable[[], Engine]
+) -> None:
+    # A replica that died right after storing the job: nothing runs it, nothing renews it.
+    dead = rows(engine, "dead")
+    job = PullJob(
+        id="a" * 32,
+        backend="ollama",
+        model="qwen2.5:0.5b",
+        nodes=["ollama-0"],
+        requester=StoredRequester.of(ADMIN),
+    )
+    dead.add(job.row(), keep_finished=50)
+    fake = FakeOllamaTransport()
+    other, other_trail = replica(other_engine(), "other", fake)
+    assert other.store.claim_abandoned() is None  # its lease still runs
+
+    with engine.begin() as connection:
+        connection.execute(update(PULLS).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    await resumed_by(other, job.id)
+    assert [(r.action, r.outcome) for r in other_trail.records] == [("model.pulled", "ok")]
+    assert "qwen2.5:0.5b" in other.registry.names()
+
+
+async def resumed_by(pulls: ModelPulls, job_id: str) -> None:
+    """Run `pulls`' resuming loop until the job has succeeded."""
+    resumer = asyncio.create_task(pulls.run_forever(idle_s=0.05))
+    try:
+        for _ in range(400):
+            if pulls.get(job_id).status == "succeeded":
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"the pull was not resumed: {pulls.get(job_id).public()}")
+    finally:
+        resumer.cancel()
+        await asyncio.gather(resumer, return_exceptions=True)

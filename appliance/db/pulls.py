@@ -1,0 +1,143 @@
+"""Model pull jobs as rows, so every replica sees every pull and an interrupted one is resumed.
+
+`appliance.inference.pulls` runs the pulls; it keeps them here through its `PullStore`
+protocol (the inference package reaches no database itself). A row holds what the API shows
+(status, phase, node, bytes per layer), who asked (for the audit row written when the pull ends),
+and a lease (`appliance.db.leases`): the replica running the pull renews it and saves progress
+now and then; when that replica dies, another claims the row once the lease ran out and pulls
+again (Ollama continues a pull where it stopped). A partial unique index allows one running pull
+per backend and model, across replicas: a second one is a `Conflict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from appliance.db.leases import LeaseTerms, RowLeases, database_now, kept
+from appliance.errors import Conflict
+
+PULLS = Table(
+    "model_pulls",
+    MetaData(),
+    Column("id", String(32), primary_key=True),
+    Column("backend", String(200), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("nodes", JSON, nullable=False),
+    Column("requester", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("phase", String(200), nullable=False),
+    Column("node_index", Integer, nullable=False),
+    Column("layers", JSON, nullable=False),
+    Column("error", String(300)),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("lease_holder", String(200)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Index("ix_model_pulls_status", "status"),
+)
+"""Migration 0013; `status` is `running`, `succeeded` or `failed`."""
+
+PROGRESS = ("status", "phase", "node_index", "layers", "error", "finished_at")
+"""The columns a running pull updates."""
+
+
+class PullRows:
+    """Pull jobs in the database, as dicts of their columns (the inference package's
+    `PullStore`); a job is leased to the process that adds or claims it."""
+
+    def __init__(self, engine: Engine, lease: LeaseTerms | None = None) -> None:
+        self.engine = engine
+        self.leases = RowLeases(engine, PULLS, lease or LeaseTerms())
+
+    @property
+    def renew_every_s(self) -> float:
+        """How often the runner renews a pull's lease."""
+        return self.leases.terms.renew_every_s
+
+    def add(self, job: dict[str, Any], *, keep_finished: int) -> None:
+        """Store a new running pull, leased to this process, and forget all but the newest
+        `keep_finished` finished ones; `Conflict` (409) when the same model is being pulled on
+        the same backend (by any replica)."""
+        try:
+            with self.engine.begin() as connection:
+                expires = self.leases.terms.expiry(database_now(connection))
+                holder = self.leases.terms.holder
+                connection.execute(
+                    insert(PULLS).values(
+                        {**job, "lease_holder": holder, "lease_expires_at": expires}
+                    )
+                )
+                finished = select(PULLS.c.id).where(PULLS.c.status != "running")
+                old = finished.order_by(PULLS.c.started_at.desc()).offset(keep_finished)
+                connection.execute(delete(PULLS).where(PULLS.c.id.in_(old.scalar_subquery())))
+        except IntegrityError:
+            raise Conflict(
+                f"'{job['model']}' is already being pulled on {job['backend']}", field="model"
+            ) from None
+
+    def save(self, job: dict[str, Any]) -> bool:
+        """Write a running pull's progress (or its end) if this process still holds it."""
+        with self.engine.begin() as connection:
+            saved = connection.execute(
+                update(PULLS)
+                .where(PULLS.c.id == job["id"], self.leases.held())
+                .values({name: job[name] for name in PROGRESS})
+            )
+            return bool(saved.rowcount)
+
+    def remove(self, job_id: str) -> None:
+        """Forget a pull that never started (its start could not be audited)."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(PULLS).where(PULLS.c.id == job_id))
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """One pull by id."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(PULLS).where(PULLS.c.id == job_id)).first()
+            return None if row is None else dict(row._mapping)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """Every pull kept, newest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(PULLS).order_by(PULLS.c.started_at.desc()))
+            return [dict(row._mapping) for row in rows]
+
+    def claim_abandoned(self) -> dict[str, Any] | None:
+        """Lease to this process the oldest running pull nobody holds (its replica stopped or
+        died); None when there is none."""
+        rows = self.leases.claim(PULLS.c.status == "running", order_by=[PULLS.c.started_at])
+        return dict(rows[0]._mapping) if rows else None
+
+    def kept(
+        self, job_id: str, *, on_lost: Callable[[], object]
+    ) -> AbstractAsyncContextManager[None]:
+        """Renew this process's lease on a pull while the block runs; `on_lost()` once another
+        replica has it."""
+        return kept(
+            lambda: bool(self.leases.renew([(job_id,)])),
+            every_s=self.renew_every_s,
+            on_lost=on_lost,
+        )
+
+    def release(self, job_id: str) -> None:
+        """Give a running pull up (a stopping server): another replica resumes it at once."""
+        self.leases.release([(job_id,)])
