@@ -11,7 +11,7 @@ What that gives up: after a crash of the database the table starts empty, and a 
 have it, so the windows open at that moment start from zero, as a restarted single server's do.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-10
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
