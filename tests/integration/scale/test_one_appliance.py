@@ -13,23 +13,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from appliance.auth.sessions import SESSION_COOKIE
+from tests.integration.api.test_policies import PSEUDONYMS
 from tests.integration.auth.conftest import csrf_from, password_login
 from tests.support.browser import loopback_browser
 from tests.support.process import appliance_cli
 from tests.support.replicas import Replicas
 
 pytestmark = pytest.mark.postgresql
-
-PSEUDONYMS = """
-name: default
-description: Names pseudonymized per conversation and restored (test policy).
-min_score: 0.4
-entities:
-  - {entity: PERSON, action: pseudonymize, min_score: 0.5}
-  - {entity: EMAIL_ADDRESS, action: redact}
-output: {scan: true, restore_pseudonyms: true}
-pseudonyms: {scope: conversation, ttl_minutes: 30}
-"""
 
 
 def test_a_session_made_on_one_replica_works_on_the_others(
