@@ -117,6 +117,8 @@ variables = {
     "base_install_window": False,
     "base_ntp_servers": [],
     "base_ssh_allowed_sources": [f"{net}.1"],
+    # Prometheus on both app hosts, each scraping its own replica (checked below).
+    "monitoring_enabled": True,
 }
 (out / "vars.json").write_text(json.dumps(variables))
 PY
@@ -236,6 +238,38 @@ served_by app2 >"$work/spread.app2"
 n1=$(wc -l <"$work/spread.app1") n2=$(wc -l <"$work/spread.app2")
 both() { (( n1 > 0 && n2 > 0 )) && [[ $(sort "$work/spread.app1" "$work/spread.app2") == "$(sort "$work/spread.ids")" ]]; }
 check "20 requests through the balancer reach both replicas ($n1 on app1, $n2 on app2), each once" both
+
+# Monitoring: each app host's Prometheus scrapes its own replica with the key the role made, has
+# the shipped alert rules loaded, and counted the spread's requests that replica served.
+prometheus() {
+  ct "$1" python3 - <<'PY'
+import json, urllib.parse, urllib.request
+def get(path):
+    with urllib.request.urlopen(f"http://127.0.0.1:9090/api/v1/{path}", timeout=10) as answer:
+        return json.load(answer)["data"]
+def value(query):
+    result = get("query?" + urllib.parse.urlencode({"query": query}))["result"]
+    return result[0]["value"][1] if result else "none"
+rules = sum(len(group["rules"]) for group in get("rules")["groups"])
+up = value('up{job="appliance"}')
+served = value('sum(appliance_http_requests_total{route="/api/v1/models",status="200"})')
+print(up, served, rules)
+PY
+}
+scraped() {
+  local name up served rules alerts
+  alerts=$(grep -c '^ *- alert:' ansible/roles/monitoring/files/appliance-alerts.yml)
+  for name in app1 app2; do
+    for _ in $(seq 1 20); do
+      read -r up served rules < <(prometheus "$name" || echo "error error 0")
+      [[ $up == 1 && $served != none && $served != error ]] && break
+      sleep 5
+    done
+    echo "$name: up=$up models-requests=$served rules=$rules of $alerts"
+    [[ $up == 1 && $served =~ ^[0-9.]+$ && $rules == "$alerts" ]] && (( ${served%.*} > 0 )) || return 1
+  done
+}
+check "Prometheus on app1 and app2 scrapes its own replica (up, the spread's requests counted) with every shipped alert rule loaded" scraped
 
 # Failover: app2 powered off while requests keep coming; none may fail.
 s=$(date +%s)
