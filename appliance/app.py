@@ -160,7 +160,7 @@ def _metrics(appliance: Appliance, integrity: Integrity) -> Metrics | None:
             detector_status=lambda: appliance.detector.status,
             integrity_status=lambda: integrity.status,
             chain_head=lambda: appliance.audit.head().seq,
-            work_progress=partial(work_progress, appliance.engine),
+            work_progress=partial(work_progress, appliance.batches, appliance.evaluation.runs),
         )
     )
 

@@ -6,9 +6,11 @@ detector, the audit chain's head and integrity, batch and evaluation progress) i
 objects that hold it when Prometheus scrapes (`StateCollector`), so no gauge has to be kept in
 step with it.
 
-Labels are bounded and hold no content: route templates (never a raw path), methods, status
-codes, audit outcomes, policy names (without the version), and model, backend and node names
-from the configuration. Never a user, a key, a request id or any text of a request.
+Labels are bounded and hold no content: route templates (never a raw path), the standard
+methods (any other is `OTHER`), status codes, audit outcomes of a fixed vocabulary (`OUTCOMES`),
+policy names (without the version), and model, backend and node names from the configuration
+(a node's URL without credentials or query). Never a user, a key, a request id or any text of a
+request.
 
 This module imports nothing of the appliance's, so every layer may observe into it (as every
 layer may raise `errors`); the state it reads is described by the protocols below, and
@@ -150,16 +152,76 @@ def _label(value: object) -> str:
     return text[:_LABEL_LIMIT]
 
 
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+"""The `method` label's values (RFC 9110 and PATCH); any other method a caller sends is
+`OTHER_METHOD`."""
+OTHER_METHOD = "OTHER"
+
+OTHER = "other"
+"""The `outcome` label of an outcome outside `OUTCOMES`."""
+
+OUTCOMES = frozenset(
+    {
+        # What the typed audit events say by default, and the generic ones.
+        *("ok", "error", "failed", "denied", "refused", "throttled", "flood", "cancelled"),
+        *("allowed", "analyzed", "redacted", "blocked", "escalated", "invalid_input"),
+        *("inference_failed", "detector_unavailable", "policy_not_allowed"),
+        # The error tree's codes and the HTTP layer's refusals.
+        *("audit_error", "audit_key_invalid", "auth_throttled", "backend_busy"),
+        *("backend_timeout", "backend_unavailable", "conflict", "csrf_failed"),
+        *("database_not_migrated", "escalation_budget_exhausted", "external_refused"),
+        *("forbidden", "internal_error", "login_failed", "login_throttled", "malformed_body"),
+        *("method_not_allowed", "model_not_found", "not_found", "not_ready", "output_invalid"),
+        *("password_change_required", "payload_too_large", "pii_blocked", "policy_invalid"),
+        *("policy_not_found", "rate_limited", "rate_limits_unavailable", "task_not_found"),
+        *("unauthorized",),
+        # Sign-in, accounts and sessions.
+        *("password", "password_changed", "oidc", "scope", "locked", "disabled"),
+        *("unknown_user", "no_password", "bad_password", "granted", "revoked"),
+        *("changed", "ended"),
+        # Review, evaluation sets and runs.
+        *("low_confidence", "create", "replace", "append", "completed"),
+    }
+)
+"""The `outcome` label's values. An outcome carrying a value (`ended 3`, `user->admin`) is
+counted by its kind (`ended`, `changed`); anything else outside the set is `other`, so no
+caller and no future event can add series."""
+
+
+def method_label(method: str) -> str:
+    """The request's method if it is a standard one (case-sensitive, as methods are), else
+    `OTHER_METHOD`."""
+    return method if method in METHODS else OTHER_METHOD
+
+
+def outcome_label(outcome: str | None) -> str:
+    """An audit row's outcome as a label of the fixed vocabulary `OUTCOMES`."""
+    if not outcome:
+        return NONE
+    if "->" in outcome:
+        return "changed"
+    kind = outcome.split(" ", 1)[0]
+    return kind if kind in OUTCOMES else OTHER
+
+
 def node_label(name: str) -> str:
-    """A pool node's name (its URL): any user and password in it are left out."""
+    """A pool node's name as `scheme://host:port/path`: the user and password, query and
+    fragment of a URL are left out (they may hold credentials). A name that is no URL stays
+    as it is."""
     parts = urlsplit(name)
-    if parts.username is None and parts.password is None:
-        return _label(name)
+    if not parts.netloc:
+        return _label(parts.path)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return _label(urlunsplit(parts._replace(netloc=netloc)))
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range: the port says nothing then
+        port = None
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return _label(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
 
 
 def policy_label(ref: str | None) -> str:
@@ -178,8 +240,10 @@ def request_done(
     policy: str | None,
 ) -> None:
     """Count one answered request and its duration (`route` is the route template)."""
-    route, method = _label(route), _label(method)
-    HTTP_REQUESTS.labels(route, method, str(status), _label(outcome), policy_label(policy)).inc()
+    route, method = _label(route), method_label(method)
+    HTTP_REQUESTS.labels(
+        route, method, str(status), outcome_label(outcome), policy_label(policy)
+    ).inc()
     HTTP_DURATION.labels(route, method).observe(seconds)
 
 
@@ -199,6 +263,13 @@ def generation_done(
     GENERATION_DURATION.labels(name).observe(max(seconds, 0.0))
     if ttft_s is not None:
         TIME_TO_FIRST_TOKEN.labels(name).observe(max(ttft_s, 0.0))
+
+
+def queue_rejected(model: str) -> None:
+    """A generation for `model` was refused with 503 `backend_busy`: its queue was full (an
+    embedded model's gate, or every node of a pool at its limit with the pool's queue full or
+    waited out)."""
+    QUEUE_REJECTED.labels(_label(model)).inc()
 
 
 def queue_waited(model: str, *, background: bool, seconds: float) -> None:
@@ -299,6 +370,55 @@ _WORK_HELP = {
 }
 
 
+DATABASE_UP = "appliance_database_up"
+_DATABASE_UP_HELP = "1 if the scrape's reads of the database succeeded."
+
+_Spec = tuple[str, type[GaugeMetricFamily] | type[CounterMetricFamily], str]
+"""A family of a `_Families`: its name's last part, its type, its help."""
+
+_NODE_FAMILIES: tuple[_Spec, ...] = (
+    (
+        "up",
+        GaugeMetricFamily,
+        "1 if the node answered its last health probe (`/readyz`), 0 if not; before any probe, "
+        "1 while its breaker is closed.",
+    ),
+    ("outstanding", GaugeMetricFamily, "Requests in flight on the node."),
+    ("max_concurrency", GaugeMetricFamily, "The node's concurrency limit."),
+    (
+        "consecutive_failures",
+        GaugeMetricFamily,
+        "Failures of the node since its last success (the breaker opens at its threshold).",
+    ),
+    ("served", CounterMetricFamily, "Requests the node served."),
+)
+_QUEUE_FAMILIES: tuple[_Spec, ...] = (
+    ("depth", GaugeMetricFamily, "Generations waiting at a model's admission gate, by lane."),
+    ("active", GaugeMetricFamily, "1 while a generation holds the model's gate, by lane."),
+)
+
+
+class _Families:
+    """The families of one kind of object (a pool node, a gate), all with the same labels:
+    each object `add`ed gives one sample to each family."""
+
+    def __init__(self, prefix: str, labels: list[str], specs: tuple[_Spec, ...]) -> None:
+        self.families = {
+            field: kind(f"{prefix}_{field}", documentation, labels=labels)
+            for field, kind, documentation in specs
+        }
+
+    def add(self, labels: list[str], **values: float) -> None:
+        """One object's sample in each family, by field."""
+        for field, value in values.items():
+            self.families[field].add_metric(labels, value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    """An unlabelled gauge (a bool as 1 or 0)."""
+    return GaugeMetricFamily(name, documentation, value=float(value))
+
+
 def _one_hot(
     name: str,
     documentation: str,
@@ -333,65 +453,38 @@ class StateCollector(Collector):
         yield from self._audit_and_work()
 
     def _backends(self) -> Iterator[Metric]:
-        node_up = GaugeMetricFamily(
-            "appliance_backend_node_up",
-            "1 if the node answered its last health probe (`/readyz`), 0 if not; before any "
-            "probe, 1 while its breaker is closed.",
-            labels=["backend", "node"],
-        )
-        outstanding = GaugeMetricFamily(
-            "appliance_backend_node_outstanding",
-            "Requests in flight on the node.",
-            labels=["backend", "node"],
-        )
-        capacity = GaugeMetricFamily(
-            "appliance_backend_node_max_concurrency",
-            "The node's concurrency limit.",
-            labels=["backend", "node"],
-        )
-        failures = GaugeMetricFamily(
-            "appliance_backend_node_consecutive_failures",
-            "Failures of the node since its last success (the breaker opens at its threshold).",
-            labels=["backend", "node"],
-        )
-        served = CounterMetricFamily(
-            "appliance_backend_node_served",
-            "Requests the node served.",
-            labels=["backend", "node"],
-        )
-        depth = GaugeMetricFamily(
-            "appliance_queue_depth",
-            "Generations waiting at a model's admission gate, by lane.",
-            labels=["model", "lane"],
-        )
-        active = GaugeMetricFamily(
-            "appliance_queue_active",
-            "1 while a generation holds the model's gate, by lane.",
-            labels=["model", "lane"],
-        )
+        node = _Families("appliance_backend_node", ["backend", "node"], _NODE_FAMILIES)
+        queue = _Families("appliance_queue", ["model", "lane"], _QUEUE_FAMILIES)
         breakers: list[tuple[list[str], str]] = []
         workers: list[tuple[list[str], str]] = []
         for backend in self.sources.backends():
             if isinstance(backend, PooledBackend):
-                for node in backend.nodes:
-                    labels = [_label(backend.name), node_label(node.name)]
-                    state = node.breaker.state
-                    probed = backend.last_probe.get(node.name)
+                for each in backend.nodes:
+                    labels = [_label(backend.name), node_label(each.name)]
+                    state = each.breaker.state
+                    probed = backend.last_probe.get(each.name)
                     up = probed if probed is not None else state == "closed"
-                    node_up.add_metric(labels, 1.0 if up else 0.0)
-                    outstanding.add_metric(labels, node.outstanding)
-                    capacity.add_metric(labels, node.max_concurrency)
-                    failures.add_metric(labels, node.breaker.failures)
-                    served.add_metric(labels, node.served)
+                    node.add(
+                        labels,
+                        up=1.0 if up else 0.0,
+                        outstanding=each.outstanding,
+                        max_concurrency=each.max_concurrency,
+                        consecutive_failures=each.breaker.failures,
+                        served=each.served,
+                    )
                     breakers.append((labels, state))
             if isinstance(backend, GatedBackend):
                 for lane, model, gate in backend.admission_gates():
-                    depth.add_metric([_label(model), _label(lane)], gate.waiting)
-                    active.add_metric([_label(model), _label(lane)], 1.0 if gate.busy else 0.0)
+                    queue.add(
+                        [_label(model), _label(lane)],
+                        depth=gate.waiting,
+                        active=1.0 if gate.busy else 0.0,
+                    )
             if isinstance(backend, WorkerBackend):
                 for model, state in backend.model_states().items():
                     workers.append(([_label(backend.name), _label(model)], state.partition(":")[0]))
-        yield from (node_up, outstanding, capacity, failures, served, depth, active)
+        yield from node.families.values()
+        yield from queue.families.values()
         yield _one_hot(
             "appliance_backend_node_breaker_state",
             "The node's circuit breaker: closed (serving), open (skipped), half_open (probing).",
@@ -409,13 +502,12 @@ class StateCollector(Collector):
         )
 
     def _detector(self) -> Iterator[Metric]:
-        status = self.sources.detector_status()
-        state = status.partition(":")[0]
-        ready = GaugeMetricFamily(
-            "appliance_detector_ready", "1 once the PII detector is loaded and warm."
+        state = self.sources.detector_status().partition(":")[0]
+        yield _gauge(
+            "appliance_detector_ready",
+            "1 once the PII detector is loaded and warm.",
+            state == "ready",
         )
-        ready.add_metric([], 1.0 if state == "ready" else 0.0)
-        yield ready
         yield _one_hot(
             "appliance_detector_state",
             "The PII detector: loading, ready or failed.",
@@ -423,43 +515,35 @@ class StateCollector(Collector):
             DETECTOR_STATES,
             [([], state)],
         )
-        integrity = GaugeMetricFamily(
+        yield _gauge(
             "appliance_audit_integrity_ok",
             "1 while the audit trail's triggers are in place and its tail verifies (as `/readyz`).",
+            self.sources.integrity_status() == "ok",
         )
-        integrity.add_metric([], 1.0 if self.sources.integrity_status() == "ok" else 0.0)
-        yield integrity
 
     def _audit_and_work(self) -> Iterator[Metric]:
-        database = GaugeMetricFamily(
-            "appliance_database_up", "1 if the scrape's reads of the database succeeded."
-        )
-        ok = True
         try:
-            seq = self.sources.chain_head()
-            head = GaugeMetricFamily(
+            head = _gauge(
                 "appliance_audit_chain_head_seq",
                 "Sequence number of the audit chain's last row (all replicas append to one chain).",
+                self.sources.chain_head(),
             )
-            head.add_metric([], seq)
-            yield head
             progress = self.sources.work_progress()
         except Exception as exc:
             # Once per scrape at most, the error class only (no statement, no values).
             log.warning("metrics: database read failed", extra={"detail": type(exc).__name__})
-            ok = False
-            progress = {}
-        if ok:
-            families = {
-                kind: GaugeMetricFamily(f"appliance_{kind}", help_text, labels=["status"])
-                for kind, help_text in _WORK_HELP.items()
-            }
-            for (kind, status), count in sorted(progress.items()):
-                if kind in families:
-                    families[kind].add_metric([_label(status)], count)
-            yield from families.values()
-        database.add_metric([], 1.0 if ok else 0.0)
-        yield database
+            yield _gauge(DATABASE_UP, _DATABASE_UP_HELP, False)
+            return
+        yield head
+        families = {
+            kind: GaugeMetricFamily(f"appliance_{kind}", help_text, labels=["status"])
+            for kind, help_text in _WORK_HELP.items()
+        }
+        for (kind, status), count in sorted(progress.items()):
+            if kind in families:
+                families[kind].add_metric([_label(status)], count)
+        yield from families.values()
+        yield _gauge(DATABASE_UP, _DATABASE_UP_HELP, True)
 
 
 class Metrics:

@@ -12,41 +12,25 @@ from typing import Any
 import anyio
 from litestar import Controller, Request, get
 from litestar.response import Response
-from sqlalchemy import Engine, func, select
 
 from appliance.auth.roles import access
-from appliance.batches.models import BatchItem, BatchJob
+from appliance.batches.service import Batches
 from appliance.errors import NotFound
-from appliance.eval.models import EvalResult, EvalRun
+from appliance.eval.runs import EvalRuns
 from appliance.metrics import Metrics
 
-UNFINISHED = ("queued", "running")
-"""Statuses of jobs and runs whose items are still counted (finished ones only grow)."""
 
-
-def work_progress(engine: Engine) -> dict[tuple[str, str], int]:
-    """Batch and evaluation work by status, in four grouped counts on indexed columns: jobs and
-    runs by status, and the items of the unfinished ones by status."""
-    jobs, items = BatchJob.__table__, BatchItem.__table__  # type: ignore[attr-defined]
-    runs, results = EvalRun.__table__, EvalResult.__table__  # type: ignore[attr-defined]
-    statements = {
-        "batch_jobs": select(jobs.c.status, func.count()).group_by(jobs.c.status),
-        "batch_items": select(items.c.status, func.count())
-        .join(jobs, jobs.c.id == items.c.job_id)
-        .where(jobs.c.status.in_(UNFINISHED))
-        .group_by(items.c.status),
-        "eval_runs": select(runs.c.status, func.count()).group_by(runs.c.status),
-        "eval_results": select(results.c.status, func.count())
-        .join(runs, runs.c.id == results.c.run_id)
-        .where(runs.c.status.in_(UNFINISHED))
-        .group_by(results.c.status),
-    }
-    counts: dict[tuple[str, str], int] = {}
-    with engine.connect() as connection:
-        for kind, statement in statements.items():
-            for status, count in connection.execute(statement):
-                counts[(kind, str(status))] = int(count)
-    return counts
+def work_progress(batches: Batches, runs: EvalRuns) -> dict[tuple[str, str], int]:
+    """Batch and evaluation work by (kind, status), as `StateSources.work_progress` names it:
+    jobs and runs by status, and the items and results of the open ones by status."""
+    progress: dict[tuple[str, str], int] = {}
+    for (parents, children), counts in (
+        (("batch_jobs", "batch_items"), batches.counts()),
+        (("eval_runs", "eval_results"), runs.counts()),
+    ):
+        progress |= {(parents, status): n for status, n in counts.parents.items()}
+        progress |= {(children, status): n for status, n in counts.children.items()}
+    return progress
 
 
 class MetricsController(Controller):

@@ -31,6 +31,7 @@ from appliance.batches.models import BatchItem, BatchJob
 from appliance.db.engine import scrub, secure_delete_on, session_scope
 from appliance.db.leases import LeaseTerms, RowLeases
 from appliance.db.models import utcnow
+from appliance.db.progress import StatusCounts, status_counts
 from appliance.documents.crypto import Sealer
 from appliance.documents.service import retention_for
 from appliance.documents.store import aware
@@ -51,6 +52,9 @@ RATE_WINDOW = timedelta(minutes=5)
 """Rate and ETA are measured over items finished this recently."""
 
 ITEMS: Table = BatchItem.__table__  # type: ignore[attr-defined]
+JOBS: Table = BatchJob.__table__  # type: ignore[attr-defined]
+OPEN = ("queued", "running")
+"""Statuses of jobs with work left."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ class Batches:
             jobs = list(
                 session.exec(
                     select(BatchJob)
-                    .where(col(BatchJob.status).in_(("queued", "running")))
+                    .where(col(BatchJob.status).in_(OPEN))
                     .order_by(col(BatchJob.created_at))
                 )
             )
@@ -287,6 +291,10 @@ class Batches:
             # After the session closed: the opened params are never written back.
             job.params = self._open_params(job)
         return jobs
+
+    def counts(self) -> StatusCounts:
+        """Jobs by status and the items of open jobs by status, of every owner (`/metrics`)."""
+        return status_counts(self.engine, JOBS, ITEMS.c.job_id, open_statuses=OPEN)
 
     def _seal_params(self, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Job-level params are content (a question, labels, a schema): sealed like items."""

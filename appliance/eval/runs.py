@@ -27,6 +27,7 @@ from appliance.auth.actor import Purpose
 from appliance.db.engine import session_scope
 from appliance.db.leases import LeaseTerms, RowLeases
 from appliance.db.models import utcnow
+from appliance.db.progress import StatusCounts, status_counts
 from appliance.documents.crypto import Sealer
 from appliance.documents.store import aware
 from appliance.errors import ExternalRefused, InvalidInput, NotFound
@@ -46,6 +47,7 @@ RATE_WINDOW = timedelta(minutes=5)
 MAX_MODELS = 8
 OPEN = ("queued", "running")
 RUNS: Table = EvalRun.__table__  # type: ignore[attr-defined]
+RESULTS: Table = EvalResult.__table__  # type: ignore[attr-defined]
 
 
 def _bound(run_id: str, model: str, seq: int) -> str:
@@ -241,6 +243,10 @@ class EvalRuns:
             return list(
                 session.exec(select(EvalRun).order_by(col(EvalRun.created_at).desc()).limit(limit))
             )
+
+    def counts(self) -> StatusCounts:
+        """Runs by status and the results (item x model) of open runs by status (`/metrics`)."""
+        return status_counts(self.engine, RUNS, RESULTS.c.run_id, open_statuses=OPEN)
 
     def pending(self, run_id: str) -> list[tuple[str, int]]:
         """(model, seq) of the unfinished results, model by model in the run's order."""

@@ -35,8 +35,10 @@ from appliance.inference.base import (
     Health,
     ModelInfo,
 )
+from appliance.metrics import queue_rejected
 
 BreakerState = Literal["closed", "open", "half_open"]
+Admission = Literal["request", "probe"]
 T = TypeVar("T")
 
 # Failures that say "this node cannot serve now", so another node may. Anything else (bad input,
@@ -70,15 +72,24 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
-    def allow(self) -> bool:
-        """Whether a request may go to the node now; in half-open, only one at a time."""
+    def admit(self) -> Admission | None:
+        """Let a request through now, and say whether it is the half-open probe (which must be
+        ended by `success`, `failure` or `abandon`); None when the breaker refuses it.
+
+        The state is read once, here: read apart from the admission, the clock can pass the
+        reset time in between, and a request admitted as the probe would not know it is one.
+        """
         state = self.state
         if state == "closed":
-            return True
+            return "request"
         if state == "half_open" and not self._probing:
             self._probing = True
-            return True
-        return False
+            return "probe"
+        return None
+
+    def allow(self) -> bool:
+        """Whether a request may go to the node now; in half-open, only one at a time."""
+        return self.admit() is not None
 
     def success(self) -> None:
         """A request succeeded: close."""
@@ -211,33 +222,34 @@ class BalancedBackend:
             if node.breaker.allow():
                 yield node
 
-    async def _claim(self, tried: set[str]) -> tuple[Node, bool] | None:
+    async def _claim(self, tried: set[str], model: str) -> tuple[Node, bool] | None:
         """Claim a slot on the best untried node whose breaker lets a request through, and
         whether the request is the node's half-open probe.
 
         While every such node is full, wait in the pool's queue for a slot to free on any of
         them (at most `queue_size` waiters, each at most `queue_timeout_s`; past either, 503
-        `backend_busy`). None when no untried node can serve at all (breakers open, or tried).
+        `backend_busy`, counted for `model` as the embedded engine's gates count theirs).
+        None when no untried node can serve at all (breakers open, or tried).
         """
         deadline: float | None = None
         while True:
             ranked = self._ranked(tried)
             for node in ranked:
-                probe = node.breaker.state == "half_open"
-                if not node.full and node.breaker.allow():
+                admitted = None if node.full else node.breaker.admit()
+                if admitted is not None:
                     node.outstanding += 1
                     self._turn += 1
-                    return node, probe
+                    return node, admitted == "probe"
             # Full nodes, and a free one whose half-open probe is in flight, free up later.
             if not any(node.breaker.state != "open" for node in ranked):
                 return None
             if deadline is None:
                 if len(self._waiters) >= self.queue_size:
-                    raise self._queue_full()
+                    raise self._queue_full(model)
                 deadline = time.monotonic() + self.queue_timeout_s
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._queue_full()
+                raise self._queue_full(model)
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -256,7 +268,8 @@ class BalancedBackend:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _queue_full(self) -> BackendBusy:
+    def _queue_full(self, model: str) -> BackendBusy:
+        queue_rejected(model)
         return BackendBusy(
             f"every node of '{self.name}' is at its concurrency limit and "
             f"{len(self._waiters)} requests are waiting; retry in {self.retry_after_s} s",
@@ -293,12 +306,15 @@ class BalancedBackend:
         reason = exc.code if isinstance(exc, InferenceError) else timeout
         failures.append(f"{node.name}: {reason}")
 
-    async def _call(self, call: Callable[[Node], Awaitable[T]], skip: set[str]) -> tuple[Node, T]:
-        """Run `call` on nodes in order until one answers within the total timeout."""
+    async def _call(
+        self, call: Callable[[Node], Awaitable[T]], skip: set[str], model: str
+    ) -> tuple[Node, T]:
+        """Run `call` (a request for `model`) on nodes in order until one answers within the
+        total timeout."""
         failures: list[str] = []
         busy: list[BackendBusy] = []
         tried = set(skip)
-        while (claim := await self._claim(tried)) is not None:
+        while (claim := await self._claim(tried, model)) is not None:
             node, probe = claim
             tried.add(node.name)
             try:
@@ -316,7 +332,7 @@ class BalancedBackend:
 
     async def generate(self, request: GenerationRequest) -> Generation:
         """Try nodes in order until one answers within the total timeout."""
-        node, result = await self._call(lambda n: n.backend.generate(request), set())
+        node, result = await self._call(lambda n: n.backend.generate(request), set(), request.model)
         return replace(result, node=node.name)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -324,7 +340,7 @@ class BalancedBackend:
         failures: list[str] = []
         busy: list[BackendBusy] = []
         tried: set[str] = set()
-        while (claim := await self._claim(tried)) is not None:
+        while (claim := await self._claim(tried, request.model)) is not None:
             node, probe = claim
             tried.add(node.name)
             try:
@@ -365,7 +381,7 @@ class BalancedBackend:
             vectors: list[list[float]] = await node.backend.embed(model, texts)  # type: ignore[attr-defined]
             return vectors
 
-        _, vectors = await self._call(embed, without)
+        _, vectors = await self._call(embed, without, model)
         return vectors
 
     async def probe(self) -> dict[str, BreakerState]:

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
 from appliance.errors import BackendBusy
-from appliance.metrics import QUEUE_REJECTED, queue_waited
+from appliance.metrics import queue_rejected, queue_waited
 
 MAX_DEFER_S = 10.0
 """Longest a background step or item waits for quiet before it runs anyway."""
@@ -145,7 +145,7 @@ class GenerationGate:
         """Hold the model for the duration of the block, waiting in line if it is busy."""
         started = time.monotonic()
         if self._held and self.waiting >= self.queue_size:
-            QUEUE_REJECTED.labels(self.name).inc()
+            queue_rejected(self.name)
             raise BackendBusy(
                 f"model '{self.name}' is busy and {self.waiting} requests are waiting; "
                 f"retry in {self.retry_after} s",

@@ -16,12 +16,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from appliance.errors import BackendBusy, BackendUnavailable
+from appliance.audit.events import EVENTS
+from appliance.errors import ApplianceError, BackendBusy, BackendUnavailable
+from appliance.http.audit import _CODES
 from appliance.inference.balancer import BalancedBackend, CircuitBreaker, Node
 from appliance.inference.base import GenerationRequest, Message
 from appliance.inference.llamacpp import LlamaCppBackend, LocalModel
 from appliance.inference.openai_compat import OpenAICompatBackend
-from appliance.metrics import Metrics, StateSources, policy_label
+from appliance.metrics import (
+    METHODS,
+    OUTCOMES,
+    Metrics,
+    StateSources,
+    node_label,
+    outcome_label,
+    policy_label,
+    request_done,
+)
 
 REFUSING = "http://127.0.0.1:9"
 """The discard port: nothing listens there, so a connection is refused at once."""
@@ -173,8 +184,8 @@ def _wait(metrics: Metrics, part: str) -> float:
     return value(scrape(metrics), name, model="tiny-a", priority="interactive") or 0.0
 
 
-def _rejected(metrics: Metrics) -> float:
-    return value(scrape(metrics), "appliance_queue_rejected_total", model="tiny-a") or 0.0
+def _rejected(metrics: Metrics, model: str = "tiny-a") -> float:
+    return value(scrape(metrics), "appliance_queue_rejected_total", model=model) or 0.0
 
 
 def test_detector_audit_and_background_work() -> None:
@@ -207,3 +218,128 @@ def test_policy_labels_drop_the_version() -> None:
     assert policy_label("legal@3") == "legal"
     assert policy_label(None) == "none"
     assert len(policy_label("p" * 500)) == 100
+
+
+HOSTILE_ROUTE = "/test/hostile-labels"
+
+
+def test_hostile_methods_and_outcomes_give_only_the_fixed_labels() -> None:
+    methods = ["GET", "get", "BREW", "PROPFIND", "GET\nX-Evil: 1", "M" * 500, ""]
+    outcomes = [
+        *("allowed", "ended 3", "ended 41", "staff->admin", "admin->auditor"),
+        *("canaryid4242", "x" * 300, "ok; drop table", "password", None, ""),
+    ]
+    for method in methods:
+        for outcome in outcomes:
+            request_done(
+                route=HOSTILE_ROUTE,
+                method=method,
+                status=200,
+                seconds=0.001,
+                outcome=outcome,
+                policy=None,
+            )
+    samples = [
+        s
+        for s in scrape(Metrics(sources()))
+        if s.name == "appliance_http_requests_total" and s.labels["route"] == HOSTILE_ROUTE
+    ]
+    assert {s.labels["method"] for s in samples} == {"GET", "OTHER"}
+    assert {s.labels["outcome"] for s in samples} == {
+        *("allowed", "ended", "changed", "other", "password", "none"),
+    }
+    assert sum(s.value for s in samples) == len(methods) * len(outcomes)
+
+
+def test_every_outcome_the_appliance_writes_by_default_is_a_label_of_its_own() -> None:
+    """The vocabulary holds every typed event's default outcome, every error code and the HTTP
+    layer's refusals, so none of them is counted as `other`."""
+    codes: set[str] = set()
+    pending: list[type[ApplianceError]] = [ApplianceError]
+    while pending:
+        cls = pending.pop()
+        codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    defaults = {e.default_outcome for e in EVENTS.values()}
+    written = codes | defaults | set(_CODES.values())
+    assert {o for o in written if outcome_label(o) != o} == set()
+    assert "other" not in OUTCOMES and "OTHER" not in METHODS
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("https://prom:s3cret@gpu-1.lan:8443/v1?api_key=s3cret#frag", "https://gpu-1.lan:8443/v1"),
+        ("http://127.0.0.1:9/b?token=s3cret", "http://127.0.0.1:9/b"),
+        ("http://user@[::1]:8000", "http://[::1]:8000"),
+        ("http://gpu-2:notaport/v1", "http://gpu-2/v1"),
+        ("gpu-3", "gpu-3"),
+    ],
+)
+def test_a_node_label_is_scheme_host_port_and_path_only(name: str, label: str) -> None:
+    assert node_label(name) == label
+
+
+def test_a_pools_node_labels_hold_no_credentials_or_query() -> None:
+    clock = Clock()
+    backend = pool(clock, "http://prom:s3cret@127.0.0.1:9/a?key=s3cret", "http://127.0.0.1:9/b#x")
+    samples = scrape(Metrics(sources([backend])))
+    nodes = {s.labels["node"] for s in samples if s.name == "appliance_backend_node_up"}
+    assert nodes == {"http://127.0.0.1:9/a", "http://127.0.0.1:9/b"}
+
+
+async def test_a_pools_queue_full_refusal_is_counted_for_its_model() -> None:
+    """A node that accepts connections and never answers holds the pool's one slot; one
+    request waits in the pool's queue (size 1) and the next is refused at once; the waiter is
+    refused when its `queue_timeout_s` runs out. Both 503s count for the model."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # reads the request, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    node = Node(
+        f"http://127.0.0.1:{port}",
+        OpenAICompatBackend(base_url=f"http://127.0.0.1:{port}/v1", name="gpu-0"),
+        max_concurrency=1,
+        breaker=CircuitBreaker(failure_threshold=1, reset_after_s=10),
+    )
+    backend = BalancedBackend(
+        "gpu",
+        [node],
+        first_token_timeout_s=30,
+        total_timeout_s=30,
+        queue_size=1,
+        queue_timeout_s=0.3,
+    )
+    metrics = Metrics(sources([backend]))
+    model = "pool-queue-model"
+    before = _rejected(metrics, model)
+    request = GenerationRequest(
+        model=model, messages=[Message(role="user", content="hi")], max_tokens=1
+    )
+    holding = asyncio.create_task(backend.generate(request))
+    await asyncio.sleep(0)  # it claims the slot before its first await (the connect)
+    assert node.outstanding == 1
+    waiting = asyncio.create_task(backend.generate(request))
+    await asyncio.sleep(0)
+    assert backend.waiting == 1
+
+    with pytest.raises(BackendBusy, match="requests are waiting"):
+        await backend.generate(request)
+    assert _rejected(metrics, model) == before + 1
+    with pytest.raises(BackendBusy):
+        await waiting
+    assert _rejected(metrics, model) == before + 2
+    assert node.breaker.state == "closed"  # a full queue is no failure of the node
+
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    for writer in accepted:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+    await backend.aclose()

@@ -6,6 +6,8 @@ the Ollama binary cannot run here).
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from appliance.errors import BackendBusy, InvalidInput
@@ -197,3 +199,67 @@ async def test_a_half_open_probe_refused_as_bad_input_lets_the_next_probe_throug
         await pool.generate(REQUEST)
     assert chats(bad) == 2
     assert pool.nodes[0].outstanding == 0
+
+
+class CrossingClock:
+    """A clock that passes a breaker's reset time after `reads` more readings: wherever in a
+    claim that happens, the claim must still know whether it is the half-open probe."""
+
+    def __init__(self, before: float, after: float) -> None:
+        self.before, self.after = before, after
+        self.left: int | None = None
+
+    def cross_after(self, reads: int) -> None:
+        self.left = reads
+
+    def __call__(self) -> float:
+        if self.left is None:
+            return self.before
+        if self.left > 0:
+            self.left -= 1
+            return self.before
+        return self.after
+
+
+@pytest.mark.parametrize("reads", range(8))
+async def test_concurrent_claims_send_exactly_one_probe_to_a_half_open_node(reads: int) -> None:
+    clock = CrossingClock(before=105.0, after=110.0)
+    nodes = [
+        Node(
+            name,
+            OpenAICompatBackend(base_url=f"http://127.0.0.1:9/{name}/v1"),
+            max_concurrency=8,
+            breaker=CircuitBreaker(failure_threshold=1, reset_after_s=10, clock=clock),
+        )
+        for name in ("broken", "spare")
+    ]
+    nodes[0].breaker._opened_at = 100.0  # failed at 100: half-open from 110
+    nodes[0].breaker.failures = 1
+    pool = BalancedBackend("pool", nodes, first_token_timeout_s=1, total_timeout_s=5)
+    clock.cross_after(reads)
+    hold = asyncio.Event()
+    claims: list[tuple[str, bool]] = []
+
+    async def request() -> None:
+        claim = await pool._claim(set(), "m")
+        assert claim is not None
+        node, probe = claim
+        claims.append((node.name, probe))
+        await hold.wait()  # every claim holds its slot while the others are made
+        pool._release(node, probe)
+
+    tasks = [asyncio.create_task(request()) for _ in range(8)]
+    for _ in range(100):
+        if len(claims) == 8 or any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0)
+    assert len(claims) == 8, [task.exception() for task in tasks if task.done()]
+    assert [c for c in claims if c[0] == "broken"] == [("broken", True)]
+    assert all(not probe for name, probe in claims if name == "spare")
+    hold.set()
+    await asyncio.gather(*tasks)
+
+    # The probe ended without a verdict (released): the next request probes the node again.
+    assert nodes[0].breaker.state == "half_open"
+    again = await pool._claim({"spare"}, "m")
+    assert again is not None and again[0].name == "broken" and again[1] is True
