@@ -217,6 +217,8 @@ def create_app(
             await appliance.pulls.aclose()
             await appliance.registry.aclose()
             appliance.detector.close()
+            if identity.windows is not None:
+                identity.windows.close()
             engine.dispose()
 
     static_dir = settings.web_dir / "static"

@@ -151,4 +151,4 @@ async def enforce_access(
         buckets = [f"inference:{principal.kind}:{principal.id}"]
         if caller.source is not None:
             buckets.append(f"inference:addr:{caller.source}")
-        identity.limit(buckets, identity.settings.inference_rate_per_minute)
+        await identity.limit(buckets, identity.settings.inference_rate_per_minute)

@@ -132,11 +132,11 @@ class Identity:
 
     # -- rate limits ---------------------------------------------------------------------------
 
-    def limit(self, buckets: list[str], per_minute: int) -> None:
+    async def limit(self, buckets: list[str], per_minute: int) -> None:
         """Count a hit in every bucket; RateLimited (429 + Retry-After) if any is full, and
         RateLimitsUnavailable (503) if the windows replicas share cannot be counted in."""
-        # Inline: one statement (PostgreSQL) or a dict (SQLite) costs less than a thread hop.
-        wait = self.limiter.hit(buckets, per_minute)
+        # A dict inline (SQLite); a statement on a worker thread (PostgreSQL).
+        wait = await self.limiter.hit_async(buckets, per_minute)
         if wait is not None:
             raise RateLimited("too many requests; slow down", retry_after=wait)
 
@@ -147,7 +147,7 @@ class Identity:
     ) -> tuple[User, str, str]:
         """Check a password and start a session; returns (user, cookie value, CSRF token)."""
         try:
-            self.limit(
+            await self.limit(
                 [f"login:addr:{caller.source}", f"login:user:{username.lower()}"],
                 self.settings.login_rate_per_minute,
             )
@@ -239,7 +239,8 @@ class Identity:
         key is checked, until the window ends; those refusals are audited as one
         `auth.throttled` row per address and window, with their count."""
         address = caller.source or "unknown"
-        refusal = self.auth_throttle.refuse(address, self.settings.auth_failures_per_minute)
+        limit = self.settings.auth_failures_per_minute
+        refusal = await self.auth_throttle.refuse_async(address, limit)
         if refusal is not None:
             if refusal.first:
                 self._count_refusals(address, refusal)
@@ -260,7 +261,7 @@ class Identity:
             lambda: apikeys.verify(self.engine, self.pepper, presented)
         )
         if check.key is None:
-            self.auth_throttle.failed(address)
+            await self.auth_throttle.failed_async(address)
             actor = f"apikey:{check.key_id}" if check.key_id else "anonymous"
             await self.record(
                 ApiKeyDenied, actor=actor, outcome=check.reason, caller=caller, status=401

@@ -8,17 +8,22 @@ process agrees on the window a hit falls in without asking the others.
   `rate_windows` (`RateWindows`), counted on the database's clock. A hit is one
   `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` for all of its buckets, so a limit holds
   across every replica as it would in one process; the table is UNLOGGED (migration 0014), so a
-  hit does not wait for the disk (about 0.5 ms, tests/bench/RATELIMITS.md). When the database
-  cannot be reached the request is refused (503 `rate_limits_unavailable`), never served
-  without a limit.
+  hit does not wait for the disk (tests/bench/RATELIMITS.md). Async callers use the `*_async`
+  methods, which run the statement on a worker thread: a slow database holds up the requests
+  that wait for it, never the event loop. The windows have an engine of their own with short
+  connect, pool and statement timeouts, so when the database cannot be reached the request is
+  refused within seconds (503 `rate_limits_unavailable`), never served without a limit.
 - **SQLite**: one process serves (`appliance serve` holds a lock beside the database file and a
   second server refuses to start), so its memory holds the windows (`LocalRateLimiter`,
-  `LocalFailureThrottle`) and no request pays a write on a database whose writers take turns.
+  `LocalFailureThrottle`) and no request pays a write on a database whose writers take turns,
+  nor a thread hop (their `*_async` methods run inline).
 
 A throttle counts the refusals of each address and window for one aggregate audit row
 (`report_when_over`): every process that refused the address in a window asks for the count when
-the window ends, and one of them gets it (a shared window's `reported` flag is set by one
-`UPDATE`), so the row is written once however many replicas did the refusing.
+the window ends, and one of them gets it (one `UPDATE` raises the window's `reported_refusals`
+to its `refusals` and returns the difference), so each refusal is in one row however many
+replicas did the refusing. A replica that stops before the window ends takes the count so far;
+refusals counted after that are reported by the next claim, in a second row.
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
-from sqlalchemy import Connection, Engine, TextClause, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, TextClause, create_engine, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from appliance.audit.events import Event
 from appliance.audit.store import AuditLog
@@ -47,6 +52,16 @@ log = logging.getLogger("appliance.auth")
 
 _MAX_ENTRIES = 50_000
 """Buckets a process keeps in memory before it drops finished windows."""
+
+TIMEOUT_S = 3.0
+"""How long a request waits for the shared windows (a connection, a free one in the pool, a
+statement) before it is refused with 503: seconds, not the minutes of a TCP timeout."""
+
+_POOL_SIZE = 8
+"""Connections (and worker threads) of the windows' own pool: one statement takes well under a
+millisecond, so a few serve a replica's requests, and a stalled database holds no more."""
+
+T = TypeVar("T")
 
 
 def _now_ms(now: float | None) -> int:
@@ -88,6 +103,10 @@ class RateLimiter(Protocol):
         the window resets. `now` (seconds since the epoch) is for tests."""
         ...
 
+    async def hit_async(self, buckets: list[str], limit: int) -> int | None:
+        """`hit` for async code: off the event loop when it waits for a database."""
+        ...
+
 
 class FailureThrottle(Protocol):
     """Failed authentications per address in fixed windows of `window_s`: past `limit`
@@ -109,6 +128,18 @@ class FailureThrottle(Protocol):
     ) -> int | None:
         """The refusals of `address` in `window`, to one caller only (0 to the others); None
         while the window is still open, unless `final` (the app is stopping: take it now)."""
+        ...
+
+    async def refuse_async(self, address: str, limit: int) -> Refusal | None:
+        """`refuse` for async code: off the event loop when it waits for a database."""
+        ...
+
+    async def failed_async(self, address: str) -> None:
+        """`failed` for async code: off the event loop when it waits for a database."""
+        ...
+
+    async def take_async(self, address: str, window: int, *, final: bool = False) -> int | None:
+        """`take` for async code: off the event loop when it waits for a database."""
         ...
 
 
@@ -139,6 +170,10 @@ class LocalRateLimiter:
                 for key in [k for k, (s, _) in self._counts.items() if s != start]:
                     del self._counts[key]
         return _retry_after(start + span - now_ms) if full else None
+
+    async def hit_async(self, buckets: list[str], limit: int) -> int | None:
+        """See `RateLimiter.hit_async`: inline, as a dict costs less than a thread hop."""
+        return self.hit(buckets, limit)
 
 
 class LocalFailureThrottle:
@@ -198,6 +233,19 @@ class LocalFailureThrottle:
             count, current[2] = current[2], 0
             return count
 
+    # Inline, as a dict costs less than a thread hop.
+    async def refuse_async(self, address: str, limit: int) -> Refusal | None:
+        """See `FailureThrottle.refuse_async`."""
+        return self.refuse(address, limit)
+
+    async def failed_async(self, address: str) -> None:
+        """See `FailureThrottle.failed_async`."""
+        self.failed(address)
+
+    async def take_async(self, address: str, window: int, *, final: bool = False) -> int | None:
+        """See `FailureThrottle.take_async`."""
+        return self.take(address, window, final=final)
+
 
 # -- several processes on one database ---------------------------------------------------------
 
@@ -219,15 +267,17 @@ class RateWindows:
 
     A bucket's name holds addresses and user names; the table keys it by a digest, bounded in
     length whatever a caller sends. Each call is one statement (on PostgreSQL without a
-    transaction around it).
+    transaction around it, on a pool of its own: see `TIMEOUT_S`). The methods block; async
+    code calls them through `off_loop`.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, timeout_s: float = TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._own: Engine | None = None
         self._connect: Callable[[], AbstractContextManager[Connection]] = engine.begin
         if engine.dialect.name == "postgresql":
-            # No BEGIN and COMMIT around the one statement: one round trip. (Not on SQLite,
-            # where pysqlite's autocommit can lose a connection's first write.)
-            self._connect = engine.execution_options(isolation_level="AUTOCOMMIT").connect
+            self._own = _windows_engine(engine, timeout_s)
+            self._connect = self._own.connect
         clock = _CLOCK_MS[engine.dialect.name]
         self._clock = f"COALESCE(CAST(:now AS BIGINT), {clock})"
         self._start = f"({self._clock} - {self._clock} % :span)"
@@ -238,10 +288,13 @@ class RateWindows:
             f"WHERE bucket = :bucket AND window_start = {self._start} AND hits >= :limit "
             f"RETURNING refusals, window_start, window_end - {self._clock}"
         )
+        # SET reads the row as it was: `claimed` gets what this claim raises the reported count
+        # by, in the one statement that raises it, so two claimers never take the same refusal.
         self._claim = text(
-            "UPDATE rate_windows SET reported = TRUE "  # noqa: S608 - constants only
-            "WHERE bucket = :bucket AND window_start = :start AND NOT reported "
-            f"AND (window_end <= {self._clock} OR :final) RETURNING refusals"
+            "UPDATE rate_windows SET reported_refusals = refusals, "  # noqa: S608 - constants only
+            "claimed_refusals = refusals - reported_refusals "
+            "WHERE bucket = :bucket AND window_start = :start AND refusals > reported_refusals "
+            f"AND (window_end <= {self._clock} OR :final) RETURNING claimed_refusals"
         )
         self._open = text(
             "SELECT 1 FROM rate_windows "  # noqa: S608 - constants only
@@ -252,21 +305,50 @@ class RateWindows:
         )
         self._prune_lock = threading.Lock()
         self._next_prune = 0.0
+        self._turns: anyio.Semaphore | None = None
+        self._threads: anyio.CapacityLimiter | None = None
 
     @staticmethod
     def key(bucket: str) -> str:
         """The table's key for a bucket name."""
         return hashlib.blake2b(bucket.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
+    async def off_loop(self, call: Callable[[], T]) -> T:
+        """Run `call` (a method of this object) on a worker thread of the windows' own few:
+        a stalled database holds up the requests that wait for it, not the event loop nor the
+        threads the rest of the app runs its work on."""
+        if self._turns is None or self._threads is None:  # made in a running loop
+            self._turns = anyio.Semaphore(_POOL_SIZE)
+            self._threads = anyio.CapacityLimiter(_POOL_SIZE)
+        turns, threads = self._turns, self._threads
+        try:
+            # Waiting for a thread is bounded like waiting for a connection; a turn taken, the
+            # thread is free at once (as many threads as turns).
+            with anyio.fail_after(self.timeout_s):
+                await turns.acquire()
+        except TimeoutError:
+            log.error("rate-limit windows unreachable", extra={"detail": "TimeoutError"})
+            raise _unavailable() from None
+        try:
+            return await anyio.to_thread.run_sync(call, limiter=threads)
+        finally:
+            turns.release()
+
+    def close(self) -> None:
+        """Close the windows' own connections (the pool opens new ones if used again)."""
+        if self._own is not None:
+            self._own.dispose()
+
     def _hit_statement(self, count: int) -> TextClause:
         statement = self._statements.get(count)
         if statement is None:
             rows = ", ".join(
-                f"(:b{i}, {self._start}, {self._start} + :span, 1, 0, FALSE)" for i in range(count)
+                f"(:b{i}, {self._start}, {self._start} + :span, 1, 0, 0, 0)" for i in range(count)
             )
             statement = text(
                 "INSERT INTO rate_windows AS w "  # noqa: S608 - constants only
-                f"(bucket, window_start, window_end, hits, refusals, reported) VALUES {rows} "
+                "(bucket, window_start, window_end, hits, refusals, reported_refusals, "
+                f"claimed_refusals) VALUES {rows} "
                 "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = w.hits + 1 "
                 f"RETURNING hits, window_end - {self._clock}"
             )
@@ -274,18 +356,27 @@ class RateWindows:
         return statement
 
     def _run(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
-        try:
-            with self._connect() as connection:
-                rows = list(connection.execute(statement, params))
-        except SQLAlchemyError as exc:
-            # The error's type only: its message may quote a bucket (an address, a user name).
-            log.error("rate-limit windows unreachable", extra={"detail": type(exc).__name__})
-            raise RateLimitsUnavailable(
-                "the shared rate-limit counters (the database) cannot be reached; the request "
-                "is refused rather than served without a limit"
-            ) from exc
+        for attempt in (1, 2):
+            try:
+                with self._connect() as connection:
+                    rows = list(connection.execute(statement, params))
+                break
+            except DBAPIError as exc:
+                # A pooled connection the database dropped (it restarted): once more on a new
+                # one, rather than a ping before every statement. At worst a hit counts twice.
+                if exc.connection_invalidated and attempt == 1:
+                    continue
+                raise self._unreachable(exc) from exc
+            except SQLAlchemyError as exc:
+                raise self._unreachable(exc) from exc
         self._prune_now_and_then()
         return rows
+
+    @staticmethod
+    def _unreachable(exc: Exception) -> RateLimitsUnavailable:
+        # The error's type only: its message may quote a bucket (an address, a user name).
+        log.error("rate-limit windows unreachable", extra={"detail": type(exc).__name__})
+        return _unavailable()
 
     def hit(
         self, buckets: list[str], limit: int, *, window_s: float, now: float | None = None
@@ -317,8 +408,10 @@ class RateWindows:
     def claim(
         self, bucket: str, start: int, *, final: bool = False, now: float | None = None
     ) -> int | None:
-        """The refusals of the bucket's window that began at `start`, to the first caller after
-        it ended (or now, with `final`); 0 to every later one; None while it is still open."""
+        """The refusals of the bucket's window that began at `start` not yet claimed, to the
+        first caller after it ended (or now, with `final`); 0 when there are none; None while
+        it is still open. A window claimed early (`final`) is claimed again when it ends: the
+        refusals counted since go to that claim."""
         params = {"bucket": self.key(bucket), "start": start, "now": _db_now(now)}
         rows = self._run(self._claim, params | {"final": final})
         if rows:
@@ -350,6 +443,35 @@ class RateWindows:
         threading.Thread(target=prune, name="rate-windows-prune", daemon=True).start()
 
 
+def _windows_engine(engine: Engine, timeout_s: float) -> Engine:
+    """A small pool of its own on `engine`'s database, for the windows: without a ping before
+    each statement (`RateWindows._run` retries once instead), without a transaction around it,
+    and bounded in time, so that an unreachable database refuses a request in seconds. The
+    app's engine keeps its own settings for everything else."""
+    timeout_ms = max(1, round(timeout_s * 1000))
+    return create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=_POOL_SIZE,
+        max_overflow=0,
+        pool_timeout=timeout_s,
+        connect_args={
+            "connect_timeout": max(1, math.ceil(timeout_s)),
+            # Unacknowledged data (a statement sent to a host that went silent) gives up too.
+            "tcp_user_timeout": timeout_ms,
+            # And a statement stuck behind locks on a server that answers.
+            "options": f"-c statement_timeout={timeout_ms}",
+        },
+    )
+
+
+def _unavailable() -> RateLimitsUnavailable:
+    return RateLimitsUnavailable(
+        "the shared rate-limit counters (the database) cannot be reached; the request "
+        "is refused rather than served without a limit"
+    )
+
+
 def _db_now(now: float | None) -> int | None:
     return None if now is None else _now_ms(now)
 
@@ -364,6 +486,10 @@ class SharedRateLimiter:
     def hit(self, buckets: list[str], limit: int, *, now: float | None = None) -> int | None:
         """See `RateLimiter.hit`."""
         return self.windows.hit(buckets, limit, window_s=self.window_s, now=now)
+
+    async def hit_async(self, buckets: list[str], limit: int) -> int | None:
+        """See `RateLimiter.hit_async`."""
+        return await self.windows.off_loop(lambda: self.hit(buckets, limit))
 
 
 class SharedFailureThrottle:
@@ -399,7 +525,8 @@ class SharedFailureThrottle:
     def take(
         self, address: str, window: int, *, final: bool = False, now: float | None = None
     ) -> int | None:
-        """See `FailureThrottle.take`: the window's `reported` flag goes to one caller."""
+        """See `FailureThrottle.take`: what the window's refusals hold beyond those already
+        reported goes to one caller."""
         count: int | None = 0
         try:
             count = self.windows.claim(self._bucket(address), window, final=final, now=now)
@@ -408,6 +535,18 @@ class SharedFailureThrottle:
             if count is not None:  # taken, or given up: this process is done with the window
                 with self._lock:
                     self._refused.discard((address, window))
+
+    async def refuse_async(self, address: str, limit: int) -> Refusal | None:
+        """See `FailureThrottle.refuse_async`."""
+        return await self.windows.off_loop(lambda: self.refuse(address, limit))
+
+    async def failed_async(self, address: str) -> None:
+        """See `FailureThrottle.failed_async`."""
+        await self.windows.off_loop(lambda: self.failed(address))
+
+    async def take_async(self, address: str, window: int, *, final: bool = False) -> int | None:
+        """See `FailureThrottle.take_async`."""
+        return await self.windows.off_loop(lambda: self.take(address, window, final=final))
 
 
 def shared_windows(engine: Engine) -> RateWindows | None:
@@ -464,7 +603,7 @@ def report_when_over(
         try:
             await anyio.sleep(refusal.ends_in)
             for _ in range(_CLAIM_TRIES):
-                count = throttle.take(address, refusal.window)
+                count = await throttle.take_async(address, refusal.window)
                 if count is not None:
                     break
                 await anyio.sleep(_CLAIM_RETRY_S)
@@ -474,7 +613,7 @@ def report_when_over(
             with anyio.CancelScope(shield=True):
                 try:
                     if count is None:
-                        count = throttle.take(address, refusal.window, final=True)
+                        count = await throttle.take_async(address, refusal.window, final=True)
                     if count:
                         await write(count)
                 except Exception as exc:

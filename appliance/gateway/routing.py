@@ -175,7 +175,11 @@ class RoutingSteps:
         template_tier = None
         if chat.task is not None and chat.task in self.tasks.names():
             template_tier = self.tasks.get(chat.task).tier
-        override = self.overrides.for_task(chat.task) if self.overrides and not chat.model else None
+        # Read once per request: the task runner takes the threshold from the route.
+        override = self.overrides.for_task(chat.task) if self.overrides else None
+        threshold = override.threshold if override is not None else None
+        if override is not None and chat.model:
+            override = None  # a named model wins over the override's; its threshold still holds
         if override is not None and override.model is not None:
             try:
                 route = self.router.decide(
@@ -189,6 +193,7 @@ class RoutingSteps:
             else:
                 if TIERS.index(route.tier) <= TIERS.index(max_tier):
                     route.reason = override.note()
+                    route.threshold = threshold
                     return route
         route = self.router.decide(
             task=chat.task or "chat",
@@ -199,6 +204,7 @@ class RoutingSteps:
         )
         if override is not None:
             route.reason = f"{route.reason}; {override.note()}"
+        route.threshold = threshold
         return route
 
     def check_external(self, trace: Trace) -> bool:
@@ -382,9 +388,8 @@ class RoutingSteps:
             return {"text": protected}
         allow, _ = _routing_rules(trace.policy)
         rules = self.rules
-        override = self.overrides.for_task(template.name) if self.overrides else None
-        if override is not None and override.threshold is not None:
-            rules = replace(rules, confidence_threshold=override.threshold)
+        if trace.route.threshold is not None:  # an applied override's (`decide` read it)
+            rules = replace(rules, confidence_threshold=trace.route.threshold)
         while True:
             engine = _RoutedEngine(self, trace)
             try:

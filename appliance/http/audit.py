@@ -124,11 +124,11 @@ class RequestAudit:
         rows = state.get(ROWS_STATE)
         if isinstance(rows, RequestRows) and rows.count:
             return
-        record = self._record(scope, state)
+        record = await self._record(scope, state)
         if record is not None:
             await self.audit.append(record)
 
-    def _record(self, scope: Scope, state: dict[str, Any]) -> AuditRecord | None:
+    async def _record(self, scope: Scope, state: dict[str, Any]) -> AuditRecord | None:
         app = scope["litestar_app"]
         principal = state.get(PRINCIPAL_STATE)
         client = scope.get("client")
@@ -159,18 +159,18 @@ class RequestAudit:
         }
         if status < 400:
             return RequestServed(**fields).record()
-        if principal is None and not self._admit_anonymous(source or "unknown"):
+        if principal is None and not await self._admit_anonymous(source or "unknown"):
             return None
         action = GENERIC_COMPLETION if scope["path"].rstrip("/") in CHAT_PATHS else GENERIC_REFUSAL
         return AuditRecord(action=action, **fields)
 
-    def _admit_anonymous(self, address: str) -> bool:
+    async def _admit_anonymous(self, address: str) -> bool:
         """Whether an anonymous refusal from `address` gets a row of its own; past the limit it
         is counted in the window's aggregate row instead."""
         try:
-            refusal = self.anonymous.refuse(address, self.anonymous_per_minute)
+            refusal = await self.anonymous.refuse_async(address, self.anonymous_per_minute)
             if refusal is None:
-                self.anonymous.failed(address)
+                await self.anonymous.failed_async(address)
                 return True
         except RateLimitsUnavailable:
             return True  # a row of its own, then: the trail is not thinned on a guess

@@ -75,6 +75,9 @@ class Route:
     escalations: list[Escalation] = field(default_factory=list)
     decision_ms: float = 0.0
     verdict: dict[str, Any] | None = None
+    threshold: float | None = None
+    """The task's confidence threshold from an applied routing override, if any (else the
+    settings'): resolved with the route, so a request reads the overrides once."""
 
     def audit_details(self, task: str | None) -> dict[str, str | int | bool | None]:
         """What the audit row keeps of the route: names and counts, never text."""

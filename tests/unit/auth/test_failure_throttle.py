@@ -5,6 +5,7 @@ of them takes the refusals for the window's audit row."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,89 @@ async def test_the_aggregate_row_is_written_once_across_two_replicas(
     with Session(pg_engines[0]) as session:
         rows = list(session.exec(select(AuditEvent).where(AuditEvent.action == "auth.throttled")))
     assert [(row.source, row.details["count"]) for row in rows] == [("10.0.0.11", 6)]
+
+
+def test_refusals_after_a_stopping_replicas_take_are_reported_when_the_window_ends(
+    engine: Engine, other_engine: Engine
+) -> None:
+    first, second = _shared(engine, other_engine)
+    first.failed("10.0.0.12", now=T)
+    for _ in range(3):
+        first.refuse("10.0.0.12", 1, now=T + 1)
+    assert first.take("10.0.0.12", START, final=True, now=T + 2) == 3  # the first replica stops
+
+    for _ in range(2):
+        second.refuse("10.0.0.12", 1, now=T + 3)  # the window goes on on the other one
+    assert second.take("10.0.0.12", START, now=T + 59) is None
+    assert second.take("10.0.0.12", START, now=T + 60) == 2  # the rest, not lost
+    assert first.take("10.0.0.12", START, now=T + 60) == 0
+    assert second.take("10.0.0.12", START, final=True, now=T + 61) == 0
+
+
+def test_concurrent_claims_take_each_refusal_once(engine: Engine, other_engine: Engine) -> None:
+    throttles = _shared(engine, other_engine)
+    throttles[0].failed("10.0.0.13", now=T)
+    refusals_per_thread, threads = 15, 4
+    start = threading.Barrier(2 * threads)
+    taken: list[int] = []
+
+    def refuse(throttle: FailureThrottle) -> None:
+        start.wait()
+        for _ in range(refusals_per_thread):
+            throttle.refuse("10.0.0.13", 1, now=T + 1)
+
+    def claim(throttle: FailureThrottle) -> None:
+        start.wait()
+        for _ in range(refusals_per_thread):
+            taken.append(throttle.take("10.0.0.13", START, final=True, now=T + 1) or 0)
+
+    workers = [
+        threading.Thread(target=work, args=(throttles[n % 2],))
+        for n in range(threads)
+        for work in (refuse, claim)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    # What the racing claims left is taken once the window is over.
+    taken += [throttle.take("10.0.0.13", START, now=T + 60) or 0 for throttle in throttles]
+    assert sum(taken) == refusals_per_thread * threads
+    assert len([n for n in taken if n]) > 1  # claimed in several rows, none counted twice
+
+
+@pytest.mark.postgresql
+async def test_a_stopping_replica_and_the_window_end_write_one_row_each(
+    pg_engines: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, auth_failures_per_minute=1)
+    stopping, staying = (Identity(settings, each, AuditLog(each)) for each in pg_engines)
+    for identity in (stopping, staying):
+        identity.auth_throttle.window_s = 4.0
+    caller = Caller(source="10.0.0.14")
+    left = 4.0 - time.time() % 4.0
+    if left < 3.0:
+        await asyncio.sleep(left + 0.05)
+
+    async def attempts(identity: Identity, count: int) -> None:
+        for n in range(count):
+            with pytest.raises((AuthError, AuthThrottled)):  # denied, then throttled
+                await identity.key_principal(f"apl_bad{n}_secret", caller=caller)
+
+    await attempts(stopping, 4)  # one failure, three refusals
+    await asyncio.sleep(0)  # its report is under way
+    for task in stopping._pending:  # the app stops: its report is written now
+        task.cancel()
+    await asyncio.gather(*stopping._pending, return_exceptions=True)
+    await attempts(staying, 2)  # two more refusals in the same window
+    await asyncio.gather(*staying._pending)
+
+    with Session(pg_engines[0]) as session:
+        rows = list(
+            session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.action == "auth.throttled")
+                .order_by(AuditEvent.seq)  # type: ignore[arg-type]
+            )
+        )
+    assert [row.details["count"] for row in rows] == [3, 2]

@@ -3,6 +3,7 @@ process's memory, or in the database where two engines (two replicas) share ever
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from appliance.auth.ratelimit import (
 from appliance.db.engine import make_engine
 from appliance.errors import RateLimitsUnavailable
 from tests.support.process import free_port
+from tests.support.windows import SilentServer
 
 # The start of a minute an hour ahead: pruning (which reads the database's clock) leaves it be.
 T = (time.time() // 60 + 60) * 60
@@ -131,3 +133,25 @@ def test_an_unreachable_database_refuses_rather_than_lets_through() -> None:
     assert refused.value.status_code == 503
     assert refused.value.code == "rate_limits_unavailable"
     engine.dispose()
+
+
+async def test_a_silent_database_refuses_the_hit_and_leaves_the_event_loop_free() -> None:
+    with SilentServer() as silent:
+        # A host that takes the connection and never answers: the hit waits for its timeout.
+        engine = create_engine(f"postgresql+psycopg://appliance@127.0.0.1:{silent.port}/gone")
+        limiter = SharedRateLimiter(RateWindows(engine, timeout_s=1.0))
+        hit = asyncio.create_task(limiter.hit_async(["key:1"], 100))
+        # The loop runs on while the hit connects (this wait is answered through it)...
+        assert await asyncio.to_thread(silent.connected.wait, 60)
+        await asyncio.sleep(0.05)
+        assert not hit.done()  # ...and while the hit waits for an answer
+        with pytest.raises(RateLimitsUnavailable) as refused:
+            await asyncio.wait_for(hit, 60)  # the bound is the windows' own, not this one
+    assert refused.value.code == "rate_limits_unavailable"
+    engine.dispose()
+
+
+async def test_in_memory_limits_answer_the_async_callers_alike() -> None:
+    limiter = LocalRateLimiter(window_s=60)
+    assert [await limiter.hit_async(["a"], 2) for _ in range(3)][:2] == [None, None]
+    assert await limiter.hit_async(["a"], 2) is not None
