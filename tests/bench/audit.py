@@ -28,16 +28,12 @@ from appliance.audit.verify import verify
 from appliance.audit.witness import FileWitness
 from appliance.config import PROJECT_ROOT
 from appliance.db.engine import make_engine, upgrade
+from tests.bench.report import pct
 from tests.support.postgres import PostgresServer, find_bin_dir
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "AUDIT.md"
 APPENDS = 1600
 VERIFY_EVENTS = 20_000
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def event(n: int) -> AuditRecord:

@@ -33,6 +33,7 @@ from appliance.audit.store import EVENTS_TABLE
 from appliance.batches.models import BatchItem
 from appliance.config import PROJECT_ROOT, Settings
 from appliance.db.engine import make_engine
+from tests.bench.report import pct
 from tests.support.process import appliance_cli, free_port, start_server
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "BATCH.md"
@@ -57,11 +58,6 @@ PROMPTS = [
     "Say hello to the team.",
     "Give one tip for a tidy desk.",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def load() -> float:

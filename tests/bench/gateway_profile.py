@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+from tests.bench.report import pct
+from tests.support.ports import free_port, wait_ok
 
 HERE = Path(__file__).resolve().parents[2]
 BODY = {
@@ -104,24 +106,6 @@ def serve_instant(port: int) -> None:
 
 
 # -- the appliances ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, *, timeout: float = 180.0, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer 200 in {timeout} s")
-
-
 class Appliance:
     """`appliance serve` from one checkout, with its own data directory and an API key."""
 
@@ -191,7 +175,7 @@ class Appliance:
                 serve, cwd=checkout, env=self.env, stdout=log, stderr=log
             )
         try:
-            wait_for(f"{self.url}/readyz")
+            wait_ok(f"{self.url}/readyz", timeout=180, process=self.process, name=name)
         except RuntimeError:
             self.stop()
             print(self.log.read_text()[-3000:], file=sys.stderr)
@@ -200,11 +184,6 @@ class Appliance:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -241,7 +220,7 @@ def main() -> int:
     apps: list[Appliance] = []
     spy: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(f"{backend_url}/models", timeout=20)
+        wait_ok(f"{backend_url}/models", timeout=20, process=backend, name="the backend")
         with tempfile.TemporaryDirectory(prefix="gwprof-") as root:
             try:
                 for name, path in checkouts:

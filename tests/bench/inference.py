@@ -39,8 +39,9 @@ from appliance.inference.engine import LlamaInstance, LocalModel
 from appliance.inference.llamacpp import LlamaCppBackend
 from appliance.inference.openai_compat import OpenAICompatBackend
 from appliance.inference.router import Router, RouterConfig
+from tests.bench.report import pct
 from tests.support.llama_server import LlamaServer
-from tests.support.process import free_port
+from tests.support.ports import free_port
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "INFERENCE.md"
 MODELS = PROJECT_ROOT / "var" / "models"
@@ -54,11 +55,6 @@ PROMPTS = [
     "List three benefits of on-premises language models.",
     "Explain what a privacy policy is to a new employee.",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_gateway(lines: list[str], data_dir: Path) -> None:

@@ -27,7 +27,6 @@ the proxy's. Prompts and answers are never printed or written anywhere.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -49,7 +48,8 @@ import yaml
 
 from appliance.config import PROJECT_ROOT
 from appliance.inference.bundled import install_bundled
-from tests.support.process import free_port
+from tests.bench.report import pct, versions
+from tests.support.ports import free_port, wait_ok
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "PEER.md"
 MODELS = PROJECT_ROOT / "var" / "models"
@@ -123,19 +123,14 @@ class Processes:
 
     def wait(self, name: str, url: str, timeout: float = 180) -> None:
         """Until `url` answers 200; raises with the end of the log if the process exits."""
-        process = self.started[name]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited ({process.returncode}):\n{tail}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready after {timeout:.0f} s")
+        wait_ok(
+            url,
+            timeout=timeout,
+            process=self.started[name],
+            name=name,
+            output=lambda: "\n" + (self.logs / f"{name}.log").read_text(errors="replace")[-3000:],
+            interval=0.2,
+        )
 
     def stop(self) -> None:
         for process in self.started.values():
@@ -351,11 +346,6 @@ def cpu_row(client: httpx.Client, arms: dict[str, Arm], prompt: str) -> dict[str
 
 
 # -- statistics ------------------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def added(
     samples: dict[str, list[Sample]], name: str, pick: Callable[[Sample], float]
 ) -> list[float]:
@@ -376,40 +366,6 @@ def ms(seconds: float) -> str:
 
 
 # -- the run ---------------------------------------------------------------------------------------
-def versions() -> dict[str, str]:
-    peer = subprocess.run(
-        [
-            str(PEER_VENV / "bin" / "python"),
-            "-c",
-            "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-            "('litellm', 'presidio-analyzer', 'presidio-anonymizer', 'spacy')}))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found: dict[str, str] = json.loads(peer.stdout)
-    found["llama-cpp-python"] = importlib.metadata.version("llama_cpp_python")
-    found["appliance spacy"] = importlib.metadata.version("spacy")
-    found["appliance presidio-analyzer"] = importlib.metadata.version("presidio_analyzer")
-    found["appliance"] = appliance_commit()
-    return found
-
-
-def appliance_commit() -> str:
-    """The checkout's short commit, marked when appliance/ has uncommitted changes."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "appliance"],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    ).stdout.strip()
-    return commit + (" (appliance/ modified)" if dirty else "")
-
-
 def openai_backend(name: str, url: str, *, max_concurrency: int, model: str, served_as: str) -> str:
     """One `[[backends]]` table of the inference file: an `openai_compat` pool of one node."""
     return f"""
@@ -680,7 +636,6 @@ def report(
     cpu: dict[str, dict[str, float]],
     refused: dict[str, int],
 ) -> list[str]:
-    found = versions()
     short_add = {name: added(short, name, outside) for name in ARMS[1:]}
     long_add = {name: added(long, name, outside) for name in ARMS[1:]}
     ttft_add = {name: added(streams, name, outside_first) for name in ARMS[1:]}
@@ -707,7 +662,19 @@ def report(
         f"{platform.python_version()}, {platform.machine()}. The machine is shared: the load "
         "average says how much else ran.",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()) + ".",
+        "Versions: "
+        + versions(
+            packages={
+                "llama-cpp-python": "llama_cpp_python",
+                "appliance spacy": "spacy",
+                "appliance presidio-analyzer": "presidio_analyzer",
+            },
+            other_python=(
+                PEER_VENV / "bin" / "python",
+                ["litellm", "presidio-analyzer", "presidio-anonymizer", "spacy"],
+            ),
+        )
+        + ".",
         "",
         "## The table",
         "",

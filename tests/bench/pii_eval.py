@@ -38,6 +38,7 @@ from typing import Any
 
 from appliance.config import PROJECT_ROOT
 from appliance.pii.checksums import luhn_valid, mod97_valid
+from tests.bench.report import pct
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "PII.md"
 CACHE = PROJECT_ROOT / "var" / "cache" / "presidio-evaluator"
@@ -921,12 +922,6 @@ def merge_runs(runs: Iterable[RunResult]) -> RunResult:
         merged.documents += run.documents
         merged.seconds += run.seconds
     return merged
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of `values`."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def sized_texts(documents: list[Document], size: int, count: int) -> list[str]:

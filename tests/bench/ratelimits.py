@@ -37,7 +37,8 @@ from appliance.auth.ratelimit import (
 )
 from appliance.config import PROJECT_ROOT
 from appliance.db.engine import make_engine, upgrade
-from tests.bench.audit import durable_postgres, pct
+from tests.bench.audit import durable_postgres
+from tests.bench.report import pct
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "RATELIMITS.md"
 ROUNDS = 10

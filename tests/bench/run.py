@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from appliance.db.engine import upgrade
 from appliance.inference.base import GenerationRequest, Message
 from appliance.inference.embedded import embedded_backend
 from appliance.pii.detector import DetectionSpec, load_detector
+from tests.bench.report import pct
+from tests.support.ports import free_port
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "RESULTS.md"
 PARAGRAPH = (
@@ -44,11 +45,6 @@ PROMPTS = [
     "List three benefits of on-premises language models.",
     "Explain what a privacy policy is to a new employee.",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_pii(lines: list[str]) -> None:
@@ -74,12 +70,6 @@ def bench_pii(lines: list[str]) -> None:
             f"| {kbps:.1f} |"
         )
     lines.append("")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bench_gateway(lines: list[str], data_dir: Path) -> None:
@@ -200,7 +190,7 @@ def bench_restart(lines: list[str], data_dir: Path) -> None:
     env.update(
         APPLIANCE_DATA_DIR=str(data_dir), APPLIANCE_MODELS_DIR=str(PROJECT_ROOT / "var" / "models")
     )
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--port", str(port)],

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -47,14 +46,14 @@ from tests.bench.peer import (
     ENGINE_THREADS,
     LONG,
     MODELS,
-    appliance_commit,
     cpu_model,
     cpu_seconds,
     openai_backend,
 )
+from tests.bench.report import versions
 from tests.support.llama_server import LlamaServer
+from tests.support.ports import free_port, wait_ok
 from tests.support.postgres import HOW_TO_ENABLE, PostgresServer, find_bin_dir
-from tests.support.process import free_port
 from tests.support.replicas import Replicas, replica_env
 
 OUT = PROJECT_ROOT / "tests" / "bench" / "SCALE.md"
@@ -97,7 +96,7 @@ def instant_backend() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_ok(url + "/models", timeout=20)
+        wait_ok(url + "/models", timeout=20, process=process, name="the instant backend")
         yield url, process
     finally:
         process.terminate()
@@ -120,16 +119,6 @@ def inference_file(path: Path, instant_url: str, llama_url: str) -> Path:
         )
     )
     return path
-
-
-def wait_ok(url: str, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer 200 in {timeout:.0f} s")
 
 
 # -- nginx ---------------------------------------------------------------------------------------
@@ -184,7 +173,7 @@ def nginx(root: Path, upstreams: list[str]) -> Iterator[tuple[str, subprocess.Po
         stderr=(root / "stderr.log").open("wb"),
     )
     try:
-        wait_ok(f"http://127.0.0.1:{port}/healthz", timeout=20)
+        wait_ok(f"http://127.0.0.1:{port}/healthz", timeout=20, process=process, name="nginx")
         yield f"http://127.0.0.1:{port}", process
     finally:
         process.send_signal(signal.SIGQUIT)  # graceful: workers finish, then the master exits
@@ -547,18 +536,13 @@ def main() -> None:
 
 
 # -- the report ------------------------------------------------------------------------------------
-def versions() -> str:
-    def out(*args: str) -> str:
-        done = subprocess.run(args, capture_output=True, text=True, check=False)
-        return (done.stdout + done.stderr).strip().splitlines()[0]
-
+def measured() -> str:
+    """The versions of what the run measured, for the report."""
+    programs = {"nginx": [NGINX, "-v"], "wrk": [WRK, "-v"], "Python": [sys.executable, "-V"]}
     bin_dir = find_bin_dir()
-    postgres = out(str(bin_dir / "postgres"), "--version") if bin_dir else "?"
-    return (
-        f"appliance {appliance_commit()}; "
-        f"{out(NGINX, '-v').removeprefix('nginx version: ')}; "
-        f"{out(WRK, '-v').split(' [')[0]}; {postgres}; Python {platform.python_version()}"
-    )
+    if bin_dir is not None:
+        programs["PostgreSQL"] = [str(bin_dir / "postgres"), "--version"]
+    return versions(programs=programs)
 
 
 def per_request(run: Run, seconds: float) -> str:
@@ -636,7 +620,7 @@ def report(
         f"{' / '.join(f'{v:.2f}' for v in loads[0])} before and "
         f"{' / '.join(f'{v:.2f}' for v in loads[-1])} after (1 / 5 / 15 min). The machine is "
         f"shared: during the measured runs its other work kept {others:.2f} of the {cores} "
-        f"CPUs busy on average (the *other work* columns below). {versions()}.",
+        f"CPUs busy on average (the *other work* columns below). Versions: {measured()}.",
         "",
         "Each request: the 1 KB prompt of the peer benchmark with 8 planted identifiers, under "
         "the shipped `default` policy, `max_tokens` 1, through nginx (`least_conn`) to "

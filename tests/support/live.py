@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
 import uvicorn
 from litestar import Litestar
+
+from tests.support.ports import wait_ok
 
 
 class LiveServer:
@@ -55,17 +56,15 @@ class LiveServer:
         return self
 
     def wait_ready(self, timeout: float = 120) -> None:
-        """Poll /readyz until it answers 200."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = httpx.get(f"{self.url}/readyz", timeout=5, verify=self.trust)
-            if last.status_code == 200:
-                return
-            if "failed" in str(last.json()["checks"].get("detector")):
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"not ready: {last.text if last else 'no answer'}")
+        """Poll /readyz until it answers 200; a detector that failed to load ends the wait."""
+        wait_ok(
+            f"{self.url}/readyz",
+            timeout=timeout,
+            name="the app",
+            give_up=lambda answer: "failed" in str(answer.json()["checks"].get("detector")),
+            verify=self.trust,
+            interval=0.05,
+        )
 
     def __exit__(
         self,

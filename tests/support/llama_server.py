@@ -6,13 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
-from tests.support.process import free_port
+from tests.support.ports import free_port, wait_ok
 
 
 class LlamaServer:
@@ -70,19 +67,23 @@ class LlamaServer:
         finally:
             if log is not None:
                 log.close()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                err = self._process.stderr.read().decode()[-2000:] if self._process.stderr else ""
-                raise RuntimeError(f"llama_cpp.server exited: {err}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.__exit__(None, None, None)
-        raise RuntimeError("llama_cpp.server did not start in 90 s")
+        try:
+            wait_ok(
+                f"{self.base_url}/models",
+                timeout=90,
+                process=self._process,
+                name="llama_cpp.server",
+                output=self._stderr_tail,
+                interval=0.2,
+            )
+        except RuntimeError:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _stderr_tail(self) -> str:
+        stderr = self._process.stderr if self._process is not None else None
+        return stderr.read().decode()[-2000:] if stderr is not None else ""
 
     def kill(self) -> None:
         """`kill -9` the server: the node dies mid-request, as on a crash or a power cut."""

@@ -10,12 +10,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 HOW_TO_ENABLE = (
     "PostgreSQL server binaries not found: install them (Debian: apt-get install postgresql) "
@@ -36,12 +37,6 @@ def find_bin_dir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PostgresServer:
     """A running server; `create_database()` gives each test its own database."""
@@ -59,7 +54,7 @@ class PostgresServer:
             user = pwd.getpwnam("postgres")
             os.chown(root, user.pw_uid, user.pw_gid)
             run_as = ["runuser", "-u", "postgres", "--"]
-        server = cls(bin_dir, root, _free_port(), run_as)
+        server = cls(bin_dir, root, free_port(), run_as)
         data = root / "data"
         server._run(
             "initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"

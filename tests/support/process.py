@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from appliance.config import PROJECT_ROOT
+from tests.support.ports import free_port, wait_ok
 
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["appliance_cli", "free_port", "start_server"]
 
 
 def appliance_cli(
@@ -48,15 +39,14 @@ def start_server(
             stderr=stderr,
             cwd=PROJECT_ROOT,
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the server never became ready")
+    try:
+        wait_ok(
+            f"http://127.0.0.1:{port}/readyz",
+            timeout=timeout,
+            process=process,
+            output=lambda: log.read_text()[-2000:],
+        )
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
