@@ -50,7 +50,7 @@ def holders(engine: Engine, job_id: str) -> dict[int, str]:
 
 
 def pid_of(holder: str) -> int:
-    return int(holder.split(":")[-2])  # host:pid:random
+    return int(holder.split(":")[-3])  # host:pid:random:claim
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
