@@ -9,10 +9,12 @@ own (`dependencies()`), and a handler names the ones it uses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from litestar.di import Provide
 from sqlalchemy import Engine
 
@@ -84,18 +86,29 @@ def audit_pulls(audit: AuditLog) -> PullAudit:
 
     events = {ModelPullStarted.name: ModelPullStarted, ModelPulled.name: ModelPulled}
 
-    async def record(event: PullEvent) -> None:
-        await audit.append(
-            events[event.action](
-                actor=event.requester.id,
-                role=event.requester.role,
-                source=event.requester.source,
-                outcome=event.outcome,
-                model=event.model,
-                target=event.target,
-                details=dict(event.details),
-            ).record()
-        )
+    async def record(event: PullEvent, *, only_if: Callable[[Any], bool] | None = None) -> bool:
+        entry = events[event.action](
+            actor=event.requester.id,
+            role=event.requester.role,
+            source=event.requester.source,
+            outcome=event.outcome,
+            model=event.model,
+            target=event.target,
+            details=dict(event.details),
+        ).record()
+        if only_if is None:
+            await audit.append(entry)
+            return True
+
+        def guarded() -> bool:
+            # The condition's write and the event commit together, or neither does.
+            with audit.transaction() as tx:
+                if not only_if(tx.connection):
+                    return False
+                tx.append(entry)
+                return True
+
+        return await anyio.to_thread.run_sync(guarded)
 
     return record
 
@@ -111,7 +124,8 @@ def build_appliance(settings: Settings, engine: Engine, backends: list[Backend])
         digest_key=load_or_create_key(keys / "vault-digest.key"),
     )
     hash_key = load_or_create_key(keys / "pii-hash.key")
-    # One holder id for the process; how long a lease lasts is the `lease_s` setting.
+    # One holder id for the process (a row claim adds a random part to it); how long a lease
+    # lasts is the `lease_s` setting.
     lease = LeaseTerms(lease_s=settings.lease_s)
     detector = DetectorHandle()
     overrides = RoutingOverrides(engine)

@@ -39,6 +39,7 @@ from appliance.audit.events import AuditRecord as AuditRecord
 from appliance.audit.keys import SigningKey, VerifyKey, load_or_create
 from appliance.audit.witness import Witness, from_setting
 from appliance.config import Settings
+from appliance.db.engine import begin_write_locked
 from appliance.db.models import AuditEvent
 from appliance.metrics import AUDIT_APPEND
 
@@ -141,9 +142,9 @@ class Head:
 def begin_serialised(connection: Connection) -> None:
     """Start the transaction holding the chain's write lock until commit or rollback."""
     if connection.dialect.name == "sqlite":
-        # pysqlite would open a deferred transaction; IMMEDIATE takes the write lock now, so
-        # no other writer can read the same head between our read and our insert.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # The write lock now: no other writer can read the same head between our read and
+        # our insert.
+        begin_write_locked(connection)
     elif connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported

@@ -46,7 +46,7 @@ class BatchItem(SQLModel, table=True):
     audit_id: str | None = Field(default=None, max_length=32)
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     lease_holder: str | None = Field(default=None, max_length=200)
-    """The process running the item now (`appliance.db.leases`); None when nobody is."""
+    """The claim running the item now (its token, `appliance.db.leases`); None when nobody is."""
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     attempts: int = 0
     """How often the item was claimed: more than one means a replica stopped while running it."""

@@ -7,13 +7,15 @@ Interactive requests keep their latency because every item runs as background wo
 pauses between generation steps while an interactive request is in flight. Transient refusals
 (model busy, detector loading, timeouts) are retried after a wait instead of failing the item.
 
-Each worker claims one item at a time with a lease (`Batches.claim`), which this process renews
-while the item runs; so several replicas on one database work on one job together, and an item
-whose replica died is run by another once its lease runs out. Such an item has run (in part)
-twice: its request may have written an audit row before the crash, and the second run writes its
-own, under the same request id (`batch:<job>:<seq>`). The item keeps one result, the second's.
-An item claimed `MAX_ATTEMPTS` times without finishing (it took its replica down each time) fails
-instead of taking down the next one. A graceful stop gives the items in flight back at once.
+Each worker claims one item at a time with a lease of its own (`Batches.claim` under
+`appliance.db.leases.leased`), renewed while the item runs; so several replicas on one database
+work on one job together, and an item whose replica died is run by another once its lease runs
+out. Such an item has run (in part) twice: its request may have written an audit row before the
+crash, and the second run writes its own, under the same request id (`batch:<job>:<seq>`). The
+item keeps one result, the second's. A worker that finds its lease taken over (it stalled past
+`lease_s`) stops its item; a result it still reports is dropped. An item claimed `MAX_ATTEMPTS`
+times without finishing (it took its replica down each time) fails instead of taking down the
+next one. A graceful stop gives the items in flight back at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,7 +31,7 @@ import anyio
 
 from appliance.auth.actor import Actor, Purpose
 from appliance.batches.pacing import InteractiveTraffic
-from appliance.db.leases import kept, release_quietly
+from appliance.db.leases import leased
 from appliance.db.models import utcnow
 from appliance.errors import ApplianceError
 from appliance.inference.gate import background
@@ -84,10 +85,6 @@ class BatchRunner:
         self.quiet_s = quiet_s
         self.activity = activity or InteractiveTraffic()
         self._wake = asyncio.Event()
-        self._held: set[tuple[str, int]] = set()
-        """(job, seq) of the items this process runs now: the leases it renews (from a worker
-        thread, hence the lock)."""
-        self._held_lock = threading.Lock()
 
     def wake(self) -> None:
         """Tell the runner a job was created."""
@@ -124,62 +121,35 @@ class BatchRunner:
         actor = replace(Actor(**job.actor), purpose=Purpose.BATCH)
         ran = 0
 
+        # Stopped mid-item (a shutdown): the item goes back at once, its claim uncounted.
+        uncounted = {"attempts": batches.leases.table.c.attempts - 1}
+
         async def worker() -> None:
             nonlocal ran
             while True:
                 await self.activity.wait_quiet(self.quiet_s)
                 # Claimed after the wait: a job deleted (or expired) meanwhile has no items.
-                item = await anyio.to_thread.run_sync(batches.claim, job.id)
-                if item is None:
-                    return
-                key = (job.id, item.seq)
-                # Held until its outcome is committed; an item left here when the run stops
-                # (cancelled, or the database failed) is given back below.
-                with self._held_lock:
-                    self._held.add(key)
-                await self._run_claimed(job, actor, item)
-                with self._held_lock:
-                    self._held.discard(key)
-                ran += 1
+                claim = partial(batches.claim, job.id)
+                async with leased(
+                    batches.leases, claim, what="batch item", give_back=uncounted
+                ) as held:
+                    if held is None:
+                        return
+                    await self._run_claimed(job, actor, held.work, held.lease.token)
+                ran += not held.lost
                 # Yield the model: anyone already waiting for its slot goes next.
                 await asyncio.sleep(self.pause_s)
 
-        renewing = kept(self._renew, every_s=batches.leases.terms.renew_every_s)
-        try:
-            async with renewing, anyio.create_task_group() as group:
-                for _ in range(self.concurrency):
-                    group.start_soon(worker)
-        finally:
-            if self._held:
-                # Stopped mid-item (a shutdown): hand the items back at once, uncounted.
-                self._give_back()
+        async with anyio.create_task_group() as group:
+            for _ in range(self.concurrency):
+                group.start_soon(worker)
         if await anyio.to_thread.run_sync(batches.complete_if_done, job.id):
             log.info("batch job completed", extra={"detail": job.id})
         return ran
 
-    def _renew(self) -> bool:
-        """Renew the leases of the items in flight (`kept` calls it in a thread)."""
-        with self._held_lock:
-            held = set(self._held)
-        lost = held - self.batches.leases.renew(held)
-        with self._held_lock:
-            lost &= self._held  # not merely finished meanwhile
-        if lost:
-            # Still running here, but claimed by another replica after our lease ran out (this
-            # process stalled past `lease_s`): their results will be dropped.
-            log.warning("batch item leases lost", extra={"detail": str(len(lost))})
-        return True
-
-    def _give_back(self) -> None:
-        with self._held_lock:
-            held, self._held = set(self._held), set()
-        leases = self.batches.leases
-        release_quietly(
-            lambda: leases.release(held, values={"attempts": leases.table.c.attempts - 1}),
-            what="batch items",
-        )
-
-    async def _run_claimed(self, job: BatchJob, actor: Actor, item: ClaimedItem) -> None:
+    async def _run_claimed(
+        self, job: BatchJob, actor: Actor, item: ClaimedItem, holder: str
+    ) -> None:
         if item.attempts > MAX_ATTEMPTS:
             log.error(
                 "batch item abandoned: its server stopped while running it each time",
@@ -189,11 +159,13 @@ class BatchRunner:
                 f"the item was started {MAX_ATTEMPTS} times and its server stopped each time; "
                 "it is not run again"
             )
-            await self._finish(job.id, item.seq, error=error)
+            await self._finish(job.id, item.seq, holder, error=error)
             return
-        await self._run_item(job, actor, item.seq, item.input)
+        await self._run_item(job, actor, item.seq, item.input, holder)
 
-    async def _run_item(self, job: BatchJob, actor: Actor, seq: int, item: dict[str, Any]) -> None:
+    async def _run_item(
+        self, job: BatchJob, actor: Actor, seq: int, item: dict[str, Any], holder: str
+    ) -> None:
         task = TaskInput(
             name=job.task,
             text=item.get("text"),
@@ -210,27 +182,29 @@ class BatchRunner:
                     lambda: task_runner.run_task(actor, task, request_id=request_id)
                 )
         except ApplianceError as exc:
-            await self._finish(job.id, seq, error=exc)
+            await self._finish(job.id, seq, holder, error=exc)
             return
         except Exception:
             log.error("batch item failed unexpectedly", exc_info=True)
-            await self._finish(job.id, seq, error=ApplianceError("the item failed"))
+            await self._finish(job.id, seq, holder, error=ApplianceError("the item failed"))
             return
         await self._keep(
             job.id,
             seq,
+            holder=holder,
             status="done",
             result={"output": result.output, "receipt": result.receipt},
             error_code=None,
             audit_id=result.receipt.get("audit_id"),
         )
 
-    async def _finish(self, job_id: str, seq: int, *, error: ApplianceError) -> None:
+    async def _finish(self, job_id: str, seq: int, holder: str, *, error: ApplianceError) -> None:
         body = error.to_dict()["error"]
         audit = body.get("receipt", {}).get("audit_id") if isinstance(body, dict) else None
         await self._keep(
             job_id,
             seq,
+            holder=holder,
             status="failed",
             result={"error": {"code": error.code, "message": error.message}},
             error_code=error.code,

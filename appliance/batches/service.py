@@ -29,7 +29,7 @@ from sqlmodel import col, select
 from appliance.auth.actor import Purpose
 from appliance.batches.models import BatchItem, BatchJob
 from appliance.db.engine import scrub, secure_delete_on, session_scope
-from appliance.db.leases import LeaseTerms, RowLeases
+from appliance.db.leases import Lease, LeaseTerms, RowLeases
 from appliance.db.models import utcnow
 from appliance.db.progress import StatusCounts, status_counts
 from appliance.documents.crypto import Sealer
@@ -156,14 +156,15 @@ class Batches:
         job_id: str,
         seq: int,
         *,
+        holder: str,
         status: str,
         result: dict[str, Any],
         error_code: str | None,
         audit_id: str | None,
     ) -> bool:
-        """Commit one item's outcome if this process still holds its lease (a conditional
-        update: a finished item is never overwritten, and a result from a replica whose lease
-        passed to another is dropped). Returns whether it was kept."""
+        """Commit one item's outcome if the claim `holder` (its lease's token) still holds it (a
+        conditional update: a finished item is never overwritten, and a result from a claim
+        whose lease passed to another is dropped). Returns whether it was kept."""
         sealed = self.sealer.seal(
             json.dumps(result).encode(), bound_to=f"batch-result:{job_id}:{seq}"
         )
@@ -174,7 +175,7 @@ class Batches:
                     col(BatchItem.job_id) == job_id,
                     col(BatchItem.seq) == seq,
                     col(BatchItem.status) == "pending",
-                    self.leases.held(),
+                    self.leases.held(holder),
                 )
                 .values(
                     status=status,
@@ -188,9 +189,9 @@ class Batches:
             )
             return bool(kept.rowcount)
 
-    def claim(self, job_id: str) -> ClaimedItem | None:
+    def claim(self, job_id: str) -> tuple[ClaimedItem, Lease] | None:
         """Lease the job's next pending item that nobody runs (or whose runner's lease ran
-        out) to this process; None when there is none."""
+        out) to a new claim of this process; None when there is none."""
         rows = self.leases.claim(
             ITEMS.c.job_id == job_id,
             ITEMS.c.status == "pending",
@@ -200,11 +201,12 @@ class Batches:
         if not rows:
             return None
         row = rows[0]
-        return ClaimedItem(
+        item = ClaimedItem(
             seq=row.seq,
             input=self._open_input(job_id, row.seq, row.input_sealed),
             attempts=int(row.attempts),
         )
+        return item, self.leases.lease_of(row)
 
     def begin(self, job_id: str) -> None:
         """Mark a queued job `running`, stamping its start (once, whichever replica is first)."""

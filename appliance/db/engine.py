@@ -15,7 +15,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlmodel import Session
 
 from appliance.errors import DatabaseNotMigrated
@@ -69,6 +69,14 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def begin_write_locked(connection: Connection) -> None:
+    """On SQLite, open `connection`'s transaction with the database's write lock taken up front
+    (pysqlite would open a deferred one), so no other writer reads what this transaction reads
+    before it writes. Elsewhere nothing: the transaction opens with the first statement."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config(url: str) -> Config:

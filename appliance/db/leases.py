@@ -1,10 +1,12 @@
 """Leases: background work that several replicas on one database share, each piece run by one.
 
-A lease is a holder id and an expiry on a row. A replica takes work by writing its id and
-`now + lease_s` in one conditional statement, renews the expiry while the work runs (every third
-of `lease_s`), and finishes the work only if the row still names it. A replica that dies (`kill
--9`, power cut) stops renewing: once its expiry passes another replica takes the work over. A
-replica that only stalled and finds its lease taken drops its result.
+A lease is a holder token and an expiry on a row. A worker takes work by writing a fresh token
+and `now + lease_s` in one conditional statement, renews the expiry while the work runs (every
+third of `lease_s`), and finishes the work only if the row still names its token. A replica that
+dies (`kill -9`, power cut) stops renewing: once its expiry passes another replica takes the work
+over. A worker that only stalled and finds its lease taken stops, and its late writes are dropped.
+`leased()` is that whole life of one claim: claim, renew in the background, stop when the lease
+is lost, give the work back when stopped early.
 
 Two kinds:
 
@@ -18,7 +20,10 @@ Two kinds:
   succeeds only when the row is free, expired, or already this holder's.
 
 Times are the database's clock on PostgreSQL (app hosts' clocks may differ; the database's is one)
-and this host's on SQLite (one host). Each process has one holder id: host, pid and a random part.
+and this host's on SQLite (one host). Each process has one holder id (host, pid and a random
+part), which named leases use as it is. A row lease's token is that id plus a random part drawn
+for each claim: two workers of one process never share one, so a worker whose lease ran out and
+was claimed again by its neighbour can neither renew nor finish the row.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 from sqlalchemy import (
@@ -55,9 +60,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from appliance.db.engine import begin_write_locked
 from appliance.db.models import utcnow
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_LEASE_S = 30.0
 """How long a lease lasts without renewal (the `lease_s` setting's default)."""
@@ -90,6 +98,10 @@ class LeaseTerms:
     holder: str = field(default_factory=process_holder)
     lease_s: float = DEFAULT_LEASE_S
 
+    def token(self) -> str:
+        """A fresh token for one claim of rows: the holder id and a random part."""
+        return f"{self.holder}:{secrets.token_hex(4)}"
+
     @property
     def renew_every_s(self) -> float:
         """How often a held lease is renewed: three chances before it runs out."""
@@ -108,11 +120,13 @@ def database_now(connection: Connection) -> datetime:
     return utcnow()
 
 
-def begin_claim(connection: Connection) -> None:
-    """Open the transaction a claim runs in: on SQLite with the write lock taken up front, so no
-    other writer reads the same free rows between our read and our update."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+@dataclass(frozen=True)
+class Lease:
+    """One claimed row: its key (a tuple of its primary key's values) and the token of the claim
+    that holds it."""
+
+    key: tuple[Any, ...]
+    token: str
 
 
 class RowLeases:
@@ -127,13 +141,19 @@ class RowLeases:
         self._holder = table.c.lease_holder
         self._expires = table.c.lease_expires_at
 
-    def held(self) -> ColumnElement[bool]:
-        """The condition a conditional finish adds: the row is still this holder's."""
-        return self._holder == self.terms.holder
+    def held(self, token: str | None) -> ColumnElement[bool]:
+        """The condition a conditional finish adds: the row is still held by the claim `token`
+        (None: by no claim, as a run the command line runs itself)."""
+        return self._holder.is_(None) if token is None else self._holder == token
 
-    def key_of(self, row: Row[Any]) -> tuple[Any, ...]:
-        """A row's key, as `renew` and `release` take it."""
-        return tuple(getattr(row, c.name) for c in self._key)
+    def lease_of(self, row: Any) -> Lease:
+        """The lease a claimed row (or a model object of it) carries, as `renew` and `release`
+        take it."""
+        return Lease(tuple(getattr(row, c.name) for c in self._key), str(row.lease_holder))
+
+    def _matching(self, leases: Collection[Lease]) -> ColumnElement[bool]:
+        pairs = [(*lease.key, lease.token) for lease in leases]
+        return tuple_(*self._key, self._holder).in_(pairs)
 
     def claim(
         self,
@@ -143,9 +163,11 @@ class RowLeases:
         values: Mapping[str, Any] | None = None,
     ) -> list[Row[Any]]:
         """Lease up to `limit` rows matching `where` that nobody holds (or whose lease ran
-        out), in `order_by` order; sets `values` on them too. Returns the claimed rows."""
+        out), in `order_by` order, to one new claim; sets `values` on them too. Returns the
+        claimed rows (their `lease_holder` is the claim's token: `lease_of` reads it)."""
         with self.engine.connect() as connection:
-            begin_claim(connection)
+            # SQLite: no other writer reads the same free rows between our read and our update.
+            begin_write_locked(connection)
             now = database_now(connection)
             free = or_(self._expires.is_(None), self._expires < now)
             candidates = select(*self._key).where(*where, free).order_by(*order_by).limit(limit)
@@ -160,7 +182,7 @@ class RowLeases:
                 update(self.table)
                 .where(chosen)
                 .values(
-                    lease_holder=self.terms.holder,
+                    lease_holder=self.terms.token(),
                     lease_expires_at=self.terms.expiry(now),
                     **(values or {}),
                 )
@@ -169,31 +191,32 @@ class RowLeases:
             connection.commit()
         return rows
 
-    def renew(self, keys: Collection[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
-        """Push out the expiry of those of `keys` this holder still holds; returns them."""
-        if not keys:
+    def renew(self, leases: Collection[Lease]) -> set[Lease]:
+        """Push out the expiry of those of `leases` whose claim still holds its row; returns
+        them."""
+        if not leases:
             return set()
         with self.engine.begin() as connection:
             expires = self.terms.expiry(database_now(connection))
             renewed = connection.execute(
                 update(self.table)
-                .where(tuple_(*self._key).in_(list(keys)), self.held())
+                .where(self._matching(leases))
                 .values(lease_expires_at=expires)
-                .returning(*self._key)
+                .returning(*self._key, self._holder)
             )
-            return {tuple(row) for row in renewed}
+            return {Lease(tuple(row[:-1]), row[-1]) for row in renewed}
 
     def release(
-        self, keys: Collection[tuple[Any, ...]], *, values: Mapping[str, Any] | None = None
+        self, leases: Collection[Lease], *, values: Mapping[str, Any] | None = None
     ) -> None:
-        """Give up those of `keys` this holder holds (at shutdown), so another replica takes
-        them at once instead of after the expiry; sets `values` on them too."""
-        if not keys:
+        """Give up those of `leases` whose claim still holds its row (at shutdown), so another
+        replica takes them at once instead of after the expiry; sets `values` on them too."""
+        if not leases:
             return
         with self.engine.begin() as connection:
             connection.execute(
                 update(self.table)
-                .where(tuple_(*self._key).in_(list(keys)), self.held())
+                .where(self._matching(leases))
                 .values(lease_holder=None, lease_expires_at=None, **(values or {}))
             )
 
@@ -264,6 +287,72 @@ async def kept(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass
+class Held(Generic[T]):
+    """Work a claim holds, as `leased` yields it; `lost` once the lease passed to another."""
+
+    work: T
+    lease: Lease
+    lost: bool = False
+
+
+@asynccontextmanager
+async def leased(
+    leases: RowLeases,
+    claim: Callable[[], tuple[T, Lease] | None],
+    *,
+    what: str,
+    give_back: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Held[T] | None]:
+    """Claim work and hold it while the block runs (`holding`); yields None when there was none
+    to claim. `claim()` (blocking, run in a thread) returns the work and its lease, or None."""
+    claimed = await anyio.to_thread.run_sync(claim)
+    if claimed is None:
+        yield None
+        return
+    work, lease = claimed
+    async with holding(leases, work, lease, what=what, give_back=give_back) as held:
+        yield held
+
+
+@asynccontextmanager
+async def holding(
+    leases: RowLeases,
+    work: T,
+    lease: Lease,
+    *,
+    what: str,
+    give_back: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Held[T]]:
+    """Hold claimed work while the block runs: its lease is renewed every third of `lease_s`.
+
+    When a renewal finds the row taken over (this worker stalled past `lease_s`), the block is
+    stopped where it is, `lost` is set and the `async with` ends without an error: the new
+    holder runs the work. When the block ends early (cancelled at shutdown, or failed), the row
+    is given back at once, with `give_back` values set on it, and the exception goes on. A block
+    that ends normally has finished its work (its conditional finish cleared the lease):
+    nothing is given back. `what` names the work in logs (never its content)."""
+    held = Held(work, lease)
+    with anyio.CancelScope() as scope:
+
+        def lost() -> None:
+            held.lost = True
+            detail = f"{what} {':'.join(map(str, lease.key))}"
+            log.warning("lease passed to another replica; stopped", extra={"detail": detail})
+            scope.cancel()
+
+        renewing = kept(
+            lambda: bool(leases.renew([lease])), every_s=leases.terms.renew_every_s, on_lost=lost
+        )
+        try:
+            async with renewing:
+                yield held
+        except BaseException:
+            if not held.lost:
+                release_quietly(lambda: leases.release([lease], values=give_back), what=what)
+            raise
 
 
 async def periodically(

@@ -4,20 +4,22 @@
 protocol (the inference package reaches no database itself). A row holds what the API shows
 (status, phase, node, bytes per layer), who asked (for the audit row written when the pull ends),
 and a lease (`appliance.db.leases`): the replica running the pull renews it and saves progress
-now and then; when that replica dies, another claims the row once the lease ran out and pulls
-again (Ollama continues a pull where it stopped). A partial unique index allows one running pull
-per backend and model, across replicas: a second one is a `Conflict`.
+now and then, and writes the end only while its claim (the token `add` or `claim_abandoned`
+returned) still holds the row; when that replica dies, another claims the row once the lease ran
+out and pulls again (Ollama continues a pull where it stopped). A partial unique index allows one
+running pull per backend and model, across replicas: `add` reports a second one, and the caller
+refuses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -32,8 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from appliance.db.leases import LeaseTerms, RowLeases, database_now, kept
-from appliance.errors import Conflict
+from appliance.db.leases import Held, Lease, LeaseTerms, RowLeases, database_now, holding
 
 PULLS = Table(
     "model_pulls",
@@ -73,36 +74,48 @@ class PullRows:
         """How often the runner renews a pull's lease."""
         return self.leases.terms.renew_every_s
 
-    def add(self, job: dict[str, Any], *, keep_finished: int) -> None:
-        """Store a new running pull, leased to this process, and forget all but the newest
-        `keep_finished` finished ones; `Conflict` (409) when the same model is being pulled on
-        the same backend (by any replica)."""
+    def add(self, job: dict[str, Any], *, keep_finished: int) -> str | None:
+        """Store a new running pull, leased to a new claim of this process, and forget all but
+        the newest `keep_finished` finished ones. Returns the claim's token; None when the same
+        model is being pulled on the same backend (by any replica) and nothing was stored."""
+        token = self.leases.terms.token()
         try:
             with self.engine.begin() as connection:
                 expires = self.leases.terms.expiry(database_now(connection))
-                holder = self.leases.terms.holder
                 connection.execute(
                     insert(PULLS).values(
-                        {**job, "lease_holder": holder, "lease_expires_at": expires}
+                        {**job, "lease_holder": token, "lease_expires_at": expires}
                     )
                 )
                 finished = select(PULLS.c.id).where(PULLS.c.status != "running")
                 old = finished.order_by(PULLS.c.started_at.desc()).offset(keep_finished)
                 connection.execute(delete(PULLS).where(PULLS.c.id.in_(old.scalar_subquery())))
         except IntegrityError:
-            raise Conflict(
-                f"'{job['model']}' is already being pulled on {job['backend']}", field="model"
-            ) from None
+            return None
+        return token
 
-    def save(self, job: dict[str, Any]) -> bool:
-        """Write a running pull's progress (or its end) if this process still holds it."""
+    def save(self, job: dict[str, Any], token: str) -> bool:
+        """Write a running pull's progress if the claim `token` still holds it."""
         with self.engine.begin() as connection:
             saved = connection.execute(
                 update(PULLS)
-                .where(PULLS.c.id == job["id"], self.leases.held())
+                .where(PULLS.c.id == job["id"], self.leases.held(token))
                 .values({name: job[name] for name in PROGRESS})
             )
             return bool(saved.rowcount)
+
+    def finish(self, connection: Connection, job: dict[str, Any], token: str) -> bool:
+        """Write a pull's end, in the caller's transaction (the one that audits it), if the
+        claim `token` still holds it; its lease ends with it. Returns whether it was written."""
+        ended = connection.execute(
+            update(PULLS)
+            .where(PULLS.c.id == job["id"], self.leases.held(token))
+            .values(
+                {name: job[name] for name in PROGRESS}
+                | {"lease_holder": None, "lease_expires_at": None}
+            )
+        )
+        return bool(ended.rowcount)
 
     def remove(self, job_id: str) -> None:
         """Forget a pull that never started (its start could not be audited)."""
@@ -127,17 +140,12 @@ class PullRows:
         rows = self.leases.claim(PULLS.c.status == "running", order_by=[PULLS.c.started_at])
         return dict(rows[0]._mapping) if rows else None
 
-    def kept(
-        self, job_id: str, *, on_lost: Callable[[], object]
-    ) -> AbstractAsyncContextManager[None]:
-        """Renew this process's lease on a pull while the block runs; `on_lost()` once another
-        replica has it."""
-        return kept(
-            lambda: bool(self.leases.renew([(job_id,)])),
-            every_s=self.renew_every_s,
-            on_lost=on_lost,
-        )
+    def held(self, job_id: str, token: str) -> AbstractAsyncContextManager[Held[None]]:
+        """Hold the pull `job_id` under the claim `token` while the block runs
+        (`appliance.db.leases.holding`): renewed, the block stopped once another replica has
+        it, the pull given back when the block ends early."""
+        return holding(self.leases, None, Lease((job_id,), token), what="model pull")
 
-    def release(self, job_id: str) -> None:
+    def release(self, job_id: str, token: str) -> None:
         """Give a running pull up (a stopping server): another replica resumes it at once."""
-        self.leases.release([(job_id,)])
+        self.leases.release([Lease((job_id,), token)])

@@ -86,7 +86,7 @@ class EvalRun(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     lease_holder: str | None = Field(default=None, max_length=200)
-    """The server process running the run now (`appliance.db.leases`); None when nobody is."""
+    """The claim running the run now (its token, `appliance.db.leases`); None when nobody is."""
     lease_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 

@@ -10,10 +10,11 @@ failure or a context overflow escalated it) counts as a failure of the pinned mo
 Runs are resumed after a restart: results are committed one by one and only pending ones run.
 One item at a time, with a pause after each, so interactive requests keep the model's slot.
 
-A server's runner claims each run with a lease and renews it as the run goes on: of several
-replicas on one database one runs it, and if that one dies another resumes it once the lease ran
-out (the item in flight at the crash runs again: it has two audit rows, one result). A runner
-that finds its lease taken (it stalled past `lease_s`) stops the run where it is.
+A server's runner claims each run with a lease and renews it as the run goes on
+(`appliance.db.leases.leased`): of several replicas on one database one runs it, and if that one
+dies another resumes it once the lease ran out (the item in flight at the crash runs again: it
+has two audit rows, one result). A runner that finds its lease taken (it stalled past `lease_s`)
+stops the run where it is; a result or finish it writes after the lease passed is dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from appliance.auth.actor import Actor, Purpose
-from appliance.db.leases import kept, release_quietly
+from appliance.db.leases import leased
 from appliance.errors import ApplianceError
 from appliance.eval import goldensets
 from appliance.eval.metrics import text_of
@@ -79,8 +80,9 @@ class RunBook(Protocol):
         """The model that judges answers under the set's policy as resolved for `actor`."""
         ...
 
-    async def finish(self, run_id: str) -> None:
-        """Store the final metrics and mark the run finished (audited)."""
+    async def finish(self, run_id: str, *, holder: str | None) -> bool:
+        """Store the final metrics and mark the run finished (audited) if the claim `holder`
+        still holds it; returns whether it did."""
         ...
 
 
@@ -115,10 +117,7 @@ class EvalRunner:
             while self.detector.status == "loading":  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             try:
-                run = await anyio.to_thread.run_sync(self.evaluation.runs.claim_next)
-                if run is not None:
-                    await self.run_leased(run)
-                    ran = True
+                ran = await self.run_next()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -127,28 +126,16 @@ class EvalRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle_s)
 
-    async def run_leased(self, run: EvalRun) -> None:
-        """`run()` a run this process claimed, renewing its lease; stops if the lease is lost,
-        and gives the run back if it is stopped before its end (a shutdown)."""
+    async def run_next(self) -> bool:
+        """Claim the oldest open run no replica runs and `run()` it under its lease: stopped if
+        the lease is lost, given back if stopped before its end (a shutdown). Returns whether
+        there was one."""
         runs = self.evaluation.runs
-        finished = False
-        try:
-            with anyio.CancelScope() as scope:
-                renewing = kept(
-                    lambda: runs.renew(run.id),
-                    every_s=runs.leases.terms.renew_every_s,
-                    on_lost=scope.cancel,
-                )
-                async with renewing:
-                    await self.run(run)
-                    finished = True
-            if scope.cancelled_caught:
-                log.warning(
-                    "evaluation run taken over by another replica", extra={"detail": run.id}
-                )
-        finally:
-            if not finished:
-                release_quietly(lambda: runs.release(run.id), what="evaluation run")
+        async with leased(runs.leases, runs.claim_next, what="evaluation run") as held:
+            if held is None:
+                return False
+            await self.run(held.work)
+        return True
 
     async def run(
         self, run: EvalRun, *, progress: Progress | None = None, pause_s: float | None = None
@@ -157,7 +144,8 @@ class EvalRunner:
         (default: the runner's) is the pause after each item."""
         evaluation = self.evaluation
         runs = evaluation.runs
-        await anyio.to_thread.run_sync(runs.mark, run.id, "running")
+        holder = run.lease_holder  # the claim running it (None: the command line's own run)
+        await anyio.to_thread.run_sync(partial(runs.mark, run.id, "running", holder=holder))
         found, _, items = await anyio.to_thread.run_sync(
             lambda: goldensets.load_items(
                 evaluation.engine, evaluation.sealer, run.set_name, run.version
@@ -174,7 +162,8 @@ class EvalRunner:
             if progress is not None:
                 progress(await anyio.to_thread.run_sync(runs.progress, run.id))
             await asyncio.sleep(self.pause_s if pause_s is None else pause_s)
-        await evaluation.finish(run.id)
+        if not await evaluation.finish(run.id, holder=holder):
+            log.warning("evaluation run finish dropped", extra={"detail": run.id})
 
     async def _call(self, actor: Actor, task: TaskInput, request_id: str) -> TaskResult:
         return await patiently(
@@ -191,7 +180,6 @@ class EvalRunner:
         policy: str | None,
         judge: str | None,
     ) -> None:
-        runs = self.evaluation.runs
         item_params = dict(params)
         if run.task == "classify":
             item_params["threshold"] = 0.0  # the model's own answer, never an escalation
@@ -207,32 +195,26 @@ class EvalRunner:
         except ApplianceError as exc:
             body = exc.to_dict()["error"]
             receipt = body.get("receipt") if isinstance(body, dict) else None
-            await anyio.to_thread.run_sync(
-                partial(
-                    runs.finish_result,
-                    run.id,
-                    model,
-                    item.seq,
-                    status="failed",
-                    result={"error": {"code": exc.code}},
-                    error_code=exc.code[:50],
-                    audit_id=(receipt or {}).get("audit_id"),
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
+            await self._keep(
+                run,
+                model,
+                item.seq,
+                status="failed",
+                result={"error": {"code": exc.code}},
+                error_code=exc.code[:50],
+                audit_id=(receipt or {}).get("audit_id"),
+                latency_ms=(time.perf_counter() - started) * 1000,
             )
             return
         except Exception:
             log.error("evaluation item failed unexpectedly", exc_info=True)
-            await anyio.to_thread.run_sync(
-                partial(
-                    runs.finish_result,
-                    run.id,
-                    model,
-                    item.seq,
-                    status="failed",
-                    result={"error": {"code": "internal_error"}},
-                    error_code="internal_error",
-                )
+            await self._keep(
+                run,
+                model,
+                item.seq,
+                status="failed",
+                result={"error": {"code": "internal_error"}},
+                error_code="internal_error",
             )
             return
         latency_ms = (time.perf_counter() - started) * 1000
@@ -242,26 +224,35 @@ class EvalRunner:
         content: dict[str, Any] = {"output": result.output, "receipt": result.receipt}
         if judge is not None and not escalated:
             content["judge"] = await self._judge(run, actor, item, result.output, policy, judge)
-        await anyio.to_thread.run_sync(
-            partial(
-                runs.finish_result,
-                run.id,
-                model,
-                item.seq,
-                status="failed" if escalated else "done",
-                result=content,
-                error_code="escalated" if escalated else None,
-                audit_id=result.receipt.get("audit_id"),
-                served_by=served_by[:200],
-                confidence=result.output.get("confidence") if run.task == "classify" else None,
-                latency_ms=latency_ms,
-                generation_ms=float(usage.get("total_ms") or 0.0),
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-                onprem_cost=float(usage.get("onprem_cost") or 0.0),
-                frontier_cost=float(usage.get("frontier_cost") or 0.0),
-            )
+        await self._keep(
+            run,
+            model,
+            item.seq,
+            status="failed" if escalated else "done",
+            result=content,
+            error_code="escalated" if escalated else None,
+            audit_id=result.receipt.get("audit_id"),
+            served_by=served_by[:200],
+            confidence=result.output.get("confidence") if run.task == "classify" else None,
+            latency_ms=latency_ms,
+            generation_ms=float(usage.get("total_ms") or 0.0),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            onprem_cost=float(usage.get("onprem_cost") or 0.0),
+            frontier_cost=float(usage.get("frontier_cost") or 0.0),
         )
+
+    async def _keep(self, run: EvalRun, model: str, seq: int, **outcome: Any) -> None:
+        """Commit one result; one written after the run's lease passed to another is dropped."""
+        runs = self.evaluation.runs
+        stored = await anyio.to_thread.run_sync(
+            partial(runs.finish_result, run.id, model, seq, holder=run.lease_holder, **outcome)
+        )
+        if not stored:
+            log.warning(
+                "evaluation result dropped: the run's lease passed to another replica",
+                extra={"detail": f"{run.id}:{seq}"},
+            )
 
     async def _judge(
         self,

@@ -7,7 +7,9 @@ are sealed like every other content at rest.
 
 A server's runner claims a run with a lease (`appliance.db.leases`) and renews it while the run
 goes on, so of the replicas on one database one runs it; when that replica dies, its lease runs
-out and another resumes the run from its pending results.
+out and another resumes the run from its pending results. Results, the run's start and its finish
+are written only while the claim that runs the run (its token, the run's `lease_holder`) still
+holds it: a stalled runner's late writes are dropped.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, func, update
+from sqlalchemy import Engine, Table, exists, func, update
 from sqlmodel import Session, col, select
 
 from appliance.auth.actor import Purpose
 from appliance.db.engine import session_scope
-from appliance.db.leases import LeaseTerms, RowLeases
+from appliance.db.leases import Lease, LeaseTerms, RowLeases
 from appliance.db.models import utcnow
 from appliance.db.progress import StatusCounts, status_counts
 from appliance.documents.crypto import Sealer
@@ -145,47 +147,63 @@ class EvalRuns:
         model: str,
         seq: int,
         *,
+        holder: str | None,
         status: str,
         result: dict[str, Any],
         **fields: Any,
-    ) -> None:
-        """Commit one result (only once: a finished result is never overwritten)."""
+    ) -> bool:
+        """Commit one result (only once: a finished result is never overwritten) if the claim
+        `holder` still holds the run (None: a run nobody holds, as the command line's). Returns
+        whether it was kept."""
         sealed = self.sealer.seal(json.dumps(result).encode(), bound_to=_bound(run_id, model, seq))
-        with session_scope(self.engine) as session:
-            session.execute(
+        held = exists().where(RUNS.c.id == run_id, self.leases.held(holder))
+        with self.engine.begin() as connection:
+            kept = connection.execute(
                 update(EvalResult)
                 .where(
                     col(EvalResult.run_id) == run_id,
                     col(EvalResult.model) == model,
                     col(EvalResult.seq) == seq,
                     col(EvalResult.status) == "pending",
+                    held,
                 )
                 .values(status=status, output_sealed=sealed, finished_at=utcnow(), **fields)
             )
+            return bool(kept.rowcount)
 
     def mark(
         self,
         run_id: str,
         status: str,
         *,
+        holder: str | None,
         metrics: dict[str, Any] | None = None,
         within: Session | None = None,
     ) -> EvalRun | None:
-        """Move a run to `running` (stamping its start once), `completed` or `failed`.
+        """Move a run to `running` (stamping its start once), `completed` or `failed`, if the
+        claim `holder` still holds it (None: nobody does, as for the command line's runs);
+        None when it was not moved.
 
         With `within` the change joins the caller's transaction (the one that audits it)."""
         if within is not None:
-            return self._mark(within, run_id, status, metrics)
+            return self._mark(within, run_id, status, holder, metrics)
         with session_scope(self.engine) as session:
-            return self._mark(session, run_id, status, metrics)
+            return self._mark(session, run_id, status, holder, metrics)
 
     @staticmethod
     def _mark(
-        session: Session, run_id: str, status: str, metrics: dict[str, Any] | None
+        session: Session,
+        run_id: str,
+        status: str,
+        holder: str | None,
+        metrics: dict[str, Any] | None,
     ) -> EvalRun | None:
-        run = session.get(EvalRun, run_id)
+        # Locked until commit (PostgreSQL), so no claim moves the lease between check and write.
+        run = session.get(EvalRun, run_id, with_for_update=True)
         if run is None or run.status not in OPEN:
             return None  # a finished run stays as it was finished (by this or another replica)
+        if run.lease_holder != holder:
+            return None  # the lease passed to another claim: that one marks it
         run.status = status
         if status == "running" and run.started_at is None:
             run.started_at = utcnow()
@@ -208,24 +226,17 @@ class EvalRuns:
             )
             return [r for r in runs if r.params.get("runner", "server") == "server"]
 
-    def claim_next(self) -> EvalRun | None:
+    def claim_next(self) -> tuple[EvalRun, Lease] | None:
         """Lease the oldest open server run that no replica runs (or whose runner's lease ran
-        out) to this process; None when there is none."""
+        out) to a new claim of this process; None when there is none. The run's
+        `lease_holder` is the claim's token."""
         for run in self.open_runs():
             claimed = self.leases.claim(
                 RUNS.c.id == run.id, RUNS.c.status.in_(OPEN), order_by=[RUNS.c.id]
             )
             if claimed:
-                return self.get(run.id)
+                return self.get(run.id), self.leases.lease_of(claimed[0])
         return None
-
-    def renew(self, run_id: str) -> bool:
-        """Renew this process's lease on a run; False when it no longer holds it."""
-        return bool(self.leases.renew([(run_id,)]))
-
-    def release(self, run_id: str) -> None:
-        """Give a run up (a stopping server), so another replica resumes it at once."""
-        self.leases.release([(run_id,)])
 
     def get(self, run_id: str) -> EvalRun:
         """One run (404 otherwise)."""

@@ -243,19 +243,20 @@ class Evaluation:
             self.runner.wake()
         return public_run(run, await anyio.to_thread.run_sync(self.runs.progress, run.id))
 
-    async def finish(self, run_id: str) -> None:
+    async def finish(self, run_id: str, *, holder: str | None) -> bool:
         """Store the final metrics and mark the run finished, in one commit with its audited
-        `eval.run_finished` (a crash leaves neither or both)."""
+        `eval.run_finished` (a crash leaves neither or both), if the claim `holder` still holds
+        the run (None: nobody does, as for the command line's runs). Returns whether it did."""
         runs, audit = self.runs, self.audit
 
-        def finish() -> None:
+        def finish() -> bool:
             metrics = runs.metrics(run_id)
             progress = runs.progress(run_id)
             status = "completed" if progress["done"] == progress["total"] else "failed"
             with audit.transaction() as tx:
-                run = runs.mark(run_id, status, metrics=metrics, within=tx.session)
+                run = runs.mark(run_id, status, holder=holder, metrics=metrics, within=tx.session)
                 if run is None:
-                    return
+                    return False
                 tx.append(
                     EvalRunFinished(
                         actor=str(run.actor.get("id", "system")),
@@ -271,8 +272,9 @@ class Evaluation:
                         },
                     ).record()
                 )
+            return True
 
-        await anyio.to_thread.run_sync(finish)
+        return await anyio.to_thread.run_sync(finish)
 
     def judge_model(self, actor: Actor, policy_name: str | None) -> str | None:
         """The strongest model the policy of the judge's requests allows (external only when

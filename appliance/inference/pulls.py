@@ -13,10 +13,11 @@ and then; the freshest progress is the runner's own, the others show what was sa
 that replica stops (a shutdown gives the pull back; a crash lets its lease run out), another
 replica's `run_forever` claims the pull and pulls again from the node it had reached: Ollama
 itself continues an interrupted download where it left off. Each step is reported as a
-`PullEvent` to the `PullAudit` the app hands in (which writes it to the audit trail); a pull
-resumed after a crash has one `model.pull_started` and one `model.pulled`, unless the crash
-fell between the final audit row and the job's end (then the resumed pull, which finds the model
-there, records a second `model.pulled`).
+`PullEvent` to the `PullAudit` the app hands in (which writes it to the audit trail). The job's
+end and its `model.pulled` are one commit, made only while this replica's claim still holds the
+job: a replica that stalled past its lease and finds the pull taken over records nothing (the
+new holder pulls and records it), so a pull resumed after a crash has one `model.pull_started`
+and one `model.pulled`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from appliance.errors import ApplianceError, InvalidInput, NotFound
+from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
 from appliance.inference.balancer import BalancedBackend
 from appliance.inference.ollama import PullProgress
 from appliance.inference.registry import Registry
@@ -106,24 +107,43 @@ class PullAudit(Protocol):
     """Records a pull's events (the app writes them to the audit trail); returns once the
     record is committed."""
 
-    async def __call__(self, event: PullEvent) -> None: ...
+    async def __call__(
+        self, event: PullEvent, *, only_if: Callable[[Any], bool] | None = None
+    ) -> bool:
+        """Record `event`. With `only_if`, in one transaction with `only_if(connection)`, run
+        first, and only when it returns True. Returns whether the event was recorded."""
+        ...
+
+
+class Holding(Protocol):
+    """A pull held under its lease (`PullStore.held`): `lost` once another replica has it."""
+
+    @property
+    def lost(self) -> bool: ...
 
 
 class PullStore(Protocol):
     """Where jobs are kept, shared by every replica (`appliance.db.pulls.PullRows`): rows as
-    dicts of `PullJob.row()`'s fields, each running one leased to the process running it."""
+    dicts of `PullJob.row()`'s fields, each running one leased to the claim running it (a token:
+    `lease_holder` of its row)."""
 
     @property
     def renew_every_s(self) -> float:
         """How often a running pull's lease is renewed."""
         ...
 
-    def add(self, job: dict[str, Any], *, keep_finished: int) -> None:
-        """Store a new running job leased to this process; `Conflict` if the same runs."""
+    def add(self, job: dict[str, Any], *, keep_finished: int) -> str | None:
+        """Store a new running job leased to a new claim; its token, or None (nothing stored)
+        when the same pull runs."""
         ...
 
-    def save(self, job: dict[str, Any]) -> bool:
-        """Write progress (or the end) if this process still holds the job."""
+    def save(self, job: dict[str, Any], token: str) -> bool:
+        """Write progress if the claim `token` still holds the job."""
+        ...
+
+    def finish(self, connection: Any, job: dict[str, Any], token: str) -> bool:
+        """Write the end in the transaction of `connection` (the audit's) if the claim `token`
+        still holds the job; whether it did."""
         ...
 
     def remove(self, job_id: str) -> None:
@@ -139,17 +159,15 @@ class PullStore(Protocol):
         ...
 
     def claim_abandoned(self) -> dict[str, Any] | None:
-        """A running job nobody holds, now leased to this process."""
+        """A running job nobody holds, now leased to a new claim of this process."""
         ...
 
-    def kept(
-        self, job_id: str, *, on_lost: Callable[[], object]
-    ) -> AbstractAsyncContextManager[None]:
-        """Renew this process's lease on a running job while the block runs; `on_lost()` when
-        another replica has it."""
+    def held(self, job_id: str, token: str) -> AbstractAsyncContextManager[Holding]:
+        """Hold a running job while the block runs: renewed, the block stopped once another
+        replica has it, the job given back when the block ends early."""
         ...
 
-    def release(self, job_id: str) -> None:
+    def release(self, job_id: str, token: str) -> None:
         """Give a running job up."""
         ...
 
@@ -179,6 +197,8 @@ class PullJob:
     error: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
+    lease: str | None = field(default=None, repr=False)
+    """The token of the claim that holds the job (its row's `lease_holder`)."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -270,6 +290,7 @@ class PullJob:
             error=row["error"],
             started_at=_utc(row["started_at"]),
             finished_at=_utc(row["finished_at"]) if row["finished_at"] else None,
+            lease=row.get("lease_holder"),
         )
 
 
@@ -358,9 +379,11 @@ class ModelPulls:
             requester=StoredRequester.of(actor),
         )
         # Stored first: the row's unique index is what refuses the same pull on any replica.
-        await anyio.to_thread.run_sync(
+        job.lease = await anyio.to_thread.run_sync(
             lambda: self.store.add(job.row(), keep_finished=KEEP_FINISHED)
         )
+        if job.lease is None:
+            raise Conflict(f"'{model}' is already being pulled on {backend}", field="model")
         try:
             await self.audit(self._event(job, "model.pull_started", "ok"))
         except BaseException:
@@ -370,8 +393,9 @@ class ModelPulls:
         return job
 
     def _launch(self, job: PullJob, targets: list[Puller]) -> None:
+        assert job.lease is not None  # added or claimed: held by this process
         self._running[job.id] = job
-        job.task = asyncio.create_task(self._run(job, targets))
+        job.task = asyncio.create_task(self._run(job, job.lease, targets))
 
     async def run_forever(self, *, idle_s: float | None = None) -> None:
         """Resume pulls that a stopped replica left running, claimed one at a time (a task
@@ -400,40 +424,50 @@ class ModelPulls:
             job.error = "the backend's nodes changed while the pull was interrupted"
         self._launch(job, targets)
 
-    async def _run(self, job: PullJob, targets: list[Puller]) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # `_launch` runs this as a task
+    async def _run(self, job: PullJob, token: str, targets: list[Puller]) -> None:
         try:
-            async with self.store.kept(job.id, on_lost=task.cancel):
-                outcome, error = await self._pull(job, targets)
-                # The audit row is committed before the job reports its end, and the end is
-                # stored before this replica shows it.
-                await asyncio.shield(self.audit(self._event(job, "model.pulled", outcome)))
+            # Stopped (a shutdown: given back) or taken over (another replica pulls on): the
+            # pull is not over, and whoever holds it next pulls on.
+            async with self.store.held(job.id, token):
+                outcome, error = await self._pull(job, token, targets)
                 ended = replace(
                     job,
                     finished_at=datetime.now(UTC),
                     error=error,
                     status="succeeded" if outcome == "ok" else "failed",
                 )
-                await anyio.to_thread.run_sync(self.store.save, ended.row())
+                # The end and its audit row are one commit, made only while this claim holds
+                # the job; the end is stored before this replica shows it.
+                recorded = await asyncio.shield(
+                    self.audit(
+                        self._event(job, "model.pulled", outcome),
+                        only_if=lambda connection: self.store.finish(
+                            connection, ended.row(), token
+                        ),
+                    )
+                )
+                if not recorded:
+                    log.warning(
+                        "model pull end dropped: its lease passed to another replica",
+                        extra={"detail": job.id},
+                    )
+                    return
                 job.finished_at, job.error, job.status = ended.finished_at, error, ended.status
-        except asyncio.CancelledError:
-            # A shutdown, or the lease passed to another replica: the pull is not over, and
-            # whoever holds it next pulls on (this one gives it back if it still has it).
-            if job.status == "running":
-                self._give_back(job)
-            raise
         finally:
             self._running.pop(job.id, None)
 
     def _give_back(self, job: PullJob) -> None:
         self._running.pop(job.id, None)
+        if job.lease is None:
+            return
         try:
-            self.store.release(job.id)
+            self.store.release(job.id, job.lease)
         except Exception:
             log.warning("giving a model pull back failed", exc_info=True)
 
-    async def _pull(self, job: PullJob, targets: list[Puller]) -> tuple[str, str | None]:
+    async def _pull(
+        self, job: PullJob, token: str, targets: list[Puller]
+    ) -> tuple[str, str | None]:
         """Pull on each node from the one the job had reached; (outcome, error)."""
         if job.error is not None:
             return "invalid_input", job.error
@@ -445,7 +479,7 @@ class ModelPulls:
                     job.note(line)
                     if time.monotonic() - saved >= SAVE_EVERY_S:
                         saved = time.monotonic()
-                        await anyio.to_thread.run_sync(self.store.save, job.row())
+                        await anyio.to_thread.run_sync(self.store.save, job.row(), token)
             # List the new model before reporting success, so a caller that saw `succeeded`
             # can route to it at once.
             await self.registry.discover()

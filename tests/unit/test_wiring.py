@@ -1,5 +1,6 @@
 """The composition root: handlers name only services it provides, and model pulls' events become
-the same audit rows as before pulls reported through a protocol."""
+the same audit rows as before pulls reported through a protocol; a pull's guarded end commits
+with its audit row or not at all (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from typing import Any, get_args, get_type_hints
 from litestar import Controller
 from litestar.di import Dependency
 from litestar.handlers import BaseRouteHandler
+from sqlalchemy import Engine
 
 import appliance.api
 import appliance.ui
-from appliance.audit.store import AuditRecord
+from appliance.audit.store import AuditLog, AuditRecord
 from appliance.auth.actor import Actor
+from appliance.db.leases import LeaseTerms
+from appliance.db.pulls import PullRows
 from appliance.inference.pulls import PullEvent
 from appliance.wiring import Appliance, audit_pulls
+from tests.unit.audit.conftest import engine  # noqa: F401  (fixture)
+from tests.unit.inference.test_model_pulls import new_job
 
 
 def _named_dependencies(fn: Any) -> set[str]:
@@ -93,3 +99,33 @@ async def test_pull_events_become_the_audit_rows_pulls_always_wrote() -> None:
             details={"pull_id": "p1", "nodes": 2, "bytes": 300},
         )
     ]
+
+
+async def test_a_pulls_end_commits_with_its_audit_row_only_while_its_claim_holds_it(
+    engine: Engine,  # noqa: F811  (the fixture)
+) -> None:
+    audit, pulls = AuditLog(engine), PullRows(engine, LeaseTerms(holder="replica", lease_s=30))
+    record = audit_pulls(audit)
+    requester = Actor(id="user:admin", role="admin", source="127.0.0.1")
+    job = new_job(requester, node="ollama")
+    token = pulls.add(job.row(), keep_finished=50)
+    assert token is not None
+    event = PullEvent(
+        action="model.pulled",
+        outcome="ok",
+        requester=requester,
+        model=job.model,
+        target=f"ollama:{job.model}",
+        details={"pull_id": job.id, "nodes": 1, "bytes": 3},
+    )
+    ended = {**job.row(), "status": "succeeded"}
+
+    def finish(holder: str) -> Any:
+        return lambda connection: pulls.finish(connection, ended, holder)
+
+    assert not await record(event, only_if=finish(f"{token}-stale"))
+    assert audit.recent() == [] and (pulls.get(job.id) or {})["status"] == "running"
+    assert await record(event, only_if=finish(token))
+    assert [e.action for e in audit.recent()] == ["model.pulled"]
+    stored = pulls.get(job.id) or {}
+    assert (stored["status"], stored["lease_holder"]) == ("succeeded", None)

@@ -50,7 +50,7 @@ def holders(engine: Engine, job_id: str) -> dict[int, str]:
 
 
 def pid_of(holder: str) -> int:
-    return int(holder.split(":")[-2])  # host:pid:random
+    return int(holder.split(":")[-3])  # host:pid:random:claim
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
@@ -91,8 +91,11 @@ def test_300_items_on_three_replicas_with_one_killed_run_exactly_once(
             on_victim = {s: h for s, h in held.items() if pid_of(h) == pids[2]}
             return on_victim if done >= COUNT // 5 else {}
 
-        in_flight = wait_until(victim_in_flight, "replica 2 to hold an item mid-run")
+        sampled = wait_until(victim_in_flight, "replica 2 to hold an item mid-run")
         replicas.kill(2)
+        # Only the claims it still held when it died: one it finished between the sample and
+        # the kill is done once, rightly (a claim's token names that claim alone).
+        in_flight = {s: h for s, h in holders(engine, job_id).items() if sampled.get(s) == h}
 
         def completed() -> dict[str, Any] | None:
             held = holders(engine, job_id)

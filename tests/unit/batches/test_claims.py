@@ -1,6 +1,7 @@
 """Batch items claimed with leases, on SQLite and PostgreSQL, by runners with their own engines
 and holder ids (as replicas): they share one job without running an item twice, the job is
-completed once, a stale holder's result is dropped, and a stopped runner gives its items back."""
+completed once, a stale holder's result is dropped (also when the new claim is its own
+process's), and a stopped runner gives its items back."""
 
 from __future__ import annotations
 
@@ -146,25 +147,59 @@ def test_a_stale_holders_result_is_dropped(
 ) -> None:
     job = create_job(engine, 1)
     stalled, live = replica(engine, "stalled"), replica(other_engine(), "live")
-    assert stalled.claim(job.id) is not None
-    with engine.begin() as connection:  # the stalled replica missed its renewals
-        connection.execute(update(ITEMS).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    first = stalled.claim(job.id)
+    assert first is not None
+    expire(engine)  # the stalled replica missed its renewals
     taken = live.claim(job.id)
-    assert taken is not None and taken.attempts == 2
+    assert taken is not None and taken[0].attempts == 2
 
-    late = stalled.finish_item(
-        job.id, 0, status="done", result={"output": "late"}, error_code=None, audit_id="a1"
-    )
-    kept = live.finish_item(
-        job.id, 0, status="done", result={"output": "kept"}, error_code=None, audit_id="a2"
-    )
-    again = live.finish_item(
-        job.id, 0, status="failed", result={"output": "again"}, error_code="x", audit_id="a3"
-    )
+    late = finish(stalled, job, first, "late")
+    kept = finish(live, job, taken, "kept")
+    again = finish(live, job, taken, "again", status="failed")
 
     assert (late, kept, again) == (False, True, False)
     [result] = live.results(OWNER, job.id)
     assert (result["status"], result["output"]) == ("done", "kept")
+
+
+def finish(
+    batches: Batches, job: BatchJob, claimed: Any, output: str, *, status: str = "done"
+) -> bool:
+    """`finish_item` of item 0 under the lease of `claimed` (as `claim` returned it)."""
+    return batches.finish_item(
+        job.id,
+        0,
+        holder=claimed[1].token,
+        status=status,
+        result={"output": output},
+        error_code=None if status == "done" else "x",
+        audit_id=None,
+    )
+
+
+def expire(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(update(ITEMS).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_lapsed_claim_cannot_finish_an_item_its_own_process_claimed_again(
+    engine: Engine,
+) -> None:
+    job = create_job(engine, 1)
+    batches = replica(engine, "one-process")  # two workers of one process share it
+    first = batches.claim(job.id)
+    assert first is not None
+    expire(engine)  # the first worker stalled past its lease
+    second = batches.claim(job.id)
+    assert second is not None
+
+    assert batches.leases.renew({first[1]}) == set()
+    assert (finish(batches, job, first, "late"), finish(batches, job, second, "kept")) == (
+        False,
+        True,
+    )
+    [result] = batches.results(OWNER, job.id)
+    assert result["output"] == "kept"
 
 
 async def test_a_stopped_runner_gives_its_items_back_at_once(

@@ -7,7 +7,7 @@ from typing import Any
 
 from appliance.batches.runner import BatchRunner
 from appliance.batches.service import ITEMS, ClaimedItem
-from appliance.db.leases import LeaseTerms
+from appliance.db.leases import Lease, LeaseTerms
 from appliance.inference.gate import GenerationGate, background, is_background
 
 
@@ -110,10 +110,10 @@ class _Leases:
     terms = LeaseTerms(holder="test")
     table = ITEMS
 
-    def renew(self, keys: set[tuple[str, int]]) -> set[tuple[str, int]]:
-        return set(keys)
+    def renew(self, leases: set[Lease]) -> set[Lease]:
+        return set(leases)
 
-    def release(self, keys: set[tuple[str, int]], **_: Any) -> None:
+    def release(self, leases: set[Lease], **_: Any) -> None:
         return None
 
 
@@ -128,12 +128,13 @@ class _Batches:
         self.finished: list[tuple[int, str]] = []
         self.marks: list[str] = []
 
-    def claim(self, job_id: str) -> ClaimedItem | None:
+    def claim(self, job_id: str) -> tuple[ClaimedItem, Lease] | None:
         left = [seq for seq in self.items if seq not in self.claimed]
         if not left:
             return None
         self.claimed.append(left[0])
-        return ClaimedItem(seq=left[0], input=self.items[left[0]], attempts=1)
+        item = ClaimedItem(seq=left[0], input=self.items[left[0]], attempts=1)
+        return item, Lease((job_id, left[0]), "test:1")
 
     def begin(self, job_id: str) -> None:
         self.marks.append("running")

@@ -1,6 +1,7 @@
 """Leases on rows and by name, on SQLite and PostgreSQL, each claimer with its own engine (as
 replicas have): claims never overlap, an expired lease is taken over, a stale holder can renew
-nothing, and a named lease has one holder at a time."""
+nothing (also when the new claim is its own process's), `leased` keeps, stops and gives back,
+and a named lease has one holder at a time."""
 
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ from sqlalchemy import Engine, select, update
 from appliance.batches.models import BatchItem, BatchJob
 from appliance.batches.service import ITEMS
 from appliance.db.engine import session_scope
-from appliance.db.leases import LEASES, LeaseTerms, NamedLeases, RowLeases, kept, periodically
+from appliance.db.leases import (
+    LEASES,
+    Lease,
+    LeaseTerms,
+    NamedLeases,
+    RowLeases,
+    kept,
+    leased,
+    periodically,
+)
 from appliance.db.models import utcnow
 
 
@@ -94,7 +104,8 @@ def test_two_claimers_on_separate_engines_never_get_the_same_item(
     with engine.connect() as connection:
         holders = dict(connection.execute(select(ITEMS.c.seq, ITEMS.c.lease_holder)).all())
     for i, seqs in got.items():
-        assert {holders[seq] for seq in seqs} == {f"replica-{i}"}
+        assert {holders[seq].rsplit(":", 1)[0] for seq in seqs} == {f"replica-{i}"}
+    assert len(set(holders.values())) == len(holders) // 3  # a token per claim of three
 
 
 def test_an_expired_lease_is_taken_over_and_the_old_holder_renews_nothing(
@@ -103,19 +114,44 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_renews_nothing(
     job_id = job_with_items(engine, 2)
     first, second = item_leases(engine, "first"), item_leases(other_engine(), "second")
     [row] = claim(first, job_id, seq=0)
-    key = first.key_of(row)
-    assert row.attempts == 1 and row.lease_holder == "first"
+    lease = first.lease_of(row)
+    assert row.attempts == 1 and row.lease_holder.startswith("first:")
     assert claim(second, job_id, seq=0) == []  # held: not claimable
-    assert first.renew({key}) == {key}
+    assert first.renew({lease}) == {lease}
 
     expire_items(engine)  # the first holder died: it renewed nothing since
     [again] = claim(second, job_id, seq=0)
+    taken = second.lease_of(again)
 
-    assert (again.seq, again.lease_holder, again.attempts) == (0, "second", 2)
-    assert first.renew({key}) == set()  # the stale holder holds nothing now
-    assert second.renew({key}) == {key}
-    first.release({key})  # and cannot give away what it no longer holds
+    assert (again.seq, again.attempts) == (0, 2) and again.lease_holder.startswith("second:")
+    assert first.renew({lease}) == set()  # the stale holder holds nothing now
+    assert second.renew({taken}) == {taken}
+    first.release({lease})  # and cannot give away what it no longer holds
     assert claim(first, job_id, seq=0) == []
+
+
+def test_a_claim_lapsed_and_claimed_again_in_the_same_process_holds_nothing(
+    engine: Engine,
+) -> None:
+    job_id = job_with_items(engine, 1)
+    leases = item_leases(engine, "one-process")  # both workers share the process's terms
+    [row] = claim(leases, job_id)
+    first = leases.lease_of(row)
+    expire_items(engine)  # the first worker stalled past its lease
+    [again] = claim(leases, job_id)
+    second = leases.lease_of(again)
+
+    assert first.key == second.key and first.token != second.token
+    assert leases.renew({first}) == set()
+    leases.release({first})  # a no-op: the row is the second claim's
+    with engine.begin() as connection:
+        finished = connection.execute(
+            update(ITEMS)
+            .where(ITEMS.c.job_id == job_id, leases.held(first.token))
+            .values(status="done")
+        )
+    assert finished.rowcount == 0
+    assert leases.renew({second}) == {second}
 
 
 def test_a_released_item_is_claimable_at_once(
@@ -125,10 +161,10 @@ def test_a_released_item_is_claimable_at_once(
     first, second = item_leases(engine, "first"), item_leases(other_engine(), "second")
     [row] = claim(first, job_id)
 
-    first.release({first.key_of(row)}, values={"attempts": ITEMS.c.attempts - 1})
+    first.release({first.lease_of(row)}, values={"attempts": ITEMS.c.attempts - 1})
 
     [again] = claim(second, job_id)
-    assert (again.lease_holder, again.attempts) == ("second", 1)
+    assert again.lease_holder.startswith("second:") and again.attempts == 1
 
 
 def expire_named(engine: Engine, name: str) -> None:
@@ -233,3 +269,60 @@ async def test_periodic_work_runs_on_the_holder_only_until_it_stops(
     await asyncio.gather(two, return_exceptions=True)
 
     assert runs["one"] == ran_before
+
+
+def holder_and_attempts(engine: Engine) -> tuple[str | None, int]:
+    with engine.connect() as connection:
+        row = connection.execute(select(ITEMS.c.lease_holder, ITEMS.c.attempts)).one()
+    return row.lease_holder, row.attempts
+
+
+def claim_one(leases: RowLeases, job_id: str) -> Callable[[], tuple[int, Lease] | None]:
+    def take() -> tuple[int, Lease] | None:
+        rows = claim(leases, job_id)
+        return (rows[0].seq, leases.lease_of(rows[0])) if rows else None
+
+    return take
+
+
+async def test_leased_work_is_stopped_when_its_lease_passes_to_another(engine: Engine) -> None:
+    job_id = job_with_items(engine, 1)
+    leases = RowLeases(engine, ITEMS, LeaseTerms(holder="slow", lease_s=0.3))
+    reached_end = False
+
+    async with leased(leases, claim_one(leases, job_id), what="batch item") as held:
+        assert held is not None and held.work == 0
+        with engine.begin() as connection:  # another replica took the item over
+            connection.execute(update(ITEMS).values(lease_holder="other"))
+        await asyncio.sleep(60)  # stopped at the next renewal (every 0.1 s), not after this
+        reached_end = True
+
+    assert held.lost and not reached_end
+    assert holder_and_attempts(engine) == ("other", 1)  # not given back: it is the other's
+
+
+async def test_leased_work_stopped_early_is_given_back_and_none_is_yielded_when_all_is_held(
+    engine: Engine,
+) -> None:
+    job_id = job_with_items(engine, 1)
+    leases = item_leases(engine, "stopping")
+    inside = asyncio.Event()
+    uncounted = {"attempts": ITEMS.c.attempts - 1}
+
+    async def work() -> None:
+        async with leased(
+            leases, claim_one(leases, job_id), what="batch item", give_back=uncounted
+        ) as held:
+            assert held is not None
+            async with leased(leases, claim_one(leases, job_id), what="batch item") as none:
+                assert none is None  # the only item is held
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(work())
+    await asyncio.wait_for(inside.wait(), timeout=30)
+    task.cancel()  # a shutdown
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert task.cancelled()
+    assert holder_and_attempts(engine) == (None, 0)

@@ -1,7 +1,8 @@
 """`ModelPulls` against the FAKE Ollama (httpx MockTransport replaying docs/api.md): progress
 across layers and nodes, refusals before any backend is asked, and the audit rows; and pulls as
 rows of a database (SQLite and PostgreSQL) that replicas share: the same pull twice is refused
-on any replica, and a pull whose replica stopped or died is resumed by another."""
+on any replica, a pull whose replica stopped or died is resumed by another, and a replica whose
+lease passed to another records no end."""
 
 from __future__ import annotations
 
@@ -28,13 +29,22 @@ ADMIN = Actor(id="user:admin", role="admin", source="127.0.0.1")
 
 
 class Trail:
-    """Collects the pull events the app would write to the audit trail."""
+    """Collects the pull events the app would write to the audit trail; a guarded one in a
+    transaction of `engine` with its condition, as the app's audit transaction does."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.records: list[PullEvent] = []
 
-    async def __call__(self, event: PullEvent) -> None:
+    async def __call__(
+        self, event: PullEvent, *, only_if: Callable[[Any], bool] | None = None
+    ) -> bool:
+        if only_if is not None:
+            with self.engine.begin() as connection:
+                if not only_if(connection):
+                    return False
         self.records.append(event)
+        return True
 
 
 class Embedded:
@@ -59,6 +69,17 @@ def pool(*fakes: FakeOllamaTransport) -> BalancedBackend:
     return BalancedBackend("ollama", nodes, first_token_timeout_s=5, total_timeout_s=30)
 
 
+def new_job(requester: Actor, *, node: str) -> PullJob:
+    """A running pull of `qwen2.5:0.5b` on one node, as `start` makes it."""
+    return PullJob(
+        id="a" * 32,
+        backend="ollama",
+        model="qwen2.5:0.5b",
+        nodes=[node],
+        requester=StoredRequester.of(requester),
+    )
+
+
 def rows(engine: Engine, holder: str = "replica-0") -> PullRows:
     return PullRows(engine, LeaseTerms(holder=holder, lease_s=30))
 
@@ -81,7 +102,7 @@ def test_progress_folds_layers_and_nodes() -> None:
 
 async def test_a_pool_pull_runs_on_every_node_and_is_audited(engine: Engine) -> None:
     fakes = (FakeOllamaTransport(), FakeOllamaTransport())
-    trail = Trail()
+    trail = Trail(engine)
     registry = Registry([Embedded(), pool(*fakes)])  # type: ignore[list-item]
     pulls = ModelPulls(registry, trail, rows(engine))
     assert pulls.pullable() == ["ollama", "ollama-0", "ollama-1"]
@@ -107,7 +128,7 @@ async def test_a_pool_pull_runs_on_every_node_and_is_audited(engine: Engine) -> 
 
 async def test_refusals_name_the_field_and_ask_no_backend(engine: Engine) -> None:
     fake = FakeOllamaTransport(pull_steps=50)
-    trail = Trail()
+    trail = Trail(engine)
     registry = Registry([Embedded(), pool(fake)])  # type: ignore[list-item]
     pulls = ModelPulls(registry, trail, rows(engine))
     with pytest.raises(InvalidInput) as embedded:
@@ -121,9 +142,13 @@ async def test_refusals_name_the_field_and_ask_no_backend(engine: Engine) -> Non
     assert bad.value.field == "model"
     assert fake.requests == [] and trail.records == []
     # The same pull twice at once is a conflict; the first one still completes.
+    gated = Gated()
+    pulls.targets = lambda name: [gated]  # type: ignore[method-assign]
     first = await pulls.start(ADMIN, backend="ollama", model="llama3.2:3b")
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as twice:
         await pulls.start(ADMIN, backend="ollama", model="llama3.2:3b")
+    assert twice.value.field == "model"
+    gated.go.set()
     assert first.task is not None
     await first.task
     assert first.status == "succeeded"
@@ -141,7 +166,7 @@ class Stalling:
 
 def replica(engine: Engine, holder: str, *fakes: FakeOllamaTransport) -> tuple[ModelPulls, Trail]:
     """One replica's pulls: its own registry and engine, the shared database."""
-    trail = Trail()
+    trail = Trail(engine)
     registry = Registry([Embedded(), pool(*fakes)])  # type: ignore[list-item]
     return ModelPulls(registry, trail, rows(engine, holder)), trail
 
@@ -190,14 +215,8 @@ async def test_a_dead_replicas_pull_is_resumed_once_its_lease_ran_out(
 ) -> None:
     # A replica that died right after storing the job: nothing runs it, nothing renews it.
     dead = rows(engine, "dead")
-    job = PullJob(
-        id="a" * 32,
-        backend="ollama",
-        model="qwen2.5:0.5b",
-        nodes=["ollama-0"],
-        requester=StoredRequester.of(ADMIN),
-    )
-    dead.add(job.row(), keep_finished=50)
+    job = new_job(ADMIN, node="ollama-0")
+    assert dead.add(job.row(), keep_finished=50) is not None
     fake = FakeOllamaTransport()
     other, other_trail = replica(other_engine(), "other", fake)
     assert other.store.claim_abandoned() is None  # its lease still runs
@@ -207,6 +226,38 @@ async def test_a_dead_replicas_pull_is_resumed_once_its_lease_ran_out(
     await resumed_by(other, job.id)
     assert [(r.action, r.outcome) for r in other_trail.records] == [("model.pulled", "ok")]
     assert "qwen2.5:0.5b" in other.registry.names()
+
+
+class Gated:
+    """A puller that finishes once `go` is set."""
+
+    name = "ollama-0"
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def pull(self, model: str) -> AsyncIterator[PullProgress]:
+        yield PullProgress(status="pulling manifest")
+        await self.go.wait()
+        yield PullProgress(status="success")
+
+
+async def test_a_replica_whose_lease_passed_to_another_records_no_end(engine: Engine) -> None:
+    stalled, trail = replica(engine, "stalled", FakeOllamaTransport())
+    gated = Gated()
+    stalled.targets = lambda name: [gated]  # type: ignore[method-assign]
+    job = await stalled.start(ADMIN, backend="ollama-0", model="qwen2.5:0.5b")
+    with engine.begin() as connection:  # it stalled past its lease; another replica took over
+        connection.execute(update(PULLS).values(lease_holder="other:1"))
+
+    gated.go.set()  # its pull ends before it renews (every 10 s)
+    assert job.task is not None
+    await asyncio.wait_for(job.task, timeout=30)
+
+    assert [r.action for r in trail.records] == ["model.pull_started"]  # no `model.pulled`
+    stored = rows(engine).get(job.id)
+    assert stored is not None
+    assert (stored["status"], stored["lease_holder"]) == ("running", "other:1")
 
 
 async def resumed_by(pulls: ModelPulls, job_id: str) -> None:
