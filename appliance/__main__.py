@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import ipaddress
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 
 from appliance.audit.cli import register as register_audit_commands
 from appliance.auth.cli import add_commands as add_account_commands
 from appliance.config import Settings
+from appliance.db.engine import hold_single_server
 from appliance.errors import ApplianceError
 from appliance.eval.cli import add_commands as add_eval_commands
 from appliance.inference.bundled import BUNDLED, install_bundled, sha256_file
@@ -59,34 +57,6 @@ def _hand_over_first_password(settings: Settings, password: str) -> None:
     )
 
 
-def _claim_sqlite_database(url: str) -> str | None:
-    """Hold a lock beside a SQLite database for the rest of this process's life, so that a
-    second server on the same file refuses to start; the reason when another holds it.
-
-    SQLite means one server process: each keeps its rate limits and throttles in its own memory.
-    A POSIX lock is the kernel's to release when the process ends, however it ends, and is not
-    inherited by its worker processes. CLI commands take no lock: they work beside a server.
-    """
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    database = Path(str(parsed.database)).resolve()
-    lock = Path(f"{database}.lock")
-    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)
-        return (
-            f"another `appliance serve` is already running on the SQLite database {database} "
-            f"(it holds {lock}). SQLite means one server process: stop the other one, or run "
-            "several app processes on PostgreSQL (APPLIANCE_DATABASE_URL="
-            "postgresql+psycopg://...)."
-        )
-    return None  # the descriptor stays open, and the lock held, until the process exits
-
-
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the app; creates the first admin (printing its password once) if none exists."""
     # Deferred: the web server and the app load only for `serve`.
@@ -105,7 +75,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    held = _claim_sqlite_database(settings.resolved_database_url)
+    held = hold_single_server(settings.resolved_database_url)
     if held is not None:
         print(f"error: {held}", file=sys.stderr)
         return 1

@@ -49,9 +49,9 @@ from appliance.auth.ratelimit import failure_throttle
 from appliance.auth.roles import public
 from appliance.batches.runner import sweep_batches
 from appliance.config import Settings
-from appliance.db.engine import ensure_migrated, make_engine
+from appliance.db.engine import ensure_migrated, hold_single_server, make_engine
 from appliance.db.leases import periodically
-from appliance.errors import ApplianceError, AuditError
+from appliance.errors import ApplianceError, AuditError, ServerAlreadyRunning
 from appliance.http.audit import RequestAudit
 from appliance.http.errors import EXCEPTION_HANDLERS
 from appliance.http.middleware import refuse_nul_characters, request_id_middleware, security_headers
@@ -179,6 +179,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        held = hold_single_server(settings.resolved_database_url)
+        if held is not None:
+            raise ServerAlreadyRunning(held)
         task = asyncio.create_task(_load_detector(appliance))
         # Embedded models start in their worker processes now; each is ready once it generated.
         appliance.registry.start()

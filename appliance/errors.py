@@ -301,3 +301,9 @@ class DatabaseNotMigrated(ApplianceError):
     """The database schema is behind the code; `appliance db upgrade` fixes it."""
 
     code = "database_not_migrated"
+
+
+class ServerAlreadyRunning(ApplianceError):
+    """Another server process serves this SQLite database (SQLite means one server)."""
+
+    code = "server_already_running"

@@ -176,7 +176,7 @@ OUTCOMES = frozenset(
         *("method_not_allowed", "model_not_found", "not_found", "not_ready", "output_invalid"),
         *("password_change_required", "payload_too_large", "pii_blocked", "policy_invalid"),
         *("policy_not_found", "rate_limited", "rate_limits_unavailable", "task_not_found"),
-        *("unauthorized",),
+        *("server_already_running", "unauthorized"),
         # Sign-in, accounts and sessions.
         *("password", "password_changed", "oidc", "scope", "locked", "disabled"),
         *("unknown_user", "no_password", "bad_password", "granted", "revoked"),

@@ -6,6 +6,7 @@ PostgreSQL is reached through psycopg 3.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from appliance.errors import DatabaseNotMigrated
@@ -131,3 +133,41 @@ def scrub(engine: Engine, table: str) -> None:
     elif engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql(f'VACUUM "{table}"')
+
+
+_held: dict[Path, int] = {}
+"""The SQLite databases this process serves, and the descriptor holding each one's lock."""
+
+
+def hold_single_server(url: str) -> str | None:
+    """Hold a lock beside a SQLite database for the rest of this process's life, so that a
+    second server process on the same file refuses to start; the reason when another holds it.
+
+    SQLite means one server process: each keeps its rate limits and throttles in its own memory.
+    `appliance serve` takes it before it starts, and the app again at start-up, so a server
+    started another way (`uvicorn --workers N`) is held to it too. A POSIX lock is the kernel's
+    to release when the process ends, however it ends, and is not inherited by worker
+    processes; in one process, asking again is a no-op. CLI commands take no lock: they work
+    beside a server. Nothing to hold on PostgreSQL or an in-memory database.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    database = Path(str(parsed.database)).resolve()
+    if database in _held:
+        return None
+    lock = Path(f"{database}.lock")
+    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return (
+            f"another `appliance serve` is already running on the SQLite database {database} "
+            f"(it holds {lock}). SQLite means one server process: stop the other one, or run "
+            "several app processes on PostgreSQL (APPLIANCE_DATABASE_URL="
+            "postgresql+psycopg://...)."
+        )
+    _held[database] = descriptor  # stays open, and the lock held, until the process exits
+    return None
