@@ -49,7 +49,12 @@ from appliance.auth.ratelimit import failure_throttle
 from appliance.auth.roles import public
 from appliance.batches.runner import sweep_batches
 from appliance.config import Settings
-from appliance.db.engine import ensure_migrated, hold_single_server, make_engine
+from appliance.db.engine import (
+    ensure_migrated,
+    hold_single_server,
+    make_engine,
+    release_single_server,
+)
 from appliance.db.leases import periodically
 from appliance.errors import ApplianceError, AuditError, ServerAlreadyRunning
 from appliance.http.audit import RequestAudit
@@ -223,6 +228,7 @@ def create_app(
             if identity.windows is not None:
                 identity.windows.close()
             engine.dispose()
+            release_single_server(settings.resolved_database_url)
 
     static_dir = settings.web_dir / "static"
     static_dir.mkdir(parents=True, exist_ok=True)

@@ -169,5 +169,14 @@ def hold_single_server(url: str) -> str | None:
             "several app processes on PostgreSQL (APPLIANCE_DATABASE_URL="
             "postgresql+psycopg://...)."
         )
-    _held[database] = descriptor  # stays open, and the lock held, until the process exits
+    _held[database] = descriptor  # stays open, and the lock held, until released or the end
     return None
+
+
+def release_single_server(url: str) -> None:
+    """Give up the lock `hold_single_server` took on a SQLite database (the app stopped)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        descriptor = _held.pop(Path(str(parsed.database)).resolve(), None)
+        if descriptor is not None:
+            os.close(descriptor)

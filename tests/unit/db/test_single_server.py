@@ -48,4 +48,16 @@ def test_an_app_on_a_sqlite_file_another_process_serves_does_not_start(
     # The other process gone, its lock went with it; asking twice in one process is a no-op.
     with TestClient(app=create_app(settings, backends=[])) as client:
         assert client.get("/healthz").status_code == 200
-    assert hold_single_server(url) is None
+        assert hold_single_server(url) is None
+        # While this app serves, another process cannot.
+        held = subprocess.run(
+            [sys.executable, "-c", HOLD, url], capture_output=True, text=True, timeout=120
+        )
+        assert held.returncode != 0 and "held" not in held.stdout
+    # Stopped, the app gave the lock back: another process may serve now.
+    again = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert again.stdout is not None and again.stdout.readline().strip() == "held"
+    finally:
+        again.kill()
+        again.wait(timeout=30)
