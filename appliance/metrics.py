@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -208,9 +208,10 @@ def outcome_label(outcome: str | None) -> str:
 
 def node_label(name: str) -> str:
     """A pool node's name as `scheme://host:port/path`: the user and password, query and
-    fragment of a URL are left out (they may hold credentials). A name that is no URL stays
+    fragment of a URL are left out (they may hold credentials). An address without a scheme
+    (`10.0.0.21:11434`, as Ollama's client takes it) is read as `host:port`; a plain name stays
     as it is."""
-    parts = urlsplit(name)
+    parts = urlsplit(name if "//" in name else f"//{name}")
     if not parts.netloc:
         return _label(parts.path)
     host = parts.hostname or ""
@@ -221,7 +222,8 @@ def node_label(name: str) -> str:
         port = None
     if port is not None:
         netloc = f"{netloc}:{port}"
-    return _label(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+    scheme = f"{parts.scheme}://" if parts.scheme else ""
+    return _label(f"{scheme}{netloc}{parts.path}")
 
 
 def policy_label(ref: str | None) -> str:

@@ -274,6 +274,10 @@ def test_every_outcome_the_appliance_writes_by_default_is_a_label_of_its_own() -
         ("http://user@[::1]:8000", "http://[::1]:8000"),
         ("http://gpu-2:notaport/v1", "http://gpu-2/v1"),
         ("gpu-3", "gpu-3"),
+        # No scheme, as Ollama's client accepts: still host and port, never the password.
+        ("10.0.0.21:11434", "10.0.0.21:11434"),
+        ("10.0.0.22:11434", "10.0.0.22:11434"),
+        ("u:p4ss@gpu-4:11434", "gpu-4:11434"),
     ],
 )
 def test_a_node_label_is_scheme_host_port_and_path_only(name: str, label: str) -> None:

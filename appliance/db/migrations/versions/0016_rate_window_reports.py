@@ -40,7 +40,9 @@ def downgrade() -> None:
         "rate_windows",
         sa.Column("reported", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
-    op.execute("UPDATE rate_windows SET reported = (reported_refusals >= refusals)")
+    # A window reported in part counts as reported: the older code would report it whole
+    # again, so it under-reports rather than counts a refusal twice.
+    op.execute("UPDATE rate_windows SET reported = (reported_refusals > 0)")
     with op.batch_alter_table("rate_windows") as batch:
         batch.drop_column("claimed_refusals")
         batch.drop_column("reported_refusals")
