@@ -23,7 +23,9 @@ A throttle counts the refusals of each address and window for one aggregate audi
 the window ends, and one of them gets it (one `UPDATE` raises the window's `reported_refusals`
 to its `refusals` and returns the difference), so each refusal is in one row however many
 replicas did the refusing. A replica that stops before the window ends takes the count so far;
-refusals counted after that are reported by the next claim, in a second row.
+refusals counted after that are reported by the next claim, in a second row. A claim the
+database does not answer is tried again, less and less often, for as long as the window's row
+is kept (`prune` drops it ten minutes after the window ends): the count waits in the row.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import contextvars
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import anyio
-from sqlalchemy import Connection, Engine, TextClause, create_engine, text
+from sqlalchemy import URL, Connection, Engine, TextClause, create_engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from appliance.audit.events import Event
@@ -261,6 +264,10 @@ ends, so ten minutes leaves room for a slow one."""
 
 _PRUNE_EVERY_S = 60.0
 
+_PRUNE_BATCH = 1000
+"""Rows one prune statement deletes: each statement stays well inside the windows' statement
+timeout however many windows a flood of addresses left behind."""
+
 
 class RateWindows:
     """The `rate_windows` table: windows every process on the database counts in together.
@@ -300,8 +307,11 @@ class RateWindows:
             "SELECT 1 FROM rate_windows "  # noqa: S608 - constants only
             f"WHERE bucket = :bucket AND window_start = :start AND window_end > {self._clock}"
         )
+        # By primary key, a batch at a time (the index on window_end finds them).
         self._prune = text(
-            f"DELETE FROM rate_windows WHERE window_end < {self._clock} - :keep"  # noqa: S608
+            "DELETE FROM rate_windows WHERE (bucket, window_start) IN ("  # noqa: S608
+            "SELECT bucket, window_start FROM rate_windows "
+            f"WHERE window_end < {self._clock} - :keep LIMIT :batch)"
         )
         self._prune_lock = threading.Lock()
         self._next_prune = 0.0
@@ -420,10 +430,18 @@ class RateWindows:
             return None
         return 0
 
-    def prune(self, *, now: float | None = None) -> int:
-        """Drop windows that ended more than ten minutes ago; any process may, any time."""
-        with self._connect() as connection:
-            return connection.execute(self._prune, {"keep": _KEEP_MS, "now": _db_now(now)}).rowcount
+    def prune(self, *, now: float | None = None, batch: int = _PRUNE_BATCH) -> int:
+        """Drop windows that ended more than ten minutes ago, `batch` rows a statement until
+        none is left; any process may, any time. Returns how many it dropped."""
+        params = {"keep": _KEEP_MS, "now": _db_now(now), "batch": batch}
+        dropped = 0
+        while True:
+            # A connection a statement: the pool has one beyond the requests' turns for it.
+            with self._connect() as connection:
+                count = connection.execute(self._prune, params).rowcount
+            dropped += count
+            if count < batch:
+                return dropped
 
     def _prune_now_and_then(self) -> None:
         """At most once a minute per process, off the request: a flood of distinct addresses
@@ -448,21 +466,33 @@ def _windows_engine(engine: Engine, timeout_s: float) -> Engine:
     each statement (`RateWindows._run` retries once instead), without a transaction around it,
     and bounded in time, so that an unreachable database refuses a request in seconds. The
     app's engine keeps its own settings for everything else."""
-    timeout_ms = max(1, round(timeout_s * 1000))
     return create_engine(
         engine.url,
         isolation_level="AUTOCOMMIT",
-        pool_size=_POOL_SIZE,
+        # One connection beyond the requests' turns (`off_loop`): pruning never takes a
+        # connection a request waits for.
+        pool_size=_POOL_SIZE + 1,
         max_overflow=0,
         pool_timeout=timeout_s,
-        connect_args={
-            "connect_timeout": max(1, math.ceil(timeout_s)),
-            # Unacknowledged data (a statement sent to a host that went silent) gives up too.
-            "tcp_user_timeout": timeout_ms,
-            # And a statement stuck behind locks on a server that answers.
-            "options": f"-c statement_timeout={timeout_ms}",
-        },
+        connect_args=_connect_args(engine.url, timeout_s),
     )
+
+
+def _connect_args(url: URL, timeout_s: float) -> dict[str, Any]:
+    """The windows' connection timeouts, on top of what `url` asks for: the statement timeout
+    is appended to the URL's own `options` (a `search_path`, say), or else to `PGOPTIONS`,
+    which a connection given `options` would not read."""
+    timeout_ms = max(1, round(timeout_s * 1000))
+    given = url.query.get("options", os.environ.get("PGOPTIONS", ""))
+    options = " ".join(given) if isinstance(given, tuple) else given
+    return {
+        "connect_timeout": max(1, math.ceil(timeout_s)),
+        # Unacknowledged data (a statement sent to a host that went silent) gives up too.
+        "tcp_user_timeout": timeout_ms,
+        # And a statement stuck behind locks on a server that answers. Last, so it wins over
+        # a statement_timeout of the URL's.
+        "options": f"{options} -c statement_timeout={timeout_ms}".strip(),
+    }
 
 
 def _unavailable() -> RateLimitsUnavailable:
@@ -527,14 +557,12 @@ class SharedFailureThrottle:
     ) -> int | None:
         """See `FailureThrottle.take`: what the window's refusals hold beyond those already
         reported goes to one caller."""
-        count: int | None = 0
-        try:
-            count = self.windows.claim(self._bucket(address), window, final=final, now=now)
-            return count
-        finally:
-            if count is not None:  # taken, or given up: this process is done with the window
-                with self._lock:
-                    self._refused.discard((address, window))
+        count = self.windows.claim(self._bucket(address), window, final=final, now=now)
+        if count is not None:  # taken: this process is done with the window
+            with self._lock:
+                self._refused.discard((address, window))
+        # On an error the window stays this process's to report: its caller claims it again.
+        return count
 
     async def refuse_async(self, address: str, limit: int) -> Refusal | None:
         """See `FailureThrottle.refuse_async`."""
@@ -575,6 +603,12 @@ _CLAIM_RETRY_S = 0.25
 _CLAIM_TRIES = 40
 """A window is over by the database's clock, which may run a little behind this process's."""
 
+_CLAIM_BACKOFF_MAX_S = 30.0
+"""The longest wait between two claims the database did not answer."""
+
+_CLAIM_MARGIN_S = 60.0
+"""A report's last claim comes this long before `prune` may drop the window's row."""
+
 
 def report_when_over(
     throttle: FailureThrottle,
@@ -598,17 +632,33 @@ def report_when_over(
         record = event(actor="anonymous", source=address[:100], details=details, **fields)
         await audit.append(record.record())
 
+    async def claim() -> int | None:
+        """The window's count once it is over; None if no claim got it while the window's row
+        is kept (the database out of reach all along, or its clock far behind)."""
+        give_up = anyio.current_time() + refusal.ends_in + _KEEP_MS / 1000 - _CLAIM_MARGIN_S
+        await anyio.sleep(refusal.ends_in)
+        still_open, backoff = 0, _CLAIM_RETRY_S
+        while anyio.current_time() < give_up:
+            try:
+                count = await throttle.take_async(address, refusal.window)
+            except ApplianceError:
+                # Out of reach for now (logged where it failed): the refusals stay in the row,
+                # so claim again, less often the longer it lasts.
+                await anyio.sleep(min(backoff, max(0.0, give_up - anyio.current_time())))
+                backoff = min(backoff * 2, _CLAIM_BACKOFF_MAX_S)
+                continue
+            if count is not None:
+                return count
+            still_open += 1
+            if still_open >= _CLAIM_TRIES:
+                return None
+            await anyio.sleep(_CLAIM_RETRY_S)
+        return None
+
     async def report() -> None:
         count: int | None = None
         try:
-            await anyio.sleep(refusal.ends_in)
-            for _ in range(_CLAIM_TRIES):
-                count = await throttle.take_async(address, refusal.window)
-                if count is not None:
-                    break
-                await anyio.sleep(_CLAIM_RETRY_S)
-        except ApplianceError:
-            count = 0  # the database is out of reach; logged where it failed
+            count = await claim()
         finally:
             with anyio.CancelScope(shield=True):
                 try:

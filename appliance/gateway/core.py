@@ -208,7 +208,7 @@ class Gateway:
         if chat.json_schema is not None:
             check_schema(chat.json_schema, field="json_schema")
         trace.policy = policy or self.requested_policy(trace.actor, None, task=chat.task)
-        trace.route = self.routing.decide(trace.policy, chat)
+        trace.route = await self.routing.decide_async(trace.policy, chat)
         trace.model = trace.route.model
         trace.context, trace.scope = self.action_context(
             trace.policy,

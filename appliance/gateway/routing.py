@@ -13,6 +13,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
+
 from appliance.costs.budget import EscalationBudget
 from appliance.costs.compute import CostModel
 from appliance.costs.models import NO_MODEL, UsageRecord
@@ -170,13 +172,30 @@ class RoutingSteps:
 
     # -- before the model ------------------------------------------------------------------------
     def decide(self, policy: LoadedPolicy | None, chat: ChatInput) -> Route:
-        """The first route: the named model, or the task's default tier."""
+        """The first route: the named model, or the task's default tier. Blocks while the
+        task's override is read: async code calls `decide_async`."""
+        override = self.overrides.for_task(chat.task) if self.overrides else None
+        return self._decide(policy, chat, override)
+
+    async def decide_async(self, policy: LoadedPolicy | None, chat: ChatInput) -> Route:
+        """`decide` for async code: the override's read (its change counter, on every task
+        request) runs on a worker thread, so a slow database holds up this request and not
+        the event loop. A request without a task reads nothing and stays on the loop."""
+        overrides, task = self.overrides, chat.task
+        override = None
+        if overrides is not None and task is not None:
+            override = await anyio.to_thread.run_sync(lambda: overrides.for_task(task))
+        return self._decide(policy, chat, override)
+
+    def _decide(
+        self, policy: LoadedPolicy | None, chat: ChatInput, override: RouteOverride | None
+    ) -> Route:
         allow, max_tier = _routing_rules(policy)
         template_tier = None
         if chat.task is not None and chat.task in self.tasks.names():
             template_tier = self.tasks.get(chat.task).tier
-        # Read once per request: the task runner takes the threshold from the route.
-        override = self.overrides.for_task(chat.task) if self.overrides else None
+        # The override was read once for the request: the task runner takes its threshold from
+        # the route.
         threshold = override.threshold if override is not None else None
         if override is not None and chat.model:
             override = None  # a named model wins over the override's; its threshold still holds

@@ -4,9 +4,12 @@ And a database host that has gone silent, for the windows' timeouts."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
+
+from sqlalchemy import Engine, create_engine
 
 
 def room_in_window(needed_s: float, *, window_s: float = 60.0) -> None:
@@ -47,3 +50,21 @@ class SilentServer:
         for connection in self._held:
             connection.close()
         self._thread.join(5)
+
+
+def silent_engine(silent: SilentServer, *, connect_timeout: int = 2) -> Engine:
+    """An engine on `silent`: its first statement connects, then waits `connect_timeout`
+    seconds for an answer and fails (so a test whose loop it blocks fails rather than hangs)."""
+    return create_engine(
+        f"postgresql+psycopg://appliance@127.0.0.1:{silent.port}/gone",
+        connect_args={"connect_timeout": connect_timeout},
+    )
+
+
+async def assert_waits_off_the_loop(silent: SilentServer, waiting: asyncio.Task[object]) -> None:
+    """`waiting` (a task whose read reaches `silent`) waits for its answer while the event loop
+    runs on: had the read blocked the loop, the task would be done (failed) by now."""
+    # This wait is answered through the loop...
+    assert await asyncio.to_thread(silent.connected.wait, 60)
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # ...and the task still waits

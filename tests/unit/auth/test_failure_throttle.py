@@ -14,19 +14,23 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from appliance.audit.events import AuthThrottled as AuthThrottledEvent
 from appliance.audit.store import AuditLog
+from appliance.auth import ratelimit
 from appliance.auth.identity import Caller, Identity
 from appliance.auth.ratelimit import (
     FailureThrottle,
     LocalFailureThrottle,
     RateWindows,
     SharedFailureThrottle,
+    report_when_over,
 )
 from appliance.config import Settings
 from appliance.db.engine import make_engine, upgrade
 from appliance.db.models import AuditEvent
-from appliance.errors import AuthError, AuthThrottled
+from appliance.errors import AuthError, AuthThrottled, RateLimitsUnavailable
 from tests.support.postgres import PostgresServer
+from tests.support.windows import room_in_window
 
 # The start of a minute an hour ahead: pruning (which reads the database's clock) leaves it be.
 T = (time.time() // 60 + 60) * 60
@@ -237,3 +241,52 @@ async def test_a_stopping_replica_and_the_window_end_write_one_row_each(
             )
         )
     assert [row.details["count"] for row in rows] == [3, 2]
+
+
+class FlakyWindows(RateWindows):
+    """Real windows whose first claims fail as they do when the database is out of reach (a
+    fake failure: a database cannot be made to drop exactly two statements)."""
+
+    def __init__(self, engine: Engine, *, failures: int) -> None:
+        super().__init__(engine)
+        self.failures = failures
+        self.claims = 0
+
+    def claim(
+        self, bucket: str, start: int, *, final: bool = False, now: float | None = None
+    ) -> int | None:
+        self.claims += 1
+        if self.claims <= self.failures:
+            raise RateLimitsUnavailable("the shared rate-limit counters cannot be reached")
+        return super().claim(bucket, start, final=final, now=now)
+
+
+async def test_a_claim_the_database_did_not_answer_is_made_again(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "_CLAIM_RETRY_S", 0.05)
+    windows = FlakyWindows(engine, failures=2)
+    throttle = SharedFailureThrottle(windows, "auth", window_s=2.0)
+    room_in_window(1.5, window_s=2.0)
+    await throttle.failed_async("10.0.0.15")
+    refusals = [await throttle.refuse_async("10.0.0.15", 1) for _ in range(3)]
+    first = refusals[0]
+    assert first is not None and first.first
+
+    pending: set[asyncio.Task[None]] = set()
+    audit = AuditLog(engine)
+    report_when_over(
+        throttle,
+        "10.0.0.15",
+        first,
+        pending,
+        audit=audit,
+        event=AuthThrottledEvent,
+        status_code=429,
+    )
+    await asyncio.gather(*pending)
+
+    with Session(engine) as session:
+        rows = list(session.exec(select(AuditEvent).where(AuditEvent.action == "auth.throttled")))
+    assert [(row.source, row.details["count"]) for row in rows] == [("10.0.0.15", 3)]
+    assert windows.claims == 3  # two unanswered, then the one that took the count

@@ -4,22 +4,26 @@ changes anywhere: two `Identity` objects on two engines stand for two replicas o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import OperationalError
 
 from appliance.audit.store import AuditLog
 from appliance.auth import accounts, apikeys
 from appliance.auth.identity import Caller, Identity
+from appliance.auth.keycache import KeyCache
 from appliance.auth.models import ApiKey
 from appliance.config import Settings
 from appliance.db import counters
 from appliance.db.engine import make_engine
 from appliance.db.models import User, utcnow
 from appliance.errors import AuthError
+from tests.support.windows import SilentServer, assert_waits_off_the_loop, silent_engine
 
 CALLER = Caller(source="10.0.0.9", request_id="r1")
 
@@ -159,3 +163,18 @@ def test_what_a_request_does_not_change_moves_no_counter(
         connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
         connection.execute(update(User).where(User.id == user.id).values(last_login_at=utcnow()))
     assert counters.read(engine, "auth") == before
+
+
+async def test_the_counter_read_leaves_the_event_loop_free(
+    engine: Engine, settings: Settings
+) -> None:
+    identity = Identity(settings, engine, AuditLog(engine))
+    with SilentServer() as silent:
+        # The `auth` counter on a host that takes the connection and never answers.
+        gone = silent_engine(silent)
+        identity.keys = KeyCache(gone)
+        check = asyncio.create_task(identity.key_principal("apl_any_secret", caller=CALLER))
+        await assert_waits_off_the_loop(silent, check)
+        with pytest.raises(OperationalError):
+            await asyncio.wait_for(check, 60)
+    gone.dispose()

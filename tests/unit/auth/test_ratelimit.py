@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, make_url, select, text
 
 from appliance.auth.ratelimit import (
     LocalRateLimiter,
     RateLimiter,
     RateWindows,
     SharedRateLimiter,
+    _connect_args,
     rate_limiter,
     shared_windows,
 )
@@ -104,6 +105,40 @@ def test_finished_windows_are_pruned_and_current_ones_kept(engine: Engine) -> No
         kept = connection.execute(select(func.count()).select_from(text("rate_windows")))
         assert kept.scalar_one() == 1
     assert windows.hit(["new"], 1, window_s=60, now=T + 661) == 59
+
+
+def test_many_finished_windows_are_pruned_in_batches(engine: Engine) -> None:
+    windows = RateWindows(engine)
+    windows.hit([f"flood:{n}" for n in range(250)], 5, window_s=60, now=T)  # a flood's rows
+    windows.hit(["new"], 5, window_s=60, now=T + 660)
+    deletes: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("DELETE FROM rate_windows"):
+            deletes.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)  # the windows' own engine included
+    try:
+        assert windows.prune(now=T + 661, batch=100) == 250
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert len(deletes) == 3  # 100, 100, then 50: fewer than a batch, so none is left
+    with engine.connect() as connection:
+        kept = connection.execute(select(func.count()).select_from(text("rate_windows")))
+        assert kept.scalar_one() == 1
+
+
+def test_the_statement_timeout_joins_the_urls_own_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    url = make_url("postgresql+psycopg://appliance@db/app?options=-csearch_path%3Dtenant")
+    args = _connect_args(url, 3.0)
+    assert args["options"] == "-csearch_path=tenant -c statement_timeout=3000"
+    assert (args["connect_timeout"], args["tcp_user_timeout"]) == (3, 3000)
+    plain = make_url("postgresql+psycopg://appliance@db/app")
+    assert _connect_args(plain, 1.5)["options"] == "-c statement_timeout=1500"
+    # Without options in the URL, the environment's are what the connection would have read.
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=tenant")
+    assert _connect_args(plain, 1.0)["options"] == "-c search_path=tenant -c statement_timeout=1000"
 
 
 def test_a_bucket_is_keyed_by_a_bounded_digest(engine: Engine) -> None:
