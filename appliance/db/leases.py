@@ -307,8 +307,13 @@ async def leased(
     give_back: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Held[T] | None]:
     """Claim work and hold it while the block runs (`holding`); yields None when there was none
-    to claim. `claim()` (blocking, run in a thread) returns the work and its lease, or None."""
-    claimed = await anyio.to_thread.run_sync(claim)
+    to claim. `claim()` (blocking, run in a thread) returns the work and its lease, or None;
+    cancelled meanwhile, what it claimed is given back (`claim_in_thread`)."""
+    claimed = await claim_in_thread(
+        claim,
+        lambda taken: leases.release([taken[1]], values=give_back),
+        what=what,
+    )
     if claimed is None:
         yield None
         return
@@ -331,16 +336,19 @@ async def holding(
     When a renewal finds the row taken over (this worker stalled past `lease_s`), the block is
     stopped where it is, `lost` is set and the `async with` ends without an error: the new
     holder runs the work. When the block ends early (cancelled at shutdown, or failed), the row
-    is given back at once, with `give_back` values set on it, and the exception goes on. A block
-    that ends normally has finished its work (its conditional finish cleared the lease):
-    nothing is given back. `what` names the work in logs (never its content)."""
+    is given back at once (off the event loop, to its end even when cancelled again), with
+    `give_back` values set on it, and the exception goes on. A block that ends normally has
+    finished its work (its conditional finish cleared the lease): nothing is given back, and a
+    renewal that raced that finish and found the row cleared is no loss (`lost` stays False).
+    `what` names the work in logs (never its content)."""
     held = Held(work, lease)
+    finished = False
     with anyio.CancelScope() as scope:
 
         def lost() -> None:
+            if finished:  # the work's own finish cleared the row
+                return
             held.lost = True
-            detail = f"{what} {':'.join(map(str, lease.key))}"
-            log.warning("lease passed to another replica; stopped", extra={"detail": detail})
             scope.cancel()
 
         renewing = kept(
@@ -349,10 +357,18 @@ async def holding(
         try:
             async with renewing:
                 yield held
+                finished = True
         except BaseException:
-            if not held.lost:
-                release_quietly(lambda: leases.release([lease], values=give_back), what=what)
+            if not held.lost and not finished:
+                await released(lambda: leases.release([lease], values=give_back), what=what)
             raise
+    if finished:
+        # A renewal in flight while the work finished saw the row its finish had just cleared:
+        # the block was not stopped, so the lease was never another's.
+        held.lost = False
+    elif held.lost:
+        detail = f"{what} {':'.join(map(str, lease.key))}"
+        log.warning("lease passed to another replica; stopped", extra={"detail": detail})
 
 
 async def periodically(
@@ -394,7 +410,7 @@ async def periodically(
             await asyncio.sleep(tick)
     finally:
         if leases is not None:
-            release_quietly(lambda: leases.release(name), what=name)
+            await released(lambda: leases.release(name), what=name)
 
 
 def release_quietly(release: Callable[[], object], *, what: str) -> None:
@@ -403,3 +419,50 @@ def release_quietly(release: Callable[[], object], *, what: str) -> None:
         release()
     except Exception:
         log.warning("releasing a lease failed", extra={"detail": what}, exc_info=True)
+
+
+async def released(release: Callable[[], object], *, what: str) -> None:
+    """`release_quietly` from async code: in a thread, so a database outage's reconnect does not
+    stop the event loop, and to its end even when cancelled meanwhile (a shutdown is what gives
+    leases back); a cancellation that arrived is raised once the lease is given back."""
+    _, cancelled = await _to_the_end(lambda: release_quietly(release, what=what))
+    if cancelled is not None:
+        raise cancelled
+
+
+async def claim_in_thread(
+    claim: Callable[[], T | None], give_back: Callable[[T], object], *, what: str
+) -> T | None:
+    """Run `claim()` (blocking) in a thread and return what it claimed (None: nothing).
+
+    A cancellation (a shutdown) does not abandon the claim: its thread goes on and may commit,
+    which would leave a lease that nobody renews or gives back until it runs out. So the claim
+    is waited for, what it took is given back with `give_back(claimed)` (`released`), and then
+    the cancellation goes on."""
+    claimed, cancelled = await _to_the_end(claim)
+    if cancelled is None:
+        return claimed
+    if claimed is not None:
+        taken = claimed
+        await released(lambda: give_back(taken), what=what)
+    raise cancelled
+
+
+async def _to_the_end(
+    call: Callable[[], T],
+) -> tuple[T, asyncio.CancelledError | None]:
+    """Run `call()` (blocking) in a thread and wait for its result even when cancelled meanwhile,
+    by `Task.cancel()` (plain asyncio tasks, which anyio's shield does not stop) or by an anyio
+    scope; returns the result and the cancellation that arrived (the caller raises it). When
+    both `call()` failed and a cancellation arrived, the cancellation is raised."""
+    done = asyncio.ensure_future(anyio.to_thread.run_sync(call))
+    cancelled: asyncio.CancelledError | None = None
+    with anyio.CancelScope(shield=True):
+        while not done.done():
+            try:
+                await asyncio.wait([done])
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+    if cancelled is not None and done.exception() is not None:
+        raise cancelled
+    return done.result(), cancelled

@@ -34,7 +34,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from appliance.db.leases import Held, Lease, LeaseTerms, RowLeases, database_now, holding
+from appliance.db.leases import (
+    Held,
+    Lease,
+    LeaseTerms,
+    RowLeases,
+    claim_in_thread,
+    database_now,
+    holding,
+    released,
+)
 
 PULLS = Table(
     "model_pulls",
@@ -134,11 +143,20 @@ class PullRows:
             rows = connection.execute(select(PULLS).order_by(PULLS.c.started_at.desc()))
             return [dict(row._mapping) for row in rows]
 
-    def claim_abandoned(self) -> dict[str, Any] | None:
+    async def claim_abandoned(self) -> dict[str, Any] | None:
         """Lease to this process the oldest running pull nobody holds (its replica stopped or
-        died); None when there is none."""
-        rows = self.leases.claim(PULLS.c.status == "running", order_by=[PULLS.c.started_at])
-        return dict(rows[0]._mapping) if rows else None
+        died); None when there is none. The claim runs in a thread; cancelled meanwhile (a
+        shutdown), the pull it took is given back (`claim_in_thread`)."""
+
+        def claim() -> dict[str, Any] | None:
+            rows = self.leases.claim(PULLS.c.status == "running", order_by=[PULLS.c.started_at])
+            return dict(rows[0]._mapping) if rows else None
+
+        return await claim_in_thread(
+            claim,
+            lambda row: self.leases.release([Lease((row["id"],), row["lease_holder"])]),
+            what="model pull",
+        )
 
     def held(self, job_id: str, token: str) -> AbstractAsyncContextManager[Held[None]]:
         """Hold the pull `job_id` under the claim `token` while the block runs
@@ -146,6 +164,8 @@ class PullRows:
         it, the pull given back when the block ends early."""
         return holding(self.leases, None, Lease((job_id,), token), what="model pull")
 
-    def release(self, job_id: str, token: str) -> None:
-        """Give a running pull up (a stopping server): another replica resumes it at once."""
-        self.leases.release([Lease((job_id,), token)])
+    async def release(self, job_id: str, token: str) -> None:
+        """Give a running pull up (a stopping server): another replica resumes it at once. Off
+        the event loop, to its end even when cancelled meanwhile (`released`)."""
+        lease = Lease((job_id,), token)
+        await released(lambda: self.leases.release([lease]), what="model pull")

@@ -158,8 +158,9 @@ class PullStore(Protocol):
         """Every job kept, newest first."""
         ...
 
-    def claim_abandoned(self) -> dict[str, Any] | None:
-        """A running job nobody holds, now leased to a new claim of this process."""
+    async def claim_abandoned(self) -> dict[str, Any] | None:
+        """A running job nobody holds, now leased to a new claim of this process (off the event
+        loop; cancelled meanwhile, the job it took is given back)."""
         ...
 
     def held(self, job_id: str, token: str) -> AbstractAsyncContextManager[Holding]:
@@ -167,8 +168,8 @@ class PullStore(Protocol):
         replica has it, the job given back when the block ends early."""
         ...
 
-    def release(self, job_id: str, token: str) -> None:
-        """Give a running job up."""
+    async def release(self, job_id: str, token: str) -> None:
+        """Give a running job up (off the event loop, to its end even when cancelled)."""
         ...
 
 
@@ -403,7 +404,7 @@ class ModelPulls:
         wait = idle_s if idle_s is not None else self.store.renew_every_s
         while True:
             try:
-                row = await anyio.to_thread.run_sync(self.store.claim_abandoned)
+                row = await self.store.claim_abandoned()
                 if row is not None:
                     self._resume(PullJob.from_row(row))
                     continue
@@ -456,14 +457,10 @@ class ModelPulls:
         finally:
             self._running.pop(job.id, None)
 
-    def _give_back(self, job: PullJob) -> None:
+    async def _give_back(self, job: PullJob) -> None:
         self._running.pop(job.id, None)
-        if job.lease is None:
-            return
-        try:
-            self.store.release(job.id, job.lease)
-        except Exception:
-            log.warning("giving a model pull back failed", exc_info=True)
+        if job.lease is not None:
+            await self.store.release(job.id, job.lease)
 
     async def _pull(
         self, job: PullJob, token: str, targets: list[Puller]
@@ -511,4 +508,4 @@ class ModelPulls:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for job in list(self._running.values()):  # cancelled before it ever ran
-            self._give_back(job)
+            await self._give_back(job)

@@ -1,7 +1,8 @@
 """Leases on rows and by name, on SQLite and PostgreSQL, each claimer with its own engine (as
 replicas have): claims never overlap, an expired lease is taken over, a stale holder can renew
-nothing (also when the new claim is its own process's), `leased` keeps, stops and gives back,
-and a named lease has one holder at a time."""
+nothing (also when the new claim is its own process's), `leased` keeps, stops and gives back
+(off the event loop, through a second cancellation; also what a cancelled claim took), a
+renewal racing the work's own finish is no loss, and a named lease has one holder at a time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import anyio
+import pytest
 from sqlalchemy import Engine, select, update
 
 from appliance.batches.models import BatchItem, BatchJob
@@ -29,6 +32,7 @@ from appliance.db.leases import (
     periodically,
 )
 from appliance.db.models import utcnow
+from tests.support.leases import GatedLeases
 
 
 def job_with_items(engine: Engine, count: int) -> str:
@@ -326,3 +330,89 @@ async def test_leased_work_stopped_early_is_given_back_and_none_is_yielded_when_
 
     assert task.cancelled()
     assert holder_and_attempts(engine) == (None, 0)
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    for _ in range(1200):  # a hang guard, not a speed target
+        if check():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("timed out")
+
+
+async def test_work_stopped_early_is_given_back_off_the_event_loop_through_a_second_cancel(
+    engine: Engine,
+) -> None:
+    job_id = job_with_items(engine, 1)
+    leases = GatedLeases(engine, ITEMS, LeaseTerms(holder="stopping", lease_s=30))
+    leases.go.set()  # the claim runs at once
+    inside = asyncio.Event()
+
+    async def work() -> None:
+        async with leased(leases, claim_one(leases, job_id), what="batch item"):
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(work())
+    await asyncio.wait_for(inside.wait(), timeout=30)
+    leases.go.clear()
+    leases.entered.clear()
+    task.cancel()  # a shutdown; the release then hangs on the database
+    await eventually(leases.entered.is_set)
+    await asyncio.sleep(0.05)  # the event loop runs on while the release waits
+    task.cancel()  # a second cancellation does not abandon the release
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    leases.go.set()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert task.cancelled()
+    assert leases.threads[-1] != threading.get_ident()
+    assert holder_and_attempts(engine) == (None, 1)
+
+
+async def test_a_claim_cancelled_while_it_runs_gives_back_what_it_took(engine: Engine) -> None:
+    job_id = job_with_items(engine, 1)
+    leases = GatedLeases(engine, ITEMS, LeaseTerms(holder="stopping", lease_s=30))
+    uncounted = {"attempts": ITEMS.c.attempts - 1}
+    ran = False
+
+    async def work() -> None:
+        nonlocal ran
+        async with leased(
+            leases, claim_one(leases, job_id), what="batch item", give_back=uncounted
+        ):
+            ran = True
+
+    task = asyncio.create_task(work())
+    await eventually(leases.entered.is_set)  # the claim waits in its thread
+    task.cancel()  # a shutdown, as `Task.cancel()` stops the app's runners
+    await asyncio.sleep(0.05)
+    leases.go.set()  # the claim commits after the cancellation
+    await asyncio.gather(task, return_exceptions=True)
+    await eventually(lambda: len(leases.threads) == 2)  # claimed, then given back
+
+    assert task.cancelled() and not ran
+    assert holder_and_attempts(engine) == (None, 0)  # free at once, its claim uncounted
+
+
+async def test_a_renewal_racing_the_works_own_finish_is_no_loss(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_id = job_with_items(engine, 1)
+    leases = RowLeases(engine, ITEMS, LeaseTerms(holder="finishing", lease_s=0.3))
+
+    async with leased(leases, claim_one(leases, job_id), what="batch item") as held:
+        assert held is not None
+        with anyio.CancelScope(shield=True):  # the finish, as work shields its last step
+            with engine.begin() as connection:  # the conditional finish clears the lease
+                connection.execute(
+                    update(ITEMS)
+                    .where(leases.held(held.lease.token))
+                    .values(status="done", lease_holder=None, lease_expires_at=None)
+                )
+            await eventually(lambda: held.lost)  # the next renewal (every 0.1 s) finds no row
+
+    assert not held.lost
+    assert "lease passed to another replica" not in caplog.text
+    assert holder_and_attempts(engine) == (None, 1)

@@ -24,6 +24,7 @@ from appliance.inference.ollama import OllamaBackend, PullProgress
 from appliance.inference.pulls import ModelPulls, PullEvent, PullJob, StoredRequester
 from appliance.inference.registry import Registry
 from tests.support.fake_ollama import FakeOllamaTransport
+from tests.support.leases import GatedLeases
 
 ADMIN = Actor(id="user:admin", role="admin", source="127.0.0.1")
 
@@ -219,13 +220,40 @@ async def test_a_dead_replicas_pull_is_resumed_once_its_lease_ran_out(
     assert dead.add(job.row(), keep_finished=50) is not None
     fake = FakeOllamaTransport()
     other, other_trail = replica(other_engine(), "other", fake)
-    assert other.store.claim_abandoned() is None  # its lease still runs
+    assert await other.store.claim_abandoned() is None  # its lease still runs
 
     with engine.begin() as connection:
         connection.execute(update(PULLS).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     await resumed_by(other, job.id)
     assert [(r.action, r.outcome) for r in other_trail.records] == [("model.pulled", "ok")]
     assert "qwen2.5:0.5b" in other.registry.names()
+
+
+async def test_a_resumer_stopped_while_it_claims_gives_the_pull_back(engine: Engine) -> None:
+    dead = rows(engine, "dead")  # its replica died; its lease ran out
+    job = new_job(ADMIN, node="ollama-0")
+    assert dead.add(job.row(), keep_finished=50) is not None
+    with engine.begin() as connection:
+        connection.execute(update(PULLS).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    stopping, _ = replica(engine, "stopping", FakeOllamaTransport())
+    store = stopping.store
+    assert isinstance(store, PullRows)
+    store.leases = gated = GatedLeases(engine, PULLS, store.leases.terms)
+
+    resumer = asyncio.create_task(stopping.run_forever(idle_s=0.05))
+    for _ in range(400):  # a hang guard, not a speed target
+        if gated.entered.is_set():
+            break
+        await asyncio.sleep(0.025)
+    resumer.cancel()  # a shutdown while the claim waits on the database
+    await asyncio.sleep(0.05)
+    gated.go.set()  # the claim commits after the cancellation
+    await asyncio.gather(resumer, return_exceptions=True)
+
+    assert resumer.cancelled() and len(gated.threads) == 2  # claimed, then given back
+    stored = rows(engine).get(job.id)
+    assert stored is not None
+    assert (stored["status"], stored["lease_holder"]) == ("running", None)
 
 
 class Gated:
