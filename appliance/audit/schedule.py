@@ -20,7 +20,7 @@ import anyio
 from appliance.audit.retention import purge
 from appliance.audit.store import AuditLog
 from appliance.audit.verify import Integrity, check_integrity
-from appliance.db.leases import NamedLeases, release_quietly
+from appliance.db.leases import NamedLeases, released
 
 log = logging.getLogger(__name__)
 
@@ -86,4 +86,4 @@ async def maintain(
                 log.error("audit maintenance failed", exc_info=True)
     finally:
         if leases is not None:
-            release_quietly(lambda: leases.release(LEASE), what=LEASE)
+            await released(lambda: leases.release(LEASE), what=LEASE)
