@@ -166,7 +166,8 @@ results_header() {
   echo "Six systemd-nspawn containers (native speed, systemd inside, one bridge, no route out) on a"
   echo "shared 2-core machine, \`nice -n 10\`; apt from a local mirror directory, pip from the bundle;"
   echo "\`ollama_enabled=false\` (the Ollama binary cannot be downloaded here): both replicas serve the"
-  echo "bundled models with the embedded llama.cpp engine; inference nodes get the base role only."
+  echo "bundled models with the embedded llama.cpp engine; inference nodes get the base role only;"
+  echo "\`monitoring_enabled=true\`: Prometheus on both app hosts, each scraping its own replica."
   echo "Why containers and not VMs: ansible/README.md, \"The multi-node converge test\"."
 }
 
