@@ -23,6 +23,7 @@ The instruments belong to the process (one app per process in production); each 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -206,12 +207,15 @@ def outcome_label(outcome: str | None) -> str:
     return kind if kind in OUTCOMES else OTHER
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def node_label(name: str) -> str:
     """A pool node's name as `scheme://host:port/path`: the user and password, query and
     fragment of a URL are left out (they may hold credentials). An address without a scheme
     (`10.0.0.21:11434`, as Ollama's client takes it) is read as `host:port`; a plain name stays
     as it is."""
-    parts = urlsplit(name if "//" in name else f"//{name}")
+    parts = urlsplit(name if _SCHEME.match(name) else f"//{name}")
     if not parts.netloc:
         return _label(parts.path)
     host = parts.hostname or ""

@@ -135,8 +135,9 @@ def scrub(engine: Engine, table: str) -> None:
             connection.exec_driver_sql(f'VACUUM "{table}"')
 
 
-_held: dict[Path, int] = {}
-"""The SQLite databases this process serves, and the descriptor holding each one's lock."""
+_held: dict[Path, tuple[int, int]] = {}
+"""The SQLite databases this process serves: the descriptor holding each one's lock, and how
+many holders in this process share it (`appliance serve`, then its app)."""
 
 
 def hold_single_server(url: str) -> str | None:
@@ -147,14 +148,17 @@ def hold_single_server(url: str) -> str | None:
     `appliance serve` takes it before it starts, and the app again at start-up, so a server
     started another way (`uvicorn --workers N`) is held to it too. A POSIX lock is the kernel's
     to release when the process ends, however it ends, and is not inherited by worker
-    processes; in one process, asking again is a no-op. CLI commands take no lock: they work
-    beside a server. Nothing to hold on PostgreSQL or an in-memory database.
+    processes; in one process, holders share it and it goes with the last one's release. CLI
+    commands take no lock: they work beside a server. Nothing to hold on PostgreSQL or an
+    in-memory database.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     database = Path(str(parsed.database)).resolve()
     if database in _held:
+        descriptor, holders = _held[database]
+        _held[database] = (descriptor, holders + 1)
         return None
     lock = Path(f"{database}.lock")
     lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -169,14 +173,20 @@ def hold_single_server(url: str) -> str | None:
             "several app processes on PostgreSQL (APPLIANCE_DATABASE_URL="
             "postgresql+psycopg://...)."
         )
-    _held[database] = descriptor  # stays open, and the lock held, until released or the end
+    _held[database] = (descriptor, 1)  # open, and the lock held, until released or the end
     return None
 
 
 def release_single_server(url: str) -> None:
-    """Give up the lock `hold_single_server` took on a SQLite database (the app stopped)."""
+    """One holder of a SQLite database's lock is done (an app stopped); the last gives it up."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        descriptor = _held.pop(Path(str(parsed.database)).resolve(), None)
-        if descriptor is not None:
-            os.close(descriptor)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    database = Path(str(parsed.database)).resolve()
+    if database not in _held:
+        return
+    descriptor, holders = _held.pop(database)
+    if holders > 1:
+        _held[database] = (descriptor, holders - 1)
+    else:
+        os.close(descriptor)

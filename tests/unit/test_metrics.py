@@ -278,6 +278,7 @@ def test_every_outcome_the_appliance_writes_by_default_is_a_label_of_its_own() -
         ("10.0.0.21:11434", "10.0.0.21:11434"),
         ("10.0.0.22:11434", "10.0.0.22:11434"),
         ("u:p4ss@gpu-4:11434", "gpu-4:11434"),
+        ("u:p4ss@gpu-4:11434/v1//x", "gpu-4:11434/v1//x"),
     ],
 )
 def test_a_node_label_is_scheme_host_port_and_path_only(name: str, label: str) -> None:

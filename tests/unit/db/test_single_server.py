@@ -13,12 +13,12 @@ from litestar.testing import TestClient
 
 from appliance.app import create_app
 from appliance.config import Settings
-from appliance.db.engine import hold_single_server, upgrade
+from appliance.db.engine import hold_single_server, release_single_server, upgrade
 from appliance.errors import ServerAlreadyRunning
 
 HOLD = """
 import sys, time
-from appliance.db.engine import hold_single_server, upgrade
+from appliance.db.engine import hold_single_server, release_single_server, upgrade
 assert hold_single_server(sys.argv[1]) is None
 print("held", flush=True)
 time.sleep(600)
@@ -48,7 +48,8 @@ def test_an_app_on_a_sqlite_file_another_process_serves_does_not_start(
     # The other process gone, its lock went with it; asking twice in one process is a no-op.
     with TestClient(app=create_app(settings, backends=[])) as client:
         assert client.get("/healthz").status_code == 200
-        assert hold_single_server(url) is None
+        assert hold_single_server(url) is None  # shared with the app in this process
+        release_single_server(url)
         # While this app serves, another process cannot.
         held = subprocess.run(
             [sys.executable, "-c", HOLD, url], capture_output=True, text=True, timeout=120
@@ -61,3 +62,24 @@ def test_an_app_on_a_sqlite_file_another_process_serves_does_not_start(
     finally:
         again.kill()
         again.wait(timeout=30)
+
+
+def test_holders_in_one_process_share_the_lock_until_the_last_lets_go(tmp_path: Path) -> None:
+    """`appliance serve` holds the lock, then its app: the app stopping leaves serve's hold."""
+    url = f"sqlite:///{tmp_path / 'appliance.db'}"
+
+    def another_process_can_hold() -> bool:
+        other = subprocess.run(
+            [sys.executable, "-c", HOLD.replace("time.sleep(600)", ""), url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return other.returncode == 0 and "held" in other.stdout
+
+    assert hold_single_server(url) is None
+    assert hold_single_server(url) is None
+    release_single_server(url)
+    assert not another_process_can_hold()
+    release_single_server(url)
+    assert another_process_can_hold()
