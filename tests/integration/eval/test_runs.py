@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -224,17 +224,20 @@ def test_a_finished_run_and_its_audit_event_commit_together(
         )
     )
 
+    def finish() -> Awaitable[bool]:
+        return evaluation.finish(run["id"], holder=None)  # a command-line run: no claim holds it
+
     def refuse(self: EvalRunFinished) -> Any:
         raise RuntimeError("the trail refused the event")
 
     with monkeypatch.context() as patch:
         patch.setattr(EvalRunFinished, "record", refuse)
         with pytest.raises(RuntimeError):
-            anyio.run(evaluation.finish, run["id"])
+            anyio.run(finish)
     assert evaluation.runs.get(run["id"]).status == "queued"
     assert finished_events(appliance, run["id"]) == 0
 
-    anyio.run(evaluation.finish, run["id"])
+    assert anyio.run(finish) is True
     # No item ran, so the run failed; status and event arrived in the same commit.
     assert evaluation.runs.get(run["id"]).status == "failed"
     assert finished_events(appliance, run["id"]) == 1
