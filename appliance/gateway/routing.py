@@ -171,16 +171,11 @@ class RoutingSteps:
         )
 
     # -- before the model ------------------------------------------------------------------------
-    def decide(self, policy: LoadedPolicy | None, chat: ChatInput) -> Route:
-        """The first route: the named model, or the task's default tier. Blocks while the
-        task's override is read: async code calls `decide_async`."""
-        override = self.overrides.for_task(chat.task) if self.overrides else None
-        return self._decide(policy, chat, override)
-
     async def decide_async(self, policy: LoadedPolicy | None, chat: ChatInput) -> Route:
-        """`decide` for async code: the override's read (its change counter, on every task
-        request) runs on a worker thread, so a slow database holds up this request and not
-        the event loop. A request without a task reads nothing and stays on the loop."""
+        """The first route: the named model, or the task's default tier. The task's override is
+        read (its change counter, on every task request) on a worker thread, so a slow
+        database holds up this request and not the event loop; a request without a task reads
+        nothing and stays on the loop."""
         overrides, task = self.overrides, chat.task
         override = None
         if overrides is not None and task is not None:
@@ -407,7 +402,7 @@ class RoutingSteps:
             return {"text": protected}
         allow, _ = _routing_rules(trace.policy)
         rules = self.rules
-        if trace.route.threshold is not None:  # an applied override's (`decide` read it)
+        if trace.route.threshold is not None:  # an applied override's (`decide_async` read it)
             rules = replace(rules, confidence_threshold=trace.route.threshold)
         while True:
             engine = _RoutedEngine(self, trace)
