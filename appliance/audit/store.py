@@ -163,7 +163,7 @@ def join_serialised(connection: Connection) -> None:
     if connection.dialect.name == "sqlite":
         dbapi = connection.connection.dbapi_connection
         if dbapi is None or not dbapi.in_transaction:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            begin_write_locked(connection)
     else:
         begin_serialised(connection)
 
