@@ -8,6 +8,7 @@ list; a policy adds its own patterns, context words, deny-lists and checksums.
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import cache
 from importlib.resources import files
@@ -82,8 +83,13 @@ UK_POSTCODE = r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"
 TITLES = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Professor|Sir|Dame|Judge|Justice|Rev|Nurse)"
 # The title in any case ("ms. Tómas"), the name capitalised.
 TITLED_NAME = rf"\b(?i:{TITLES})\.?\s+(?P<value>[A-ZÀ-ÖØ-Þ][\w'’-]+(?:\s+[A-ZÀ-ÖØ-Þ][\w'’-]+)?)"
-# "Smith", "McCann", "O'Brien", "DeLuca", "Smith-Jones".
-_SURNAME = r"[A-Z][a-z'’]*[A-Z]?[a-z'’]+(?:-[A-Z][a-z'’]*[A-Z]?[a-z'’]+)?"
+# "Smith", "McCann", "O'Brien", "DeLuca", "Smith-Jones", "Pawłowski", "Árnþórsson" (any
+# alphabet's letters: these patterns compile with the `regex` module, which knows \p{Lu}).
+_UP, _LOW = r"\p{Lu}", r"[\p{Ll}'’]"
+_SURNAME = rf"{_UP}{_LOW}*{_UP}?{_LOW}+(?:-{_UP}{_LOW}*{_UP}?{_LOW}+)?"
+# Lower-case particles inside a name ("Frits van den Heuvel", "Luis de la Cruz").
+_PARTICLE_WORDS = r"van|von|der|den|de|del|della|di|da|dos|das|du|la|le|ten|ter|bin|ibn"
+_PARTICLES = rf"(?:(?:{_PARTICLE_WORDS})[ \t]+){{0,2}}"
 # Words that, capitalised in a name-like run, make it an organisation, a place or a heading.
 _NOT_NAME_WORDS = frozenset(
     [
@@ -158,17 +164,39 @@ _PERSON_CUES = (
     r"yours\s+(?:faithfully|truly|sincerely)|/s/|(?:full\s+)?name|next\s+of\s+kin|"
     r"emergency\s+contact|prepared\s+by|reviewed\s+by|witnessed\s+by|physician|doctor|"
     r"nurse|clinician|therapist|consultant|surgeon|manager|supervisor|contact|attn|c/o|"
-    r"name\s+of|on\s+behalf\s+of)"
+    r"name\s+of|on\s+behalf\s+of|assistant\s+to|married\s+to|(?:son|daughter|wife|husband)\s+of|"
+    r"(?:directed|written|produced|composed|performed|hosted|authored|interviewed|founded)\s+by|"
+    r"starring|featuring|commenter|songwriter|singer|author|director|actor|actress|founder|"
+    r"spokes(?:man|woman|person)|reporter|journalist|officer|detective|inspector|agent|"
+    r"colleague|neighbou?r|friend|cousin|uncle|aunt|nephew|niece|grand(?:son|daughter))"
 )
-_NAME_WORD = r"[A-Z][a-z'’]*[A-Z]?[a-z'’]+"
-_NAME_RUN = rf"{_NAME_WORD}(?:\s+[A-Z]\.)?(?:[ \t]+{_NAME_WORD}){{1,2}}"
+_NAME_WORD = rf"{_UP}{_LOW}*{_UP}?{_LOW}+"
+# Field labels that may follow a name on a form line ("Name: Frits van den Heuvel Address: ...").
+_FIELD_LABELS = r"(?:Address|Phone|Tel|Telephone|Mobile|Fax|E-?mail|Date|DOB|Age|SSN|ID)\b"
+_NAME_RUN = (
+    rf"{_NAME_WORD}(?:\s+{_UP}\.)?(?:[ \t]+{_PARTICLES}(?!{_FIELD_LABELS}){_NAME_WORD}){{1,2}}"
+)
 PERSON_AFTER_CUE = rf"(?i:\b{_PERSON_CUES})\b[,:;.]?[ \t]*(?:\r?\n[ \t]*)?(?P<value>{_NAME_RUN})"
 # Phrases after which even one capitalised word is a name ("My name is Viktor", "call me
 # Margrethe", "Last name: Weber", "Dear Tómas").
 PERSON_AFTER_NAME_CUE = (
     r"(?i:\b(?:my\s+name\s+is|name\s+is|call\s+me|(?:first|last|given|family|sur|full|maiden)"
     r"\s*name(?:\s+is)?|dear|speak\s+(?:to|with)|ask\s+for|signed\s+by))\b[?,:;.]?[ \t]*"
-    r"(?P<value>[A-ZÀ-ÖØ-Þ][\w'’-]+(?:[ \t]+[A-ZÀ-ÖØ-Þ][\w'’-]+){0,2})"
+    r"(?P<value>\p{Lu}[\w'’-]+(?:[ \t]+\p{Lu}[\w'’-]+){0,2})"
+)
+# Words in the same clause after which one capitalised word is a name ("said Arnaude", "my kid
+# Maximilian", "She named him Viktor"): no full stop between.
+PERSON_AFTER_WORD_CUE = (
+    r"(?i:\b(?:named(?:\s+(?:him|her))?|said|says|asked|asks|told|tells|replied|wrote|"
+    r"shouted(?:\s+at)?|yelled(?:\s+at)?|(?:my|our|his|her|their)\s+(?:son|daughter|kid|child|"
+    r"wife|husband|partner|brother|sister|mother|father|mom|mum|dad|boss|grandson|"
+    r"granddaughter)))\b,?[ \t]+(?P<value>\p{Lu}[\w'’-]+(?:[ \t]+\p{Lu}[\w'’-]+){0,2})"
+)
+# A capitalised run before words only people do ("Satu Waltari lives at", "Bulat spent a year").
+PERSON_BEFORE_VERB = (
+    rf"(?P<value>\b{_NAME_WORD}(?:[ \t]+{_PARTICLES}{_NAME_WORD}){{0,2}})[ \t]+"
+    r"(?:lives|lived|resides|resided|shouted|yelled|whispered|smiled|laughed|cried|"
+    r"was\s+born|spent\s+(?:a|his|her|the)\b|replied|(?:said|says|told)\b(?!\s+(?:that|it)))"
 )
 PERSON_BEFORE_CUE = (
     rf"\b(?P<value>{_NAME_RUN}),?[ \t]+(?:Esq\b|(?i:counsel|attorney|solicitor)\b|J\.D\.|"
@@ -180,6 +208,15 @@ _STOPWORDS = (
     "could should said says about after before here there"
 )
 _LOWER_STOP = frozenset(_STOPWORDS.split())
+# Capitalised words that stand where a lone name could ("Everyone said", "said Monday").
+_NOT_LONE = """
+    everyone everybody someone somebody anyone anybody nobody no one none all both each who what
+    which whom whose this these those then now today yesterday tomorrow mom mum dad mother father
+    police staff patient doctor nurse family everything nothing something yes ok okay god sir
+    madam monday tuesday wednesday thursday friday saturday sunday january february march april
+    may june july august september october november december me him us them my mine yours
+"""
+_NOT_LONE_NAMES = frozenset(_NOT_LONE.split())
 
 
 @cache
@@ -189,6 +226,15 @@ def given_names() -> frozenset[str]:
     text = files("appliance.pii").joinpath("data/given_names.txt").read_text(encoding="utf-8")
     census = {line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"}
     return frozenset(census) | first_names()
+
+
+@cache
+def intl_given_names() -> frozenset[str]:
+    """Given names of other languages (`pii/data/given_names_intl.txt`), lower case: for
+    capitalised names that spaCy tags as proper nouns."""
+    text = files("appliance.pii").joinpath("data/given_names_intl.txt").read_text(encoding="utf-8")
+    listed = {line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"}
+    return frozenset(listed - given_names())
 
 
 @cache
@@ -249,7 +295,9 @@ class GivenNameRecognizer(EntityRecognizer):
     """`<given name> <Surname>` from the shipped name list; lower-case forms score lower."""
 
     # Look-aheads so that pairs may overlap: "Email Jane Doe" still yields "Jane Doe".
-    _CAPITALISED = re.compile(rf"\b(?=(?P<first>[A-Z][a-z]+)\s+(?P<last>{_SURNAME})\b)")
+    _CAPITALISED = regex.compile(
+        rf"\b(?=(?P<first>{_UP}\p{{Ll}}+)[ \t]+{_PARTICLES}(?P<last>{_SURNAME})\b)"
+    )
     _LOWER = re.compile(r"\b(?=(?P<first>[a-z]+)\s+(?P<last>[a-z][a-z'’-]{1,})\b)")
 
     def __init__(self) -> None:
@@ -262,11 +310,12 @@ class GivenNameRecognizer(EntityRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         """Capitalised pairs score 0.7 (0.65 when the given name is only on the census list);
         lower-case pairs, more often ordinary words, 0.6 and only from the curated list."""
-        curated, census = first_names(), given_names()
+        curated, census, intl = first_names(), given_names(), intl_given_names()
         doc: Any = getattr(nlp_artifacts, "tokens", None)
         results = []
         pairs: list[tuple[int, int]] = []
         undecided: list[tuple[int, int]] = []  # lower-case pairs the tagger decides
+        foreign: list[tuple[int, int]] = []  # pairs of another language's given name: likewise
         for pattern, lower in ((self._CAPITALISED, False), (self._LOWER, True)):
             for match in pattern.finditer(text):
                 first, last = match.group("first").lower(), match.group("last").lower()
@@ -280,6 +329,10 @@ class GivenNameRecognizer(EntityRecognizer):
                 elif lower and first in census:
                     undecided.append(span)
                     continue
+                elif not lower and first in intl:
+                    foreign.append(span)
+                    pairs.append(span)
+                    continue
                 else:
                     continue
                 results.append(self._result(span, score))
@@ -288,8 +341,17 @@ class GivenNameRecognizer(EntityRecognizer):
         lone = _lone_given_names(doc, pairs)
         # Every token whose tag decides a finding, tagged in one batch.
         pair_tokens = [_tokens(doc, span) for span in undecided]
-        _tag(doc, [(t[0].i, t[-1].i + 1) for t in pair_tokens if t])
+        foreign_tokens = [_tokens(doc, span) for span in foreign]
+        _tag(doc, [(t[0].i, t[-1].i + 1) for t in pair_tokens + foreign_tokens if t])
         _tag(doc, [(t.i, min(t.i + 2, len(doc))) for t in lone])
+        for span, tokens in zip(foreign, foreign_tokens, strict=True):
+            # "Piotr Pawłowski": the given name of another language, when spaCy tags the pair
+            # proper nouns (particles aside) and does not call it a place or an organisation.
+            named = [t for t in tokens if not t.text.islower()]
+            if named and all(
+                t.tag_ in _PROPER_NOUN_TAGS and t.ent_type_ not in _NOT_PERSON_LABELS for t in named
+            ):
+                results.append(self._result(span, 0.65))
         for span, tokens in zip(undecided, pair_tokens, strict=True):
             # "lewis walton": a census given name and a second word that spaCy tags as
             # nouns (not "rose early", "bill them").
@@ -353,19 +415,26 @@ def _lone_given_names(doc: Any, pairs: list[tuple[int, int]]) -> list[Any]:
     and `_other_mentions` finds the given name's other uses)."""
     if doc is None:
         return []
-    census = given_names()
+    census, intl = given_names(), intl_given_names()
     found = []
     for token in doc:
         word = token.text
         if len(word) < 3 or not word[0].isupper() or not word[1:].islower():
             continue
         folded = word.casefold()
-        if folded not in census or folded in _LOWER_STOP or folded in _NOT_NAME_WORDS:
+        if folded not in census and folded not in intl:
+            continue
+        if folded in _LOWER_STOP or folded in _NOT_NAME_WORDS:
             continue
         if any(start <= token.idx < end for start, end in pairs):
             continue
         found.append(token)
     return found
+
+
+# Words that follow "<Name>," when the name is the person addressed.
+_ADDRESSED = "can could would will please do did are is have i we you thank thanks"
+_ADDRESSED_FOLLOWERS = frozenset(_ADDRESSED.split())
 
 
 def _lone_name_is_a_person(doc: Any, token: Any) -> bool:
@@ -375,6 +444,11 @@ def _lone_name_is_a_person(doc: Any, token: Any) -> bool:
         return False
     following = doc[token.i + 1] if token.i + 1 < len(doc) else None
     first = token.i == 0 or doc[token.i - 1].is_sent_end or "\n" in doc[token.i - 1].text
+    addressed = following is not None and following.text == "," and token.i + 2 < len(doc)
+    if first and addressed and doc[token.i + 2].lower_ in _ADDRESSED_FOLLOWERS:
+        # Addressed by name: "Christoffer, can I speak to you?" (not "However, can I ...":
+        # the word is on a given-name list and tagged a proper noun).
+        return token.ent_type_ not in _NOT_PERSON_LABELS - {"ORG"}
     if first and (following is None or following.tag_ not in _SUBJECT_FOLLOWERS):
         return False  # a capitalised first word ("Ping 10.0.0.1") is a name only as a subject
     if token.ent_type_ in _NOT_PERSON_LABELS:
@@ -391,10 +465,15 @@ class PersonCueRecognizer(EntityRecognizer):
     name field ("Plaintiff Bradley Jones", "Sincerely,\nCrystal Medina"), or before "Esq." or
     "counsel": the person signal that an `allow` on ORGANIZATION or LOCATION must not beat."""
 
+    # (pattern, whether its value needs more evidence: the cue is a common verb, so a lone
+    # word must be tagged a proper noun and a run loses leading words no list knows, as in
+    # "Later Freddie shouted")
     _PATTERNS = (
-        re.compile(PERSON_AFTER_CUE, re.MULTILINE),
-        re.compile(PERSON_BEFORE_CUE, re.MULTILINE),
-        re.compile(PERSON_AFTER_NAME_CUE, re.MULTILINE),
+        (regex.compile(PERSON_AFTER_CUE, regex.MULTILINE), False),
+        (regex.compile(PERSON_BEFORE_CUE, regex.MULTILINE), False),
+        (regex.compile(PERSON_AFTER_NAME_CUE, regex.MULTILINE), False),
+        (regex.compile(PERSON_AFTER_WORD_CUE, regex.MULTILINE), True),
+        (regex.compile(PERSON_BEFORE_VERB, regex.MULTILINE), True),
     )
 
     def __init__(self) -> None:
@@ -406,22 +485,52 @@ class PersonCueRecognizer(EntityRecognizer):
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         """Each cued run whose words are not organisation, place or function words: 0.7."""
-        results = []
-        for pattern in self._PATTERNS:
+        doc: Any = getattr(nlp_artifacts, "tokens", None)
+        spans: list[tuple[int, int]] = []
+        lone: list[tuple[int, int]] = []  # single words a verb cue found: the tagger decides
+        for pattern, weak in self._PATTERNS:
             for match in pattern.finditer(text):
-                words = [w.strip(".").lower() for w in match.group("value").split()]
+                start, end = match.span("value")
+                if weak:
+                    start = _known_start(text, start, end)
+                words = [w.strip(".").lower() for w in text[start:end].split()]
                 if any(w in _NOT_NAME_WORDS or w in _LOWER_STOP for w in words):
                     continue
-                results.append(
-                    RecognizerResult(
-                        "PERSON",
-                        match.start("value"),
-                        match.end("value"),
-                        0.7,
-                        recognition_metadata={"recognizer_name": self._label},
-                    )
-                )
-        return results
+                if len(words) == 1 and words[0] in _NOT_LONE_NAMES:
+                    continue
+                (lone if weak and len(words) == 1 else spans).append((start, end))
+        tokens = [_tokens(doc, span) for span in lone]
+        _tag(doc, [(t[0].i, t[-1].i + 1) for t in tokens if t])
+        spans += [
+            span
+            for span, words in zip(lone, tokens, strict=True)
+            if _listed(text[span[0] : span[1]])
+            or (words and all(t.tag_ in _PROPER_NOUN_TAGS for t in words))
+        ]
+        return [
+            RecognizerResult(
+                "PERSON", start, end, 0.7, recognition_metadata={"recognizer_name": self._label}
+            )
+            for start, end in spans
+        ]
+
+
+def _listed(word: str) -> bool:
+    """Whether a word is on one of the given-name lists."""
+    folded = word.casefold()
+    return folded in given_names() or folded in intl_given_names()
+
+
+def _known_start(text: str, start: int, end: int) -> int:
+    """Where a capitalised run found by a verb cue starts once leading words that no name list
+    holds are dropped, leaving at least one word ("Later Freddie" -> "Freddie")."""
+    base = start
+    words = list(regex.finditer(r"\S+", text[start:end]))
+    for word, after in itertools.pairwise(words):
+        if _listed(word.group()):
+            break
+        start = base + after.start()
+    return start
 
 
 def builtin_recognizers() -> list[Any]:

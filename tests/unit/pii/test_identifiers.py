@@ -182,6 +182,35 @@ NAMES_AND_ADDRESSES = [
     # A lower-case census given name and a word spaCy tags as a noun; not ordinary words.
     ("Discharge summary for lewis walton sent today.", [("PERSON", "lewis walton")]),
     ("She rose early and bill them later.", []),
+    # Names of other languages: letters outside ASCII, particles, another country's given name.
+    (
+        "Piotr Pawłowski, the conservation technician, signed off the report.",
+        [("PERSON", "Piotr Pawłowski")],
+    ),
+    ("Name: Frits van den Heuvel Address: unknown", [("PERSON", "Frits van den Heuvel")]),
+    (
+        "The comedy was directed by Marika Szûts and stars a local cast.",
+        [("PERSON", "Marika Szûts")],
+    ),
+    # A name as the one speaking, named, addressed, or doing what only people do.
+    ('"The market is moving that way," says Kamińska.', [("PERSON", "Kamińska")]),
+    ("I'm so jealous! said Arnaude to her sister.", [("PERSON", "Arnaude")]),
+    ("I would like to remove my kid Maximilian from the will.", [("PERSON", "Maximilian")]),
+    ("Christoffer, can I please speak to you?", [("PERSON", "Christoffer")]),
+    ("Bulat spent a year at the firm.", [("PERSON", "Bulat")]),
+    (
+        "Satu Waltari lives at 2071 Maryland Avenue.",
+        [("PERSON", "Satu Waltari"), ("STREET_ADDRESS", "2071 Maryland Avenue.")],
+    ),
+    # ... and not the words that stand in the same places.
+    ("However, can I ask you something?", []),
+    ("Officials said the office would close.", []),
+    ("Everyone said yes.", []),
+    ("Later Freddie shouted at the clerk.", [("PERSON", "Freddie")]),
+    (
+        "She lives there with her daughter. Emergency contact: Laura O'Neill.",
+        [("PERSON", "Laura O'Neill")],
+    ),
 ]
 
 
@@ -379,3 +408,14 @@ def test_an_ssn_echoed_in_an_answer_is_caught_by_every_pack(
         return
     text = protect(detector, policy, answer, "output")
     assert "078-05-1120" not in text and "123-45-6789" not in text
+
+
+def test_the_list_of_other_languages_holds_no_english_words_or_short_names() -> None:
+    from appliance.pii.recognizers import given_names, intl_given_names
+    from tests.support.intl_names import ENGLISH_WORDS
+
+    listed = intl_given_names()
+    assert {"piotr", "halldór", "borbála", "christoffer"} <= listed
+    assert not listed & ENGLISH_WORDS
+    assert not listed & given_names()  # the census list decides those, with its own rules
+    assert all(len(name) > 2 and name == name.casefold() for name in listed)
