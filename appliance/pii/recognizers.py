@@ -86,7 +86,10 @@ TITLED_NAME = rf"\b(?i:{TITLES})\.?\s+(?P<value>[A-ZÀ-ÖØ-Þ][\w'’-]+(?:\s+[
 # "Smith", "McCann", "O'Brien", "DeLuca", "Smith-Jones", "Pawłowski", "Árnþórsson" (any
 # alphabet's letters: these patterns compile with the `regex` module, which knows \p{Lu}).
 _UP, _LOW = r"\p{Lu}", r"[\p{Ll}'’]"
-_SURNAME = rf"{_UP}{_LOW}*{_UP}?{_LOW}+(?:-{_UP}{_LOW}*{_UP}?{_LOW}+)?"
+# One way to match each word (an inner capital starts a second part), so a long word cannot
+# make the pattern backtrack over every split of its letters.
+_CAPITAL_WORD = rf"{_UP}{_LOW}+(?:{_UP}{_LOW}+)?"
+_SURNAME = rf"{_CAPITAL_WORD}(?:-{_CAPITAL_WORD})?"
 # Lower-case particles inside a name ("Frits van den Heuvel", "Luis de la Cruz").
 _PARTICLE_WORDS = r"van|von|der|den|de|del|della|di|da|dos|das|du|la|le|ten|ter|bin|ibn"
 _PARTICLES = rf"(?:(?:{_PARTICLE_WORDS})[ \t]+){{0,2}}"
@@ -170,7 +173,7 @@ _PERSON_CUES = (
     r"spokes(?:man|woman|person)|reporter|journalist|officer|detective|inspector|agent|"
     r"colleague|neighbou?r|friend|cousin|uncle|aunt|nephew|niece|grand(?:son|daughter))"
 )
-_NAME_WORD = rf"{_UP}{_LOW}*{_UP}?{_LOW}+"
+_NAME_WORD = _CAPITAL_WORD
 # Field labels that may follow a name on a form line ("Name: Frits van den Heuvel Address: ...").
 _FIELD_LABELS = r"(?:Address|Phone|Tel|Telephone|Mobile|Fax|E-?mail|Date|DOB|Age|SSN|ID)\b"
 _NAME_RUN = (

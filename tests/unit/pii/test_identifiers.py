@@ -419,3 +419,19 @@ def test_the_list_of_other_languages_holds_no_english_words_or_short_names() -> 
     assert not listed & ENGLISH_WORDS
     assert not listed & given_names()  # the census list decides those, with its own rules
     assert all(len(name) > 2 and name == name.casefold() for name in listed)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Contact Jane McCann today.", "Jane McCann"),
+        ("Ask Maria DeLuca now.", "Maria DeLuca"),
+        ("Sean O'Brien called.", "Sean O'Brien"),
+        ("Plaintiff Sean O'Brien-Smith objected.", "Sean O'Brien-Smith"),
+    ],
+)
+def test_surnames_with_an_inner_capital_or_a_hyphen(text: str, name: str) -> None:
+    from appliance.pii.recognizers import GivenNameRecognizer
+
+    found = [text[r.start : r.end] for r in GivenNameRecognizer().analyze(text, ["PERSON"])]
+    assert found == [name]
