@@ -267,7 +267,7 @@ class PiiDetector:
         # misreading (the identifier's own recognizer covers it where the policy asks).
         raw = [
             f
-            for f in (_trim_person(f, text) for f in raw)
+            for f in (_whole_name(_trim_person(f, text), text) for f in raw)
             if not (f.entity == "PERSON" and any(c.isdigit() for c in text[f.start : f.end]))
         ]
         # A value on the allow-list is not an identifier, and neither is any part of it (the
@@ -579,6 +579,28 @@ def _trim_person(finding: Finding, text: str) -> Finding:
     if lead is None or finding.start + lead.end() >= finding.end:
         return finding
     return Finding(finding.entity, finding.start + lead.end(), finding.end, finding.score)
+
+
+_PART_BEFORE = re.compile(r"(?<![\w'\u2019-])([^\W\d_]+)-$")
+_PART_AFTER = re.compile(r"-([^\W\d_]+)(?![\w'\u2019-])")
+
+
+def _whole_name(finding: Finding, text: str) -> Finding:
+    """A name found without a capitalised part joined to it by a hyphen ("Nowak" in
+    "Kowalska-Nowak") is widened to the whole name, so no part of it stays readable."""
+    if finding.entity != "PERSON":
+        return finding
+    start, end = finding.start, finding.end
+    window = max(0, start - 40)
+    before = _PART_BEFORE.search(text, window, start)
+    if before is not None and before.group(1)[0].isupper():
+        start = before.start(1)
+    after = _PART_AFTER.match(text, end, min(len(text), end + 40))
+    if after is not None and after.group(1)[0].isupper():
+        end = after.end(1)
+    if (start, end) == (finding.start, finding.end):
+        return finding
+    return Finding(finding.entity, start, end, finding.score)
 
 
 def _false_organisation(finding: Finding, text: str) -> bool:

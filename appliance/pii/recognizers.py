@@ -168,14 +168,15 @@ _PERSON_CUES = (
     r"emergency\s+contact|prepared\s+by|reviewed\s+by|witnessed\s+by|physician|doctor|"
     r"nurse|clinician|therapist|consultant|surgeon|manager|supervisor|contact|attn|c/o|"
     r"name\s+of|on\s+behalf\s+of|assistant\s+to|married\s+to|(?:son|daughter|wife|husband)\s+of|"
-    r"(?:directed|written|produced|composed|performed|hosted|authored|interviewed|founded)\s+by|"
-    r"starring|featuring|commenter|songwriter|singer|author|director|actor|actress|founder|"
-    r"spokes(?:man|woman|person)|reporter|journalist|officer|detective|inspector|agent|"
-    r"colleague|neighbou?r|friend|cousin|uncle|aunt|nephew|niece|grand(?:son|daughter))"
+    r"(?:directed|written|produced|composed|authored|interviewed)\s+by|starring|commenter|"
+    r"songwriter|spokes(?:man|woman|person))"
 )
 _NAME_WORD = _CAPITAL_WORD
 # Field labels that may follow a name on a form line ("Name: Frits van den Heuvel Address: ...").
-_FIELD_LABELS = r"(?:Address|Phone|Tel|Telephone|Mobile|Fax|E-?mail|Date|DOB|Age|SSN|ID)\b"
+_FIELD_LABELS = (
+    r"(?:Address|Phone|Tel|Telephone|Mobile|Fax|E-?mail|Date|DOB|Age|SSN|ID|Sex|Gender|"
+    r"Employee|Title|Role|Department|Position)\b"
+)
 _NAME_RUN = (
     rf"{_NAME_WORD}(?:\s+{_UP}\.)?(?:[ \t]+{_PARTICLES}(?!{_FIELD_LABELS}){_NAME_WORD}){{1,2}}"
 )
@@ -197,7 +198,7 @@ PERSON_AFTER_WORD_CUE = (
 )
 # A capitalised run before words only people do ("Satu Waltari lives at", "Bulat spent a year").
 PERSON_BEFORE_VERB = (
-    rf"(?P<value>\b{_NAME_WORD}(?:[ \t]+{_PARTICLES}{_NAME_WORD}){{0,2}})[ \t]+"
+    rf"(?<![\w'’-])(?P<value>{_SURNAME}(?:[ \t]+{_PARTICLES}{_SURNAME}){{0,2}})[ \t]+"
     r"(?:lives|lived|resides|resided|shouted|yelled|whispered|smiled|laughed|cried|"
     r"was\s+born|spent\s+(?:a|his|her|the)\b|replied|(?:said|says|told)\b(?!\s+(?:that|it)))"
 )
@@ -334,27 +335,29 @@ class GivenNameRecognizer(EntityRecognizer):
                     continue
                 elif not lower and first in intl:
                     foreign.append(span)
-                    pairs.append(span)
                     continue
                 else:
                     continue
                 results.append(self._result(span, score))
                 if not lower:
                     pairs.append(span)
-        lone = _lone_given_names(doc, pairs)
-        # Every token whose tag decides a finding, tagged in one batch.
-        pair_tokens = [_tokens(doc, span) for span in undecided]
         foreign_tokens = [_tokens(doc, span) for span in foreign]
-        _tag(doc, [(t[0].i, t[-1].i + 1) for t in pair_tokens + foreign_tokens if t])
-        _tag(doc, [(t.i, min(t.i + 2, len(doc))) for t in lone])
+        _tag(doc, [(t[0].i, t[-1].i + 1) for t in foreign_tokens if t])
         for span, tokens in zip(foreign, foreign_tokens, strict=True):
             # "Piotr Pawłowski": the given name of another language, when spaCy tags the pair
-            # proper nouns (particles aside) and does not call it a place or an organisation.
-            named = [t for t in tokens if not t.text.islower()]
+            # proper nouns (particles and hyphens aside) and does not call it a place or an
+            # organisation.
+            named = [t for t in tokens if t.is_alpha and not t.is_lower]
             if named and all(
                 t.tag_ in _PROPER_NOUN_TAGS and t.ent_type_ not in _NOT_PERSON_LABELS for t in named
             ):
                 results.append(self._result(span, 0.65))
+                pairs.append(span)
+        lone = _lone_given_names(doc, pairs)
+        # Every other token whose tag decides a finding, tagged in one batch.
+        pair_tokens = [_tokens(doc, span) for span in undecided]
+        _tag(doc, [(t[0].i, t[-1].i + 1) for t in pair_tokens if t])
+        _tag(doc, [(t.i, min(t.i + 2, len(doc))) for t in lone])
         for span, tokens in zip(undecided, pair_tokens, strict=True):
             # "lewis walton": a census given name and a second word that spaCy tags as
             # nouns (not "rose early", "bill them").
@@ -468,15 +471,15 @@ class PersonCueRecognizer(EntityRecognizer):
     name field ("Plaintiff Bradley Jones", "Sincerely,\nCrystal Medina"), or before "Esq." or
     "counsel": the person signal that an `allow` on ORGANIZATION or LOCATION must not beat."""
 
-    # (pattern, whether its value needs more evidence: the cue is a common verb, so a lone
-    # word must be tagged a proper noun and a run loses leading words no list knows, as in
-    # "Later Freddie shouted")
+    # (pattern, whether its value needs more evidence: the cue is a common verb or family word,
+    # so the run must start with a listed given name (`_weak_cue_holds`); None: also drop the
+    # leading words no list knows before a verb, as in "Later Freddie shouted")
     _PATTERNS = (
         (regex.compile(PERSON_AFTER_CUE, regex.MULTILINE), False),
         (regex.compile(PERSON_BEFORE_CUE, regex.MULTILINE), False),
         (regex.compile(PERSON_AFTER_NAME_CUE, regex.MULTILINE), False),
         (regex.compile(PERSON_AFTER_WORD_CUE, regex.MULTILINE), True),
-        (regex.compile(PERSON_BEFORE_VERB, regex.MULTILINE), True),
+        (regex.compile(PERSON_BEFORE_VERB, regex.MULTILINE), None),
     )
 
     def __init__(self) -> None:
@@ -490,25 +493,26 @@ class PersonCueRecognizer(EntityRecognizer):
         """Each cued run whose words are not organisation, place or function words: 0.7."""
         doc: Any = getattr(nlp_artifacts, "tokens", None)
         spans: list[tuple[int, int]] = []
-        lone: list[tuple[int, int]] = []  # single words a verb cue found: the tagger decides
-        for pattern, weak in self._PATTERNS:
+        # Runs a common verb or family word found: the first word must be a listed given name.
+        weak_spans: list[tuple[int, int]] = []
+        for pattern, plain in self._PATTERNS:
+            weak = plain is not False
             for match in pattern.finditer(text):
                 start, end = match.span("value")
-                if weak:
+                if plain is None:
                     start = _known_start(text, start, end)
                 words = [w.strip(".").lower() for w in text[start:end].split()]
                 if any(w in _NOT_NAME_WORDS or w in _LOWER_STOP for w in words):
                     continue
                 if len(words) == 1 and words[0] in _NOT_LONE_NAMES:
                     continue
-                (lone if weak and len(words) == 1 else spans).append((start, end))
-        tokens = [_tokens(doc, span) for span in lone]
+                (weak_spans if weak else spans).append((start, end))
+        tokens = [_tokens(doc, span) for span in weak_spans]
         _tag(doc, [(t[0].i, t[-1].i + 1) for t in tokens if t])
         spans += [
             span
-            for span, words in zip(lone, tokens, strict=True)
-            if _listed(text[span[0] : span[1]])
-            or (words and all(t.tag_ in _PROPER_NOUN_TAGS for t in words))
+            for span, words in zip(weak_spans, tokens, strict=True)
+            if _weak_cue_holds(text, span, words)
         ]
         return [
             RecognizerResult(
@@ -516,6 +520,24 @@ class PersonCueRecognizer(EntityRecognizer):
             )
             for start, end in spans
         ]
+
+
+_DETERMINER_WORDS = "a an the this that these those our my his her their its your"
+_DETERMINERS = frozenset(_DETERMINER_WORDS.split())
+
+
+def _weak_cue_holds(text: str, span: tuple[int, int], tokens: list[Any]) -> bool:
+    """A run a verb cue found ("Satu Waltari lives", "said Arnaude", "my kid Maximilian") is a
+    person when it starts with a listed given name, follows no determiner ("The Claimant
+    said", "Our partner Deloitte said") and spaCy calls none of it a place or an organisation
+    ("Microsoft said")."""
+    first = text[span[0] : span[1]].split()[0]
+    if not _listed(first.split("-")[0]):
+        return False
+    before = text[max(0, span[0] - 12) : span[0]].split()
+    if before and before[-1].casefold() in _DETERMINERS:
+        return False
+    return not any(t.ent_type_ in _NOT_PERSON_LABELS for t in tokens)
 
 
 def _listed(word: str) -> bool:

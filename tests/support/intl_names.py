@@ -27,7 +27,7 @@ _ENGLISH = """
     glen glory golden grace grant gray green guy happy harmony hazel heather henna hero holly
     honey hope hunter iris ivory ivy jack jade jasmine jay jean jewel joy jude june junior justice
     karma king lake lance lark laurel lavender lee lemon liberty light lily lincoln long love lucky
-    lynn mac major march marina mark marsh mason matter may meadow mercy merry midnight mike
+    lynn mac made major march marina mark marsh mason matter may meadow mercy merry midnight mike
     miles mill milo mint misty monday moon more moses muslim nice night noble nova oak ocean olive
     opal pan paris pat patience peace pearl penny pepper petal pierce pink piper pleasant poppy
     prince princess queen rain raven ray red reed rich river robin rock rocky rose ruby rush rusty
@@ -57,9 +57,16 @@ def names() -> list[str]:
     return sorted(n for n in found if _usable(n))
 
 
+def english_words() -> frozenset[str]:
+    """The words above and Faker's own list of common English words (its `en_US` lorem)."""
+    from faker.providers.lorem.en_US import Provider as Lorem
+
+    return ENGLISH_WORDS | {word.casefold() for word in Lorem.word_list}
+
+
 def _usable(name: str) -> bool:
     latin = all(c.isascii() or "\u00c0" <= c <= "\u024f" for c in name)
-    return latin and name.isalpha() and len(name) > 2 and name not in ENGLISH_WORDS
+    return latin and name.isalpha() and len(name) > 2 and name not in english_words()
 
 
 def main() -> None:
