@@ -82,7 +82,7 @@ ZIP_AFTER_ADDRESS = (
 UK_POSTCODE = r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"
 TITLES = r"(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Professor|Sir|Dame|Judge|Justice|Rev|Nurse)"
 # The title in any case ("ms. Tómas"), the name capitalised.
-TITLED_NAME = rf"\b(?i:{TITLES})\.?\s+(?P<value>[A-ZÀ-ÖØ-Þ][\w'’-]+(?:\s+[A-ZÀ-ÖØ-Þ][\w'’-]+)?)"
+TITLED_NAME = rf"\b(?i:{TITLES})\.?\s+(?P<value>\p{{Lu}}[\w'’-]+(?:\s+\p{{Lu}}[\w'’-]+)?)"
 # "Smith", "McCann", "O'Brien", "DeLuca", "Smith-Jones", "Pawłowski", "Árnþórsson" (any
 # alphabet's letters: these patterns compile with the `regex` module, which knows \p{Lu}).
 _UP, _LOW = r"\p{Lu}", r"[\p{Ll}'’]"
@@ -250,11 +250,14 @@ def first_names() -> frozenset[str]:
     )
 
 
+_compile = regex.compile  # the `regex` module: its patterns may name Unicode classes (\p{Lu})
+
+
 class GroupRecognizer(EntityRecognizer):
     """A regex recognizer whose entity span is the named group `value`, not the whole match."""
 
     def __init__(self, *, entity: str, name: str, regex: str, score: float, flags: int = 0) -> None:
-        self._regex = re.compile(regex, flags)
+        self._regex = _compile(regex, flags)
         self._score = score
         self._label = name
         super().__init__(supported_entities=[entity], name=name, supported_language="en")

@@ -444,3 +444,12 @@ def test_surnames_with_an_inner_capital_or_a_hyphen(text: str, name: str) -> Non
 
     found = [text[r.start : r.end] for r in GivenNameRecognizer().analyze(text, ["PERSON"])]
     assert found == [name]
+
+
+def test_a_titled_name_in_any_alphabet() -> None:
+    from appliance.pii.recognizers import builtin_recognizers
+
+    titled = next(r for r in builtin_recognizers() if r.name == "TitledNameRecognizer")
+    text = "Dr. Żółkiewski and Prof. Şahin reviewed the chart."
+    found = [text[r.start : r.end] for r in titled.analyze(text, ["PERSON"])]
+    assert found == ["Żółkiewski", "Şahin"]
