@@ -581,8 +581,13 @@ def _trim_person(finding: Finding, text: str) -> Finding:
     return Finding(finding.entity, finding.start + lead.end(), finding.end, finding.score)
 
 
-_PART_BEFORE = re.compile(r"(?<![\w'\u2019-])([^\W\d_]+)-$")
-_PART_AFTER = re.compile(r"-([^\W\d_]+)(?![\w'\u2019-])")
+# Every dash the normaliser folds, with the invisible characters it drops around it.
+_INVISIBLE = r"[\u00ad\u200b-\u200d\u2060\ufeff]*"
+_JOIN = rf"{_INVISIBLE}[-\u2010-\u2015\u2212\ufe63\uff0d]{_INVISIBLE}"
+# A part of two letters or more, apostrophes inside ("O'Neil").
+_PART = r"([^\W\d_](?:[^\W\d_]|['\u2019])*[^\W\d_])"
+_PART_BEFORE = re.compile(rf"(?<![\w'\u2019-]){_PART}{_JOIN}$")
+_PART_AFTER = re.compile(rf"{_JOIN}{_PART}(?![\w'\u2019-])")
 
 
 def _whole_name(finding: Finding, text: str) -> Finding:

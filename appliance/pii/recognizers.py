@@ -167,9 +167,14 @@ _PERSON_CUES = (
     r"yours\s+(?:faithfully|truly|sincerely)|/s/|(?:full\s+)?name|next\s+of\s+kin|"
     r"emergency\s+contact|prepared\s+by|reviewed\s+by|witnessed\s+by|physician|doctor|"
     r"nurse|clinician|therapist|consultant|surgeon|manager|supervisor|contact|attn|c/o|"
-    r"name\s+of|on\s+behalf\s+of|assistant\s+to|married\s+to|(?:son|daughter|wife|husband)\s+of|"
-    r"(?:directed|written|produced|composed|authored|interviewed)\s+by|starring|commenter|"
-    r"songwriter|spokes(?:man|woman|person))"
+    r"name\s+of|on\s+behalf\s+of)"
+)
+# Words after which a capitalised run is a person or an organisation ("directed by Marika
+# Szûts", "produced by Universal Pictures"): the run must start with a listed given name.
+_AUTHOR_CUES = (
+    r"(?:assistant\s+to|married\s+to|(?:son|daughter|wife|husband)\s+of|starring|commenter|"
+    r"(?:directed|written|produced|composed|authored|interviewed)\s+by|songwriter|"
+    r"spokes(?:man|woman|person))"
 )
 _NAME_WORD = _CAPITAL_WORD
 # Field labels that may follow a name on a form line ("Name: Frits van den Heuvel Address: ...").
@@ -181,6 +186,7 @@ _NAME_RUN = (
     rf"{_NAME_WORD}(?:\s+{_UP}\.)?(?:[ \t]+{_PARTICLES}(?!{_FIELD_LABELS}){_NAME_WORD}){{1,2}}"
 )
 PERSON_AFTER_CUE = rf"(?i:\b{_PERSON_CUES})\b[,:;.]?[ \t]*(?:\r?\n[ \t]*)?(?P<value>{_NAME_RUN})"
+PERSON_AFTER_AUTHOR_CUE = rf"(?i:\b{_AUTHOR_CUES})\b,?[ \t]+(?P<value>{_NAME_RUN})"
 # Phrases after which even one capitalised word is a name ("My name is Viktor", "call me
 # Margrethe", "Last name: Weber", "Dear Tómas").
 PERSON_AFTER_NAME_CUE = (
@@ -250,7 +256,9 @@ def first_names() -> frozenset[str]:
     )
 
 
-_compile = regex.compile  # the `regex` module: its patterns may name Unicode classes (\p{Lu})
+# The `regex` module: its patterns may name Unicode classes (\p{Lu}). `GroupRecognizer`'s
+# `flags` are that module's flags (`regex.IGNORECASE`, ...), not the `re` module's.
+_compile = regex.compile
 
 
 class GroupRecognizer(EntityRecognizer):
@@ -482,6 +490,7 @@ class PersonCueRecognizer(EntityRecognizer):
         (regex.compile(PERSON_BEFORE_CUE, regex.MULTILINE), False),
         (regex.compile(PERSON_AFTER_NAME_CUE, regex.MULTILINE), False),
         (regex.compile(PERSON_AFTER_WORD_CUE, regex.MULTILINE), True),
+        (regex.compile(PERSON_AFTER_AUTHOR_CUE, regex.MULTILINE), True),
         (regex.compile(PERSON_BEFORE_VERB, regex.MULTILINE), None),
     )
 
@@ -532,15 +541,16 @@ _DETERMINERS = frozenset(_DETERMINER_WORDS.split())
 def _weak_cue_holds(text: str, span: tuple[int, int], tokens: list[Any]) -> bool:
     """A run a verb cue found ("Satu Waltari lives", "said Arnaude", "my kid Maximilian") is a
     person when it starts with a listed given name, follows no determiner ("The Claimant
-    said", "Our partner Deloitte said") and spaCy calls none of it a place or an organisation
-    ("Microsoft said")."""
+    said", "Our partner Deloitte said") and spaCy calls none of it a place, a date or a work.
+    An ORG label does not count: the small model gives it to many names ("directed by Marika
+    Szûts"), and "Microsoft said" fails for want of a listed given name."""
     first = text[span[0] : span[1]].split()[0]
     if not _listed(first.split("-")[0]):
         return False
     before = text[max(0, span[0] - 12) : span[0]].split()
     if before and before[-1].casefold() in _DETERMINERS:
         return False
-    return not any(t.ent_type_ in _NOT_PERSON_LABELS for t in tokens)
+    return not any(t.ent_type_ in _NOT_PERSON_LABELS - {"ORG"} for t in tokens)
 
 
 def _listed(word: str) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parents[2] / "appliance" / "pii" / "data" / "given_names_intl.txt"
 _ATTRIBUTES = ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary")
@@ -35,6 +37,7 @@ _ENGLISH = """
     sierra silver sky snow sol sonny spencer spring star sterling stone storm summer sun sunday
     sunny sweet tab tan taylor teal temple thunder tiger toy trinity true tuesday unity valiant
     van velvet venus victor violet walker wan warren west will winter wolf wood wren young
+    uno alli siri zara lada
 """
 ENGLISH_WORDS = frozenset(_ENGLISH.split())
 
@@ -57,11 +60,20 @@ def names() -> list[str]:
     return sorted(n for n in found if _usable(n))
 
 
+@cache
 def english_words() -> frozenset[str]:
-    """The words above and Faker's own list of common English words (its `en_US` lorem)."""
+    """The words above, Faker's list of common English words (its `en_US` lorem) and every
+    word of WordNet's index that spaCy's English lemmatizer ships (nouns, verbs, adjectives,
+    adverbs, and the places and brands WordNet holds: "server", "mars", "india", "hermes")."""
+    import spacy
     from faker.providers.lorem.en_US import Provider as Lorem
 
-    return ENGLISH_WORDS | {word.casefold() for word in Lorem.word_list}
+    from appliance.config import Settings
+
+    lemmatizer: Any = spacy.load(Settings().spacy_model).get_pipe("lemmatizer")
+    index = lemmatizer.lookups.get_table("lemma_index")
+    wordnet = {word.casefold() for words in index.values() for word in words}
+    return frozenset(ENGLISH_WORDS | {word.casefold() for word in Lorem.word_list} | wordnet)
 
 
 def _usable(name: str) -> bool:
@@ -75,7 +87,8 @@ def main() -> None:
     header = [
         f"# Given names of Faker {VERSION}'s person providers (MIT licence) for every Latin-",
         "# alphabet locale except English ones, lower case; built by tests/support/intl_names.py.",
-        "# Left out: names of two letters or fewer and common English words. Used for capitalised",
+        "# Left out: names of two letters or fewer and English words (WordNet's index, Faker's",
+        "# word list, and brands or words added by hand). Used for capitalised",
         "# names that spaCy tags proper nouns, never for lower-case ones.",
     ]
     OUT.write_text("\n".join([*header, *names()]) + "\n", encoding="utf-8")

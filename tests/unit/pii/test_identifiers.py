@@ -215,6 +215,10 @@ NAMES_AND_ADDRESSES = [
     ("She was named Employee of the Month.", []),
     ("He was exposed to Agent Orange Herbicide in 1969.", []),
     ("Job Title: Senior Engineer", []),
+    ("The album was produced by Universal Pictures International.", []),
+    ("She was interviewed by Human Resources.", []),
+    ("Server Error: the request failed.", []),
+    ("I shop at Urban Outfitters often.", []),
     ("Later Freddie shouted at the clerk.", [("PERSON", "Freddie")]),
     (
         "She lives there with her daughter. Emergency contact: Laura O'Neill.",
@@ -419,12 +423,13 @@ def test_an_ssn_echoed_in_an_answer_is_caught_by_every_pack(
     assert "078-05-1120" not in text and "123-45-6789" not in text
 
 
-def test_the_list_of_other_languages_holds_no_english_words_or_short_names() -> None:
+def test_the_shipped_list_of_other_languages_passes_its_builders_filter() -> None:
     from appliance.pii.recognizers import intl_given_names
     from tests.support.intl_names import english_words
 
     listed = intl_given_names()
     assert {"piotr", "halldór", "borbála", "christoffer"} <= listed
+    assert not listed & {"server", "urban", "beta", "saga", "mars", "villa", "siri", "zara"}
     # The shipped file was built with the builder's English filter (Faker's word list too).
     assert not listed & english_words()
     assert all(len(name) > 2 and name == name.casefold() for name in listed)
@@ -453,3 +458,48 @@ def test_a_titled_name_in_any_alphabet() -> None:
     text = "Dr. Żółkiewski and Prof. Şahin reviewed the chart."
     found = [text[r.start : r.end] for r in titled.analyze(text, ["PERSON"])]
     assert found == ["Żółkiewski", "Şahin"]
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "holds"),
+    [
+        ("Then Madison said no.", ["", "", ""], True),
+        ("The Madison said no.", ["", "", ""], False),  # a determiner: a thing, not a person
+        ("Our Madison said no.", ["", "", ""], False),
+        ("Then Madison said no.", ["", "GPE", ""], False),  # spaCy: a place
+        ("Then Madison said no.", ["", "ORG", ""], True),  # the small model's label for names
+        ("Then Deloitte said no.", ["", "", ""], False),  # no listed given name
+    ],
+)
+def test_a_verb_cued_run_needs_a_listed_name_and_nothing_against_it(
+    text: str, labels: list[str], holds: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from appliance.pii.recognizers import _weak_cue_holds
+
+    start = text.index(" ") + 1
+    span = (start, text.index(" ", start))
+    tokens = [SimpleNamespace(ent_type_=label) for label in labels]
+    assert _weak_cue_holds(text, span, tokens) is holds
+
+
+@pytest.mark.parametrize(
+    ("text", "found", "whole"),
+    [
+        ("Kowalska-Nowak said so.", "Nowak", "Kowalska-Nowak"),
+        ("Kowalska\u2010Nowak said so.", "Nowak", "Kowalska\u2010Nowak"),
+        ("Kowalska\u2013Nowak said so.", "Nowak", "Kowalska\u2013Nowak"),
+        ("Kowalska-\u200bNowak said so.", "Nowak", "Kowalska-\u200bNowak"),
+        ("O'Neil-Smith said so.", "Smith", "O'Neil-Smith"),
+        ("Jean-Pierre Dupont said so.", "Pierre Dupont", "Jean-Pierre Dupont"),
+        ("Allegra-D works.", "Allegra", "Allegra"),  # a one-letter part is not a name's
+        ("Anna Smith-jones said so.", "Anna Smith", "Anna Smith"),  # nor a lower-case one
+    ],
+)
+def test_a_name_is_widened_over_its_hyphen_joined_part(text: str, found: str, whole: str) -> None:
+    from appliance.pii.detector import Finding, _whole_name
+
+    start = text.index(found)
+    widened = _whole_name(Finding("PERSON", start, start + len(found), 0.8), text)
+    assert text[widened.start : widened.end] == whole
