@@ -1295,7 +1295,7 @@ detector changes, and its misses on `--quick` runs were read while the recognize
 context word after a value counting less). Those are general rules, not its values, but the
 set's figures are therefore optimistic; a set written by someone else would be the next check.
 93% of its given names (Faker's) are on the US Census 1990 list that the name recognizer uses
-for capitalised pairs (94% with the list of other languages, which leaves Faker's English
+for capitalised pairs (93% with the list of other languages, which leaves Faker's English
 locales out); on the own set 54%; of the given names in presidio-research's name table (US
 rows) 39%, and 68% with the list of other languages. The name phrases "my name is", "call me"
 and "dear" were added after reading presidio-research's misses.
