@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from appliance.errors import DetectorUnavailable
-from appliance.pii.normalize import View, views
+from appliance.pii.normalize import DASHES, INVISIBLE, View, views
 from appliance.pii.recognizers import (
     TAGGED_ENTITIES,
     TAGGER_HOOK,
@@ -581,9 +581,13 @@ def _trim_person(finding: Finding, text: str) -> Finding:
     return Finding(finding.entity, finding.start + lead.end(), finding.end, finding.score)
 
 
-# Every dash the normaliser folds, with the invisible characters it drops around it.
-_INVISIBLE = r"[\u00ad\u200b-\u200d\u2060\ufeff]*"
-_JOIN = rf"{_INVISIBLE}[-\u2010-\u2015\u2212\ufe63\uff0d]{_INVISIBLE}"
+def _one_of(codes: frozenset[int]) -> str:
+    return "[" + "".join(re.escape(chr(code)) for code in sorted(codes)) + "]"
+
+
+# A hyphen or any dash the normaliser folds, with the invisible characters it drops around it.
+_INVISIBLE = f"{_one_of(INVISIBLE)}*"
+_JOIN = f"{_INVISIBLE}(?:-|{_one_of(DASHES)}){_INVISIBLE}"
 # A part of two letters or more, apostrophes inside ("O'Neil").
 _PART = r"([^\W\d_](?:[^\W\d_]|['\u2019])*[^\W\d_])"
 _PART_BEFORE = re.compile(rf"(?<![\w'\u2019-]){_PART}{_JOIN}$")

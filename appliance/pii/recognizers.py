@@ -420,6 +420,8 @@ def _tokens(doc: Any, span: tuple[int, int]) -> list[Any]:
 _NOT_PERSON_LABELS = frozenset(
     {"GPE", "LOC", "FAC", "ORG", "NORP", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "DATE", "TIME"}
 )
+# The same without ORG, which the small model gives to many names ("Freddie shouted").
+_NOT_PERSON_UNLESS_ORG = _NOT_PERSON_LABELS - {"ORG"}
 
 
 # Verbs and modals (universal VERB and AUX).
@@ -465,7 +467,7 @@ def _lone_name_is_a_person(doc: Any, token: Any) -> bool:
     if first and addressed and doc[token.i + 2].lower_ in _ADDRESSED_FOLLOWERS:
         # Addressed by name: "Christoffer, can I speak to you?" (not "However, can I ...":
         # the word is on a given-name list and tagged a proper noun).
-        return token.ent_type_ not in _NOT_PERSON_LABELS - {"ORG"}
+        return token.ent_type_ not in _NOT_PERSON_UNLESS_ORG
     if first and (following is None or following.tag_ not in _SUBJECT_FOLLOWERS):
         return False  # a capitalised first word ("Ping 10.0.0.1") is a name only as a subject
     if token.ent_type_ in _NOT_PERSON_LABELS:
@@ -550,7 +552,7 @@ def _weak_cue_holds(text: str, span: tuple[int, int], tokens: list[Any]) -> bool
     before = text[max(0, span[0] - 12) : span[0]].split()
     if before and before[-1].casefold() in _DETERMINERS:
         return False
-    return not any(t.ent_type_ in _NOT_PERSON_LABELS - {"ORG"} for t in tokens)
+    return not any(t.ent_type_ in _NOT_PERSON_UNLESS_ORG for t in tokens)
 
 
 def _listed(word: str) -> bool:

@@ -18,7 +18,7 @@ from appliance.errors import ServerAlreadyRunning
 
 HOLD = """
 import sys, time
-from appliance.db.engine import hold_single_server, release_single_server, upgrade
+from appliance.db.engine import hold_single_server, upgrade
 assert hold_single_server(sys.argv[1]) is None
 print("held", flush=True)
 time.sleep(600)
